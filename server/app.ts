@@ -1,0 +1,127 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { fileURLToPath } from "node:url";
+import { createAdapter } from "@socket.io/redis-adapter";
+import { type ClusterBus, localBus, redisBus } from "./cluster/bus.js";
+import { type RedisPair, connectRedis } from "./cluster/redis.js";
+import { ClientRegistry } from "./cluster/registry.js";
+import type { Config } from "./config.js";
+import { DrainState } from "./drain.js";
+import { installFrontDoor } from "./http/front-door.js";
+import { createHttpApp } from "./http/routes.js";
+import { type Logger, createLogger } from "./logger.js";
+import { createMetrics } from "./metrics.js";
+import { BroadcastDomain } from "./realtime/domain.js";
+import { now } from "./realtime/messages.js";
+import { createIo, createSocketIoGateway } from "./realtime/socketio.js";
+import { createWsGateway } from "./realtime/ws-gateway.js";
+import { ShutdownCoordinator } from "./shutdown.js";
+
+/** How long a cluster query waits for the other instances. */
+const CLUSTER_TIMEOUT_MS = 1_000;
+const DEMO_DIR = fileURLToPath(new URL("../client-demo/public", import.meta.url));
+
+export interface App {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly drain: DrainState;
+  readonly shutdown: ShutdownCoordinator;
+  readonly domain: BroadcastDomain;
+  readonly server: http.Server;
+  /** Resolves with the bound address (read it back when PORT=0). */
+  listen(): Promise<AddressInfo>;
+}
+
+/**
+ * Builds one instance: HTTP API, Socket.IO, /ws, the broadcast domain, the
+ * cluster bus (Redis when REDIS_URL is set) and the drain coordinator. Nothing
+ * here touches `process`; the entry point and tests both use it.
+ */
+export async function createApp(config: Config, opts: { log?: Logger; demoDir?: string } = {}): Promise<App> {
+  const log = opts.log ?? createLogger({ instance: config.instanceId, level: config.logLevel });
+  const drain = new DrainState();
+
+  let redis: RedisPair | undefined;
+  if (config.redisUrl) {
+    redis = await connectRedis(config.redisUrl, log.child({ component: "redis" }));
+    log.info({ redis: config.redisUrl.replace(/\/\/[^@]*@/, "//***@") }, "connected to redis: cluster mode");
+  }
+
+  const registry = new ClientRegistry({ instanceId: config.instanceId, redis, log: log.child({ component: "registry" }) });
+  const server = http.createServer();
+  // Idle connections of Socket.IO and /ws are kept alive by their own pings; these
+  // bound how long a slow or silent HTTP client may hold a socket.
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 30_000;
+
+  let connections = (): Record<string, number> => ({});
+  const metrics = createMetrics({ connections: () => connections(), draining: () => drain.draining });
+
+  const io = createIo(server, {
+    config,
+    metrics,
+    adapter: redis ? createAdapter(redis.pub, redis.sub, { key: "wbs", requestsTimeout: CLUSTER_TIMEOUT_MS }) : undefined,
+  });
+  const bus: ClusterBus = redis
+    ? redisBus(io, { timeoutMs: CLUSTER_TIMEOUT_MS, redisReady: () => redis.ready, log: log.child({ component: "bus" }) })
+    : localBus;
+  const domain = new BroadcastDomain({ instanceId: config.instanceId, bus, registry, drain, log, metrics, maxMessageBytes: config.maxMessageBytes });
+  const deps = { config, drain, registry, domain, metrics };
+  const sio = createSocketIoGateway(io, { ...deps, log: log.child({ component: "socket.io" }) });
+  const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });
+  domain.addSink(sio.sink);
+  domain.addSink(wsg.sink);
+  connections = () => ({ ...sio.connectionsByTransport(), ws: wsg.size });
+
+  const httpApp = createHttpApp({ ...deps, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
+  installFrontDoor(server, { drain, ws: wsg, metrics, app: httpApp });
+
+  const shutdown = new ShutdownCoordinator({
+    drain,
+    log: log.child({ component: "drain" }),
+    forcedShutdownAfterMs: config.forcedShutdownAfterMs,
+    progressLogEveryMs: config.progressLogEveryMs,
+    steps: {
+      clientCount: () => registry.size,
+      onClientsChange: (listener) => registry.on("change", listener),
+      notifyDraining: () => domain.notifyLocal({ type: "draining", instance: config.instanceId, at: now() }),
+      closeLeftovers: () => {
+        wsg.closeAll(1001, "server shutting down");
+        sio.closeTransports();
+      },
+      close: async () => {
+        domain.stopPeriodic();
+        wsg.close();
+        await registry.stop();
+        // io.close() unsubscribes through Redis, which may be away: bound the wait.
+        await Promise.race([io.close(), new Promise((r) => setTimeout(r, 1_000).unref())]);
+        server.closeAllConnections();
+        if (server.listening) await new Promise((r) => server.close(r));
+        await redis?.close();
+      },
+    },
+  });
+
+  return {
+    config,
+    log,
+    drain,
+    shutdown,
+    domain,
+    server,
+    async listen() {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(config.port, config.host, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      registry.start();
+      domain.startPeriodic(config.periodicIntervalMs);
+      const address = server.address() as AddressInfo;
+      log.info({ host: address.address, port: address.port, cluster: Boolean(redis) }, "listening");
+      return address;
+    },
+  };
+}

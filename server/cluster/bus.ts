@@ -1,0 +1,81 @@
+import type { Server } from "socket.io";
+import type { Logger } from "../logger.js";
+import type { DomainEvent } from "../realtime/messages.js";
+
+/** One publish as it travels between instances. */
+export interface Envelope {
+  event: DomainEvent;
+  /** Deliver only to this room's members. */
+  room?: string;
+}
+
+export type QueryName = "status" | "clients";
+
+export interface Gathered<T> {
+  answers: T[];
+  /** True when an instance did not answer in time (or Redis is away). */
+  partial: boolean;
+}
+
+/**
+ * How instances reach each other. Over Redis it is the adapter's
+ * inter-server communication (`serverSideEmit`); alone, it reaches nobody.
+ */
+export interface ClusterBus {
+  readonly clustered: boolean;
+  /** Every other instance delivers the envelope to its own clients. */
+  publish(envelope: Envelope): void;
+  /** Same, gathering the number of connections each other instance reached. */
+  publishCounted(envelope: Envelope): Promise<Gathered<number>>;
+  /** Asks every other instance; answers within the timeout, never hangs. */
+  query<T>(name: QueryName): Promise<Gathered<T>>;
+  /** Installs this instance's answers to the two calls above. */
+  serve(handlers: { deliver(envelope: Envelope): number; answer(name: QueryName): unknown }): void;
+}
+
+export const localBus: ClusterBus = {
+  clustered: false,
+  publish() {},
+  publishCounted: async () => ({ answers: [], partial: false }),
+  query: async () => ({ answers: [], partial: false }),
+  serve() {},
+};
+
+const PUBLISH = "wbs:publish";
+const QUERY = "wbs:query";
+
+/**
+ * @param timeoutMs the adapter's `requestsTimeout`; the wrapper adds a margin
+ *   because the adapter first counts subscribers, which waits on Redis.
+ */
+export function redisBus(io: Server, opts: { timeoutMs: number; redisReady: () => boolean; log: Logger }): ClusterBus {
+  const gather = <T>(event: string, arg: unknown): Promise<Gathered<T>> => {
+    if (!opts.redisReady()) return Promise.resolve({ answers: [], partial: true });
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve({ answers: [], partial: true }), opts.timeoutMs + 250);
+      io.serverSideEmit(event, arg, (err: Error | null, answers: T[] | undefined) => {
+        clearTimeout(timer);
+        if (err) opts.log.warn({ event, err: err.message }, "cluster request partly answered");
+        resolve({ answers: answers ?? [], partial: Boolean(err) });
+      });
+    });
+  };
+  return {
+    clustered: true,
+    publish(envelope) {
+      // While Redis is away the adapter would queue the publish and replay it
+      // minutes later; the local clients already have it, so skip instead.
+      if (opts.redisReady()) io.serverSideEmit(PUBLISH, envelope);
+      else opts.log.warn("redis away: message delivered to this instance's clients only");
+    },
+    publishCounted: (envelope) => gather<number>(PUBLISH, envelope),
+    query: <T>(name: QueryName) => gather<T>(QUERY, name),
+    serve({ deliver, answer }) {
+      io.on(PUBLISH, (envelope: Envelope, ack?: (n: number) => void) => {
+        const n = deliver(envelope);
+        ack?.(n);
+      });
+      io.on(QUERY, (name: QueryName, ack?: (a: unknown) => void) => ack?.(answer(name)));
+    },
+  };
+}

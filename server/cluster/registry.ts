@@ -1,0 +1,165 @@
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import type { Logger } from "../logger.js";
+import type { RedisPair } from "./redis.js";
+
+export type Transport = "socket.io" | "ws";
+
+/** One clientId held by one connection of this instance. */
+export interface Lease {
+  readonly id: string;
+  readonly transport: Transport;
+  readonly token: string;
+}
+
+const KEY = (id: string) => `wbs:client:${id}`;
+
+// Refresh our claims; re-create any that vanished (a Redis restart without
+// persistence); report the ones another instance took meanwhile.
+const REFRESH = `
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v == ARGV[i + 1] then redis.call('PEXPIRE', key, ARGV[1])
+  elseif not v then redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+  else table.insert(lost, key) end
+end
+return lost`;
+// Compare-and-delete: never release an id another instance holds now.
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+
+/**
+ * Which clientIds are connected. Locally a Map in connection order; across the
+ * cluster a Redis key a clientId (`SET NX PX`), refreshed by a heartbeat and
+ * released by compare-and-delete, so an id held by a crashed instance frees
+ * itself within `ttlMs`.
+ */
+export class ClientRegistry extends EventEmitter<{ change: [] }> {
+  readonly #local = new Map<string, Lease>();
+  readonly #instanceId: string;
+  readonly #redis: RedisPair | undefined;
+  readonly #log: Logger;
+  readonly #ttlMs: number;
+  #heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(opts: { instanceId: string; redis?: RedisPair; log: Logger; ttlMs?: number }) {
+    super();
+    this.#instanceId = opts.instanceId;
+    this.#redis = opts.redis;
+    this.#log = opts.log;
+    this.#ttlMs = opts.ttlMs ?? 10_000;
+  }
+
+  get size(): number {
+    return this.#local.size;
+  }
+
+  ids(): string[] {
+    return [...this.#local.keys()];
+  }
+
+  count(transport: Transport): number {
+    let n = 0;
+    for (const lease of this.#local.values()) if (lease.transport === transport) n++;
+    return n;
+  }
+
+  /** A fresh server-assigned id, for clients that bring none. */
+  newId(): string {
+    return `anon-${randomBytes(6).toString("base64url")}`;
+  }
+
+  /**
+   * Takes `id` for one connection, or answers undefined when it is held here or
+   * on another instance. While Redis is away only this instance is checked
+   * (fail open: refusing every client during an outage would be worse).
+   */
+  async claim(id: string, transport: Transport): Promise<Lease | undefined> {
+    if (this.#local.has(id)) return undefined;
+    const lease: Lease = { id, transport, token: `${this.#instanceId}#${randomBytes(6).toString("base64url")}` };
+    this.#local.set(id, lease); // reserve before awaiting, so a local race loses here
+    const redis = this.#redis;
+    if (redis?.ready) {
+      try {
+        const ok = await withTimeout(
+          redis.pub.sendCommand(["SET", KEY(id), lease.token, "NX", "PX", String(this.#ttlMs)]),
+          1_000,
+        );
+        if (String(ok) !== "OK") {
+          this.#local.delete(id);
+          return undefined;
+        }
+      } catch (err) {
+        this.#log.warn({ clientId: id, err: (err as Error).message }, "clientId not checked cluster-wide: redis did not answer");
+      }
+    }
+    this.emit("change");
+    return lease;
+  }
+
+  /** Idempotent: a second call, or a call for a superseded lease, does nothing. */
+  release(lease: Lease): void {
+    if (this.#local.get(lease.id) !== lease) return;
+    this.#local.delete(lease.id);
+    this.emit("change");
+    const redis = this.#redis;
+    if (redis?.ready) {
+      redis.pub.sendCommand(["EVAL", RELEASE, "1", KEY(lease.id), lease.token]).catch((err: Error) => {
+        this.#log.debug({ clientId: lease.id, err: err.message }, "release failed; the key expires by itself");
+      });
+    }
+  }
+
+  /** Starts the heartbeat that keeps this instance's ids claimed. */
+  start(): void {
+    if (!this.#redis || this.#heartbeat) return;
+    this.#heartbeat = setInterval(() => void this.#refresh(), Math.max(50, Math.floor(this.#ttlMs / 3)));
+    this.#heartbeat.unref();
+  }
+
+  /** Stops the heartbeat and releases every id still held. */
+  async stop(): Promise<void> {
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+    const redis = this.#redis;
+    const leases = [...this.#local.values()];
+    if (!redis?.ready || leases.length === 0) return;
+    await withTimeout(
+      Promise.all(leases.map((l) => redis.pub.sendCommand(["EVAL", RELEASE, "1", KEY(l.id), l.token]))),
+      1_000,
+    ).catch(() => undefined);
+  }
+
+  async #refresh(): Promise<void> {
+    const redis = this.#redis;
+    if (!redis?.ready || this.#local.size === 0) return;
+    const leases = [...this.#local.values()];
+    for (let i = 0; i < leases.length; i += 500) {
+      const batch = leases.slice(i, i + 500);
+      try {
+        const lost = (await redis.pub.sendCommand([
+          "EVAL",
+          REFRESH,
+          String(batch.length),
+          ...batch.map((l) => KEY(l.id)),
+          String(this.#ttlMs),
+          ...batch.map((l) => l.token),
+        ])) as string[];
+        if (lost.length > 0) this.#log.warn({ keys: lost }, "clientIds claimed by another instance while redis was away");
+      } catch (err) {
+        this.#log.debug({ err: (err as Error).message }, "heartbeat failed; retrying next beat");
+        return;
+      }
+    }
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

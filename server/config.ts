@@ -1,0 +1,141 @@
+import os from "node:os";
+import { z } from "zod";
+
+/** Seconds, fractions allowed so tests can run timers in milliseconds. */
+const seconds = (fallback: number, { allowZero = false } = {}) =>
+  z
+    .string()
+    .trim()
+    .default(String(fallback))
+    .transform(Number)
+    .pipe(
+      allowZero
+        ? z.number({ error: "must be a number of seconds" }).finite().min(0, "must be 0 or more")
+        : z.number({ error: "must be a number of seconds" }).finite().positive("must be more than 0"),
+    );
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+const schema = z.object({
+  PORT: z
+    .string()
+    .trim()
+    .default("8000")
+    .transform(Number)
+    .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(0).max(65535, "must be a port from 0 to 65535")),
+  HOST: z.string().trim().min(1, "must not be empty").default("127.0.0.1"),
+  INSTANCE_ID: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    .optional(),
+  LOG_LEVEL: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .default("info")
+    .pipe(z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` })),
+  FORCED_SHUTDOWN_AFTER_SEC: seconds(1800),
+  PROGRESS_LOG_EVERY_SEC: seconds(5),
+  PERIODIC_INTERVAL_SEC: seconds(10, { allowZero: true }),
+  MAX_MESSAGE_BYTES: z
+    .string()
+    .trim()
+    .default("65536")
+    .transform(Number)
+    .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(16, "must be at least 16").max(16 * 1024 * 1024, "must be at most 16 MiB")),
+  CORS_ORIGINS: z
+    .string()
+    .optional()
+    .transform((v) =>
+      v === undefined || v.trim() === ""
+        ? undefined
+        : v
+            .split(",")
+            .map((s) => s.trim())
+            .filter(Boolean),
+    )
+    .pipe(
+      z
+        .array(z.union([z.literal("*"), z.url({ error: "each entry must be * or an origin such as https://app.example.com" })]))
+        .optional(),
+    ),
+  ADMIN_TOKEN: z
+    .string()
+    .optional()
+    .transform((v) => (v === undefined || v === "" ? undefined : v)),
+  REDIS_URL: z
+    .string()
+    .trim()
+    .optional()
+    .transform((v) => (v === undefined || v === "" ? undefined : v))
+    .pipe(
+      z
+        .string()
+        .regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL")
+        .optional(),
+    ),
+});
+
+export interface Config {
+  /** @default 8000 (0 picks a free port) */
+  readonly port: number;
+  /** @default "127.0.0.1" */
+  readonly host: string;
+  /** Names this instance in logs, payloads and Engine.IO session ids. @default "<hostname>:<port>" */
+  readonly instanceId: string;
+  /** @default "info" */
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+  /** Drain deadline, milliseconds. @default 1_800_000 */
+  readonly forcedShutdownAfterMs: number;
+  /** @default 5_000 */
+  readonly progressLogEveryMs: number;
+  /** 0 turns periodic notifications off. @default 10_000 */
+  readonly periodicIntervalMs: number;
+  /** Largest message text (and /ws frame), bytes. @default 65536 */
+  readonly maxMessageBytes: number;
+  /** Extra allowed browser origins; same-origin and localhost are always allowed. */
+  readonly corsOrigins: readonly string[] | undefined;
+  readonly adminToken: string | undefined;
+  /** Unset: one instance with Socket.IO's in-memory adapter. */
+  readonly redisUrl: string | undefined;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration: ${problems.join("; ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * Parses and validates the environment once. Every bad variable is named in
+ * one ConfigError; the result is frozen.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Only our variables, and empty strings count as unset for the defaulted ones.
+  const input: Record<string, string | undefined> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const value = env[key];
+    input[key] = value === "" && key !== "ADMIN_TOKEN" ? undefined : value;
+  }
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".")}=${JSON.stringify(env[String(issue.path[0])] ?? "")} ${issue.message}`);
+    throw new ConfigError(problems);
+  }
+  const c = parsed.data;
+  return Object.freeze({
+    port: c.PORT,
+    host: c.HOST,
+    instanceId: c.INSTANCE_ID ?? `${os.hostname()}:${c.PORT}`,
+    logLevel: c.LOG_LEVEL,
+    forcedShutdownAfterMs: Math.round(c.FORCED_SHUTDOWN_AFTER_SEC * 1000),
+    progressLogEveryMs: Math.round(c.PROGRESS_LOG_EVERY_SEC * 1000),
+    periodicIntervalMs: Math.round(c.PERIODIC_INTERVAL_SEC * 1000),
+    maxMessageBytes: c.MAX_MESSAGE_BYTES,
+    corsOrigins: c.CORS_ORIGINS ? Object.freeze([...c.CORS_ORIGINS]) : undefined,
+    adminToken: c.ADMIN_TOKEN,
+    redisUrl: c.REDIS_URL,
+  });
+}

@@ -1,0 +1,51 @@
+/**
+ * The one catalogue of coded errors. Each code maps to the HTTP status of a
+ * refused request or upgrade, the WebSocket close code of a refused /ws
+ * session, and the data of a Socket.IO `connect_error`.
+ */
+export const ERRORS = {
+  DRAINING: { status: 503, close: 1001, message: () => "server is draining" },
+  DUPLICATE_CLIENT_ID: { status: 409, close: 1008, message: (id?: string) => `Client ${id} is already connected` },
+  INVALID_CLIENT_ID: {
+    status: 400,
+    close: 1008,
+    message: (id?: string) => `invalid clientId ${JSON.stringify(id)}: use 1-64 characters of A-Z a-z 0-9 _ . -`,
+  },
+  ORIGIN_NOT_ALLOWED: { status: 403, close: 1008, message: (origin?: string) => `origin ${origin} is not allowed` },
+  NOT_FOUND: { status: 404, close: 1008, message: (path?: string) => `no route for ${path}` },
+  UNAUTHORIZED: { status: 401, close: 1008, message: () => "missing or wrong bearer token" },
+  BAD_REQUEST: { status: 400, close: 1007, message: (why?: string) => why ?? "bad request" },
+  TOO_LARGE: { status: 413, close: 1009, message: (limit?: string) => `message is larger than ${limit} bytes` },
+  UNSUPPORTED_DATA: { status: 415, close: 1003, message: () => "binary frames are not supported; send text" },
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class ServiceError extends Error {
+  readonly status: number;
+  readonly closeCode: number;
+  /** What a Socket.IO client sees as `err.data` of `connect_error`. */
+  readonly data: { code: ErrorCode };
+
+  constructor(
+    readonly code: ErrorCode,
+    detail?: string,
+  ) {
+    const entry = ERRORS[code];
+    super(entry.message(detail));
+    this.name = "ServiceError";
+    this.status = entry.status;
+    this.closeCode = entry.close;
+    this.data = { code };
+  }
+
+  /** JSON body of an HTTP error answer. */
+  toJSON(): { error: string; code: ErrorCode } {
+    return { error: this.message, code: this.code };
+  }
+}
+
+/** Client ids: short tokens, integers included (the old service B used integers). */
+export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Room names share the client id alphabet, plus ':' for namespacing such as "team:red". */
+export const ROOM_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;

@@ -1,0 +1,90 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import path from "node:path";
+import express, { type NextFunction, type Request, type Response } from "express";
+import type { Config } from "../config.js";
+import type { DrainState } from "../drain.js";
+import { ServiceError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+import type { BroadcastDomain } from "../realtime/domain.js";
+
+/**
+ * The HTTP API: the old services' broadcast and client list (admin: bearer
+ * token when ADMIN_TOKEN is set), probes, metrics, and the demo page at `/`.
+ */
+export function createHttpApp(opts: {
+  config: Config;
+  log: Logger;
+  drain: DrainState;
+  domain: BroadcastDomain;
+  metrics: Metrics;
+  demoDir: string;
+}): express.Express {
+  const { config, log, drain, domain, metrics } = opts;
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+
+  const admin = (req: Request, _res: Response, next: NextFunction) => {
+    if (config.adminToken === undefined) return next();
+    const given = /^Bearer (.+)$/.exec(req.get("authorization") ?? "")?.[1] ?? "";
+    // Compare digests so neither the length nor the content leaks through timing.
+    const digest = (s: string) => createHash("sha256").update(s).digest();
+    next(timingSafeEqual(digest(given), digest(config.adminToken)) ? undefined : new ServiceError("UNAUTHORIZED"));
+  };
+
+  // A message can be maxMessageBytes of text that JSON escapes up to 6 bytes a byte (\u00XX).
+  const json = express.json({ limit: config.maxMessageBytes * 6 + 1024 });
+
+  app.post("/broadcast-to-all", admin, json, async (req, res) => {
+    if (!req.is("application/json")) throw new ServiceError("BAD_REQUEST", 'send a JSON body {"message": "..."} with Content-Type: application/json');
+    const body: unknown = req.body;
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ServiceError("BAD_REQUEST", 'body must be a JSON object {"message": "..."}');
+    const { message, room } = body as { message?: unknown; room?: unknown };
+    const chat = domain.message({ from: "http", origin: "http", text: message, room });
+    const result = await domain.publishCounted({ event: { event: "message", data: chat }, room: chat.room });
+    res.json(result);
+  });
+
+  app.get("/clients", admin, async (_req, res) => {
+    res.json(await domain.clusterClients());
+  });
+
+  app.get("/healthz", (_req, res) => {
+    res.json({ status: "ok", instance: config.instanceId, pid: process.pid, draining: drain.draining });
+  });
+
+  app.get("/readyz", (_req, res) => {
+    res.status(drain.draining ? 503 : 200).json({ ready: !drain.draining, instance: config.instanceId, draining: drain.draining });
+  });
+
+  app.get("/metrics", async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  app.use(express.static(path.resolve(opts.demoDir), { index: "index.html" }));
+
+  app.use((req, _res, next) => next(new ServiceError("NOT_FOUND", req.path)));
+
+  // Every error leaves as a status with a JSON body; the server goes on.
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    if (err instanceof ServiceError) {
+      metrics.refusals.inc({ code: err.code });
+      res.status(err.status).json(err.toJSON());
+      return;
+    }
+    const status = typeof (err as { status?: unknown }).status === "number" ? (err as { status: number }).status : 500;
+    if (status === 413) {
+      res.status(413).json(new ServiceError("TOO_LARGE", String(config.maxMessageBytes)).toJSON());
+    } else if ((err as { type?: unknown }).type === "entity.parse.failed") {
+      res.status(400).json(new ServiceError("BAD_REQUEST", "body is not valid JSON").toJSON());
+    } else if (status < 500) {
+      res.status(status).json({ error: (err as Error).message, code: "BAD_REQUEST" });
+    } else {
+      log.error({ err }, "request failed");
+      res.status(500).json({ error: "internal error", code: "INTERNAL" });
+    }
+  });
+
+  return app;
+}

@@ -1,0 +1,173 @@
+import type { ClusterBus, Envelope, QueryName } from "../cluster/bus.js";
+import type { ClientRegistry } from "../cluster/registry.js";
+import type { DrainState } from "../drain.js";
+import { ROOM_PATTERN, ServiceError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+import {
+  type ChatMessage,
+  type DomainEvent,
+  type InstanceStatus,
+  type Notification,
+  type Origin,
+  isStatusCommand,
+  now,
+} from "./messages.js";
+
+/** A gateway's local connections, as the domain sees them. */
+export interface LocalSink {
+  /** Metric label of what it delivers on. */
+  readonly transport: string;
+  /** Delivers to this gateway's own connections; answers how many it reached. */
+  deliver(envelope: Envelope): number;
+}
+
+export interface DomainOptions {
+  instanceId: string;
+  bus: ClusterBus;
+  registry: ClientRegistry;
+  drain: DrainState;
+  log: Logger;
+  metrics: Metrics;
+  maxMessageBytes: number;
+}
+
+export interface Published {
+  sent: number;
+  partial: boolean;
+}
+
+/**
+ * The broadcast domain: every connection of every transport on every
+ * instance. The one publish path both gateways and the HTTP endpoint use:
+ * deliver to this instance's connections, then hand the same envelope to the
+ * cluster bus for every other instance.
+ */
+export class BroadcastDomain {
+  readonly #sinks: LocalSink[] = [];
+  readonly #opts: DomainOptions;
+  #periodic: NodeJS.Timeout | undefined;
+
+  constructor(opts: DomainOptions) {
+    this.#opts = opts;
+    opts.bus.serve({
+      deliver: (envelope) => this.deliverLocal(envelope),
+      answer: (name) => this.#answer(name),
+    });
+  }
+
+  get instanceId(): string {
+    return this.#opts.instanceId;
+  }
+
+  addSink(sink: LocalSink): void {
+    this.#sinks.push(sink);
+  }
+
+  /** Delivers to this instance's connections only. */
+  deliverLocal(envelope: Envelope): number {
+    let total = 0;
+    for (const sink of this.#sinks) {
+      const n = sink.deliver(envelope);
+      if (n > 0) this.#opts.metrics.messagesOut.inc({ transport: sink.transport }, n);
+      total += n;
+    }
+    return total;
+  }
+
+  /** Local delivery, then every other instance. Fire and forget. */
+  publish(envelope: Envelope): void {
+    this.#count(envelope);
+    this.deliverLocal(envelope);
+    this.#opts.bus.publish(envelope);
+  }
+
+  /** As publish, answering the number of connections reached on all instances. */
+  async publishCounted(envelope: Envelope): Promise<Published> {
+    this.#count(envelope);
+    const local = this.deliverLocal(envelope);
+    const remote = await this.#opts.bus.publishCounted(envelope);
+    return { sent: remote.answers.reduce((a, b) => a + b, local), partial: remote.partial };
+  }
+
+  /** A notification for this instance's clients only (periodic, draining). */
+  notifyLocal(notification: Notification): number {
+    this.#opts.metrics.broadcasts.inc({ origin: notification.type });
+    return this.deliverLocal({ event: { event: "notification", data: notification } });
+  }
+
+  /**
+   * A text a client sent: validated, broadcast to the domain (or a room), and
+   * for `ping`/`test` followed by a status notification to everyone.
+   * @throws ServiceError BAD_REQUEST or TOO_LARGE; nothing is sent then.
+   */
+  async handleClientText(input: { from: string; origin: Origin; text: unknown; room?: unknown }): Promise<void> {
+    const message = this.message(input);
+    this.publish({ event: { event: "message", data: message }, room: message.room });
+    if (isStatusCommand(message.text)) await this.publishStatus(input.from);
+  }
+
+  /** Builds a chat message, or throws a ServiceError that says what is wrong. */
+  message(input: { from: string; origin: Origin; text: unknown; room?: unknown }): ChatMessage {
+    const { text, room } = input;
+    if (typeof text !== "string" || text.length === 0) {
+      throw new ServiceError("BAD_REQUEST", "message must be a non-empty string");
+    }
+    if (Buffer.byteLength(text) > this.#opts.maxMessageBytes) {
+      throw new ServiceError("TOO_LARGE", String(this.#opts.maxMessageBytes));
+    }
+    if (room !== undefined && (typeof room !== "string" || !ROOM_PATTERN.test(room))) {
+      throw new ServiceError("BAD_REQUEST", "room must be 1-64 characters of A-Z a-z 0-9 _ . : -");
+    }
+    const message: ChatMessage = { text, from: input.from, instance: this.instanceId, origin: input.origin, at: now() };
+    if (room !== undefined) message.room = room;
+    return message;
+  }
+
+  async publishStatus(requestedBy: string): Promise<void> {
+    const status = await this.clusterStatus();
+    this.publish({ event: { event: "notification", data: { type: "status", requestedBy, ...status, at: now() } } });
+  }
+
+  localStatus(): InstanceStatus {
+    return { id: this.instanceId, clients: this.#opts.registry.size, draining: this.#opts.drain.draining };
+  }
+
+  async clusterStatus(): Promise<{ instances: InstanceStatus[]; clients: number; partial: boolean }> {
+    const remote = await this.#opts.bus.query<InstanceStatus>("status");
+    const instances = [this.localStatus(), ...remote.answers].sort((a, b) => a.id.localeCompare(b.id));
+    return { instances, clients: instances.reduce((n, i) => n + i.clients, 0), partial: remote.partial };
+  }
+
+  async clusterClients(): Promise<{ clients: string[]; partial: boolean }> {
+    const remote = await this.#opts.bus.query<string[]>("clients");
+    return { clients: [this.#opts.registry.ids(), ...remote.answers].flat(), partial: remote.partial };
+  }
+
+  /**
+   * Each instance notifies its own clients, so every client gets exactly one
+   * periodic notification an interval however many instances run, with no
+   * lock to race for and nothing lost while Redis is away.
+   */
+  startPeriodic(intervalMs: number): void {
+    if (intervalMs <= 0 || this.#periodic) return;
+    this.#periodic = setInterval(() => {
+      this.notifyLocal({ type: "periodic", instance: this.instanceId, intervalSec: intervalMs / 1000, at: now() });
+    }, intervalMs);
+    this.#periodic.unref();
+  }
+
+  stopPeriodic(): void {
+    clearInterval(this.#periodic);
+    this.#periodic = undefined;
+  }
+
+  #count(envelope: Envelope): void {
+    const e: DomainEvent = envelope.event;
+    this.#opts.metrics.broadcasts.inc({ origin: e.event === "message" ? e.data.origin : e.data.type });
+  }
+
+  #answer(name: QueryName): unknown {
+    return name === "status" ? this.localStatus() : this.#opts.registry.ids();
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * Wire formats: the payloads of the Socket.IO events, and how /ws renders them
+ * as text lines (the old services' formats, instance ids in place of PIDs) or
+ * as JSON frames `{ "type": <event>, "data": <payload> }`.
+ */
+
+export const COMMANDS = ["ping", "test"] as const;
+
+/** Where a chat message entered the domain; `http` ones render as bare text on /ws. */
+export type Origin = "socket.io" | "ws" | "http";
+
+export interface ChatMessage {
+  text: string;
+  from: string;
+  instance: string;
+  room?: string;
+  origin: Origin;
+  at: string;
+}
+
+export interface InstanceStatus {
+  id: string;
+  clients: number;
+  draining: boolean;
+}
+
+export interface StatusNotification {
+  type: "status";
+  requestedBy: string;
+  instances: InstanceStatus[];
+  clients: number;
+  /** True when an instance did not answer in time: the figures are what the others said. */
+  partial: boolean;
+  at: string;
+}
+
+export interface PeriodicNotification {
+  type: "periodic";
+  instance: string;
+  intervalSec: number;
+  at: string;
+}
+
+export interface DrainingNotification {
+  type: "draining";
+  instance: string;
+  at: string;
+}
+
+export type Notification = StatusNotification | PeriodicNotification | DrainingNotification;
+
+export interface Welcome {
+  clientId: string;
+  instance: string;
+  commands: readonly string[];
+  at: string;
+}
+
+/** What travels through the domain: the Socket.IO event name and its payload. */
+export type DomainEvent = { event: "message"; data: ChatMessage } | { event: "notification"; data: Notification };
+
+export const now = (): string => new Date().toISOString();
+
+/** `ping` / `test`, trimmed, any case. */
+export const isStatusCommand = (text: string): boolean => {
+  const t = text.trim().toLowerCase();
+  return t === "ping" || t === "test";
+};
+
+const clock = (iso: string): string => iso.slice(11, 19);
+
+export function renderWelcome(w: Welcome): string {
+  // The leading space is the old service A's, kept for scripts that match on it.
+  return ` Welcome! Connected to Instance [${w.instance}] as ${w.clientId} at ${clock(w.at)}. Commands: 'test' or 'ping' for status check.`;
+}
+
+export const renderEcho = (text: string): string => `Server echo: ${text}`;
+
+/** One human-readable line per event, for /ws text mode. */
+export function renderText(e: DomainEvent): string {
+  if (e.event === "message") {
+    const m = e.data;
+    if (m.origin === "http") return m.text;
+    const where = m.room ? ` in #${m.room}` : "";
+    return `User ${m.from} (via ${m.instance}) says${where}: ${m.text}`;
+  }
+  const n = e.data;
+  switch (n.type) {
+    case "status": {
+      const list = n.instances.map((i) => `${i.id} (${i.clients}${i.draining ? ", draining" : ""})`).join(", ");
+      const partial = n.partial ? " [partial: an instance did not answer]" : "";
+      return `[${clock(n.at)}] TEST REQUEST from ${n.requestedBy}: System is Active. ${n.clients} client(s) on ${n.instances.length} instance(s): ${list}${partial}`;
+    }
+    case "periodic":
+      return `[${clock(n.at)}] SYSTEM (${n.instance}): Periodic Notification (Every ${n.intervalSec}s)`;
+    case "draining":
+      return `[${clock(n.at)}] SYSTEM (${n.instance}): instance is draining; you stay connected, reconnect to move to a live instance`;
+  }
+}
+
+export const renderJson = (type: string, data: unknown): string => JSON.stringify({ type, data });

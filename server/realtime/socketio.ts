@@ -1,0 +1,188 @@
+import type { Server as HttpServer } from "node:http";
+import { Server, type Socket } from "socket.io";
+import type { Envelope } from "../cluster/bus.js";
+import type { ClientRegistry, Lease } from "../cluster/registry.js";
+import type { Config } from "../config.js";
+import type { DrainState } from "../drain.js";
+import { CLIENT_ID_PATTERN, ROOM_PATTERN, ServiceError } from "../errors.js";
+import { originAllowed } from "../http/origin.js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+import type { BroadcastDomain, LocalSink } from "./domain.js";
+import { COMMANDS, type Welcome, now } from "./messages.js";
+
+type Ack = (answer: { ok: true; [k: string]: unknown } | { ok: false; error: string; code?: string }) => void;
+
+/** Client room names live apart from Socket.IO's per-socket rooms, so no client can join another's private room. */
+export const roomKey = (room: string): string => `room:${room}`;
+
+/** Engine.IO session ids start with this, so nginx can route a session to its owner. */
+export const sidPrefix = (instanceId: string): string => instanceId.replace(/[^A-Za-z0-9-]/g, "-");
+
+export interface SocketIoGateway {
+  io: Server;
+  sink: LocalSink;
+  /** Open sockets by transport, for metrics. */
+  connectionsByTransport(): Record<string, number>;
+  /** Closes every transport, so socket.io-client reconnects by itself (to a live instance). */
+  closeTransports(): void;
+}
+
+/** The Socket.IO server on `httpServer`, with our origin policy, limits and sticky session ids. */
+export function createIo(
+  httpServer: HttpServer,
+  opts: { config: Config; metrics: Metrics; adapter?: Parameters<Server["adapter"]>[0] },
+): Server {
+  const { config, metrics } = opts;
+  const io = new Server(httpServer, {
+    path: "/socket.io",
+    serveClient: true,
+    // Room for the JSON framing around a message of the largest size.
+    maxHttpBufferSize: config.maxMessageBytes * 2 + 4096,
+    // The upgrade listener is ours (front-door.ts): never let Engine.IO destroy /ws upgrades.
+    destroyUpgrade: false,
+    cors: {
+      origin: (origin, cb) => cb(null, originAllowed(origin, undefined, config.corsOrigins)),
+    },
+    allowRequest: (req, cb) => {
+      const ok = originAllowed(req.headers.origin, req.headers.host, config.corsOrigins);
+      if (!ok) metrics.refusals.inc({ code: "ORIGIN_NOT_ALLOWED" });
+      cb(ok ? null : `origin ${req.headers.origin} is not allowed`, ok);
+    },
+    ...(opts.adapter ? { adapter: opts.adapter } : {}),
+  });
+
+  const prefix = sidPrefix(config.instanceId);
+  const baseGenerateId = io.engine.generateId.bind(io.engine);
+  io.engine.generateId = (req) => `${prefix}.${baseGenerateId(req) as string}`;
+
+  // The handshake request (headers and all) is not needed once a session is
+  // open; dropping it saves memory on every idle connection.
+  io.engine.on("connection", (raw: { request: unknown }) => {
+    raw.request = null;
+  });
+  return io;
+}
+
+/** Namespace middleware (drain, clientId) and the event handlers of `/`. */
+export function createSocketIoGateway(
+  io: Server,
+  opts: {
+    config: Config;
+    log: Logger;
+    drain: DrainState;
+    registry: ClientRegistry;
+    domain: BroadcastDomain;
+    metrics: Metrics;
+  },
+): SocketIoGateway {
+  const { config, log, drain, registry, domain, metrics } = opts;
+
+  const refuse = (err: ServiceError, next: (err?: Error) => void) => {
+    metrics.refusals.inc({ code: err.code });
+    next(err);
+  };
+
+  io.use(async (socket, next) => {
+    if (drain.draining) return refuse(new ServiceError("DRAINING"), next);
+    const wanted: unknown = socket.handshake.auth?.clientId;
+    if (wanted !== undefined && (typeof wanted !== "string" || !CLIENT_ID_PATTERN.test(wanted))) {
+      return refuse(new ServiceError("INVALID_CLIENT_ID", String(wanted)), next);
+    }
+    const id = (wanted as string | undefined) ?? registry.newId();
+    const lease = await registry.claim(id, "socket.io");
+    if (!lease) return refuse(new ServiceError("DUPLICATE_CLIENT_ID", id), next);
+    socket.data.lease = lease;
+    // The client may have gone while we awaited Redis; then "disconnect" never fires.
+    socket.conn.once("close", () => registry.release(lease));
+    next();
+  });
+
+  io.on("connection", (socket: Socket) => {
+    const lease = socket.data.lease as Lease;
+    const clientLog = log.child({ clientId: lease.id, transport: socket.conn.transport.name });
+    clientLog.debug("connected");
+    const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
+    socket.emit("welcome", welcome);
+
+    const handle = (event: string, work: (...args: unknown[]) => Promise<Record<string, unknown> | void> | Record<string, unknown> | void) => {
+      socket.on(event, async (...args: unknown[]) => {
+        const last = args[args.length - 1];
+        const ack: Ack | undefined = typeof last === "function" ? (args.pop() as Ack) : undefined;
+        try {
+          const extra = await work(...args);
+          ack?.({ ok: true, ...(extra ?? {}) });
+        } catch (err) {
+          if (err instanceof ServiceError) {
+            metrics.refusals.inc({ code: err.code });
+            ack?.({ ok: false, error: err.message, code: err.code });
+          } else {
+            clientLog.error({ err, event }, "handler failed");
+            ack?.({ ok: false, error: "internal error" });
+          }
+        }
+      });
+    };
+
+    handle("message", async (payload) => {
+      metrics.messagesIn.inc({ transport: "socket.io" });
+      const { text, room } =
+        typeof payload === "object" && payload !== null ? (payload as { text?: unknown; room?: unknown }) : { text: payload, room: undefined };
+      await domain.handleClientText({ from: lease.id, origin: "socket.io", text, room });
+    });
+    handle("join", (room) => {
+      socket.join(roomKey(validRoom(room)));
+      return { room };
+    });
+    handle("leave", (room) => {
+      socket.leave(roomKey(validRoom(room)));
+      return { room };
+    });
+    // The demo page's status button: the same notification as sending "ping", without the chat line.
+    handle("status", async () => {
+      await domain.publishStatus(lease.id);
+    });
+
+    socket.on("disconnect", (reason) => {
+      registry.release(lease);
+      clientLog.debug({ reason }, "disconnected");
+    });
+  });
+
+  const sink: LocalSink = {
+    transport: "socket.io",
+    deliver({ event, room }: Envelope): number {
+      const nsp = io.of("/");
+      if (room !== undefined) {
+        const members = nsp.adapter.rooms.get(roomKey(room))?.size ?? 0;
+        if (members > 0) io.local.to(roomKey(room)).emit(event.event, event.data);
+        return members;
+      }
+      if (nsp.sockets.size > 0) io.local.emit(event.event, event.data);
+      return nsp.sockets.size;
+    },
+  };
+
+  return {
+    io,
+    sink,
+    connectionsByTransport() {
+      const counts: Record<string, number> = { "socket.io-polling": 0, "socket.io-websocket": 0 };
+      for (const socket of io.of("/").sockets.values()) {
+        const key = `socket.io-${socket.conn.transport.name}`;
+        counts[key] = (counts[key] ?? 0) + 1;
+      }
+      return counts;
+    },
+    closeTransports() {
+      for (const socket of io.of("/").sockets.values()) socket.conn.close();
+    },
+  };
+}
+
+function validRoom(room: unknown): string {
+  if (typeof room !== "string" || !ROOM_PATTERN.test(room)) {
+    throw new ServiceError("BAD_REQUEST", "room must be 1-64 characters of A-Z a-z 0-9 _ . : -");
+  }
+  return room;
+}

@@ -1,0 +1,210 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocketServer, type WebSocket } from "ws";
+import type { Envelope } from "../cluster/bus.js";
+import type { ClientRegistry, Lease } from "../cluster/registry.js";
+import type { Config } from "../config.js";
+import type { DrainState } from "../drain.js";
+import { CLIENT_ID_PATTERN, ServiceError } from "../errors.js";
+import { originAllowed } from "../http/origin.js";
+import { DRAIN_HEADERS, rejectUpgrade } from "../http/reject.js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+import type { BroadcastDomain, LocalSink } from "./domain.js";
+import { COMMANDS, type DomainEvent, type Welcome, now, renderEcho, renderJson, renderText, renderWelcome } from "./messages.js";
+
+/** `/ws` broadcasts what the client sends (old service A); `/ws/{id}` echoes it (old service B). */
+type Mode = "broadcast" | "echo";
+type Format = "text" | "json";
+
+interface Client {
+  lease: Lease;
+  ws: WebSocket;
+  mode: Mode;
+  format: Format;
+  alive: boolean;
+}
+
+const PATH = /^\/ws(?:\/([^/]*))?\/?$/;
+const HEARTBEAT_MS = 25_000;
+
+export interface WsGateway {
+  /** Answers whether the upgrade was for /ws (and so handled here). */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+  sink: LocalSink;
+  readonly size: number;
+  /** Closes every client with `code` (1001 at the drain deadline). */
+  closeAll(code: number, reason: string): void;
+  close(): void;
+}
+
+export function createWsGateway(opts: {
+  config: Config;
+  log: Logger;
+  drain: DrainState;
+  registry: ClientRegistry;
+  domain: BroadcastDomain;
+  metrics: Metrics;
+}): WsGateway {
+  const { config, log, drain, registry, domain, metrics } = opts;
+  // maxPayload makes ws close an oversized frame's connection with 1009 by itself.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes, clientTracking: false, perMessageDeflate: false });
+  const clients = new Set<Client>();
+
+  // Pings find dead peers and keep idle connections alive through proxies.
+  const heartbeat = setInterval(() => {
+    for (const c of clients) {
+      if (!c.alive) {
+        c.ws.terminate();
+        continue;
+      }
+      c.alive = false;
+      c.ws.ping();
+    }
+  }, HEARTBEAT_MS);
+  heartbeat.unref();
+
+  const refuse = (socket: Duplex, err: ServiceError, extraHeaders?: Record<string, string>) => {
+    metrics.refusals.inc({ code: err.code });
+    rejectUpgrade(socket, err, extraHeaders);
+  };
+
+  const send = (c: Client, type: string, data: unknown, text: string) => {
+    if (c.ws.readyState === c.ws.OPEN) c.ws.send(c.format === "json" ? renderJson(type, data) : text);
+  };
+
+  const accept = (req: IncomingMessage, socket: Duplex, head: Buffer, mode: Mode, format: Format, lease: Lease | undefined, wanted: string) => {
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (!lease) {
+        // The old service B's answer to a duplicate id: an error frame, then 1008.
+        const err = new ServiceError("DUPLICATE_CLIENT_ID", wanted);
+        metrics.refusals.inc({ code: err.code });
+        ws.send(JSON.stringify({ type: "error", code: 1008, message: err.message }));
+        ws.close(1008, "duplicate clientId");
+        return;
+      }
+      const client: Client = { lease, ws, mode, format, alive: true };
+      clients.add(client);
+      const clientLog = log.child({ clientId: lease.id, transport: "ws", mode });
+      clientLog.debug("connected");
+      const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
+      send(client, "welcome", welcome, renderWelcome(welcome));
+
+      ws.on("pong", () => {
+        client.alive = true;
+      });
+      ws.on("message", (data, isBinary) => {
+        if (isBinary) {
+          metrics.refusals.inc({ code: "UNSUPPORTED_DATA" });
+          ws.close(1003, "binary frames are not supported");
+          return;
+        }
+        metrics.messagesIn.inc({ transport: "ws" });
+        const raw = data.toString();
+        if (mode === "echo") {
+          send(client, "echo", { text: raw }, renderEcho(raw));
+          return;
+        }
+        const { text, room } = format === "json" ? parseJsonFrame(raw) : { text: raw, room: undefined };
+        domain.handleClientText({ from: lease.id, origin: "ws", text, room }).catch((err: unknown) => {
+          if (!(err instanceof ServiceError)) return clientLog.error({ err }, "message failed");
+          metrics.refusals.inc({ code: err.code });
+          // A bad message is answered, not punished: the connection stays open.
+          send(client, "error", err.toJSON(), `Error: ${err.message}`);
+        });
+      });
+      ws.on("error", (err) => clientLog.debug({ err: err.message }, "socket error"));
+      ws.on("close", (code) => {
+        clients.delete(client);
+        registry.release(lease);
+        clientLog.debug({ code }, "disconnected");
+      });
+    });
+  };
+
+  return {
+    handleUpgrade(req, socket, head) {
+      const url = new URL(req.url ?? "/", "http://localhost");
+      const match = PATH.exec(url.pathname);
+      if (!match) return false;
+      if (drain.draining) {
+        refuse(socket, new ServiceError("DRAINING"), DRAIN_HEADERS);
+        return true;
+      }
+      if (!originAllowed(req.headers.origin, req.headers.host, config.corsOrigins)) {
+        refuse(socket, new ServiceError("ORIGIN_NOT_ALLOWED", req.headers.origin));
+        return true;
+      }
+      const format: Format = url.searchParams.get("format") === "json" ? "json" : "text";
+      const wanted = match[1] === undefined ? undefined : decodeURIComponent(match[1]);
+      if (wanted !== undefined && !CLIENT_ID_PATTERN.test(wanted)) {
+        refuse(socket, new ServiceError("INVALID_CLIENT_ID", wanted));
+        return true;
+      }
+      const mode: Mode = wanted === undefined ? "broadcast" : "echo";
+      const id = wanted ?? registry.newId();
+      registry.claim(id, "ws").then(
+        (lease) => {
+          // The peer may have gone, or a drain begun, while we awaited Redis.
+          if (socket.destroyed || (lease && drain.draining)) {
+            if (lease) registry.release(lease);
+            if (!socket.destroyed) refuse(socket, new ServiceError("DRAINING"), DRAIN_HEADERS);
+            return;
+          }
+          accept(req, socket, head, mode, format, lease, id);
+        },
+        (err: unknown) => {
+          log.error({ err }, "claim failed");
+          socket.destroy();
+        },
+      );
+      return true;
+    },
+
+    sink: {
+      transport: "ws",
+      deliver({ event, room }: Envelope): number {
+        // /ws clients join no rooms; room messages are for Socket.IO members.
+        if (room !== undefined || clients.size === 0) return 0;
+        // Render once per format, not once per client.
+        let text: string | undefined;
+        let json: string | undefined;
+        let n = 0;
+        for (const c of clients) {
+          if (c.ws.readyState !== c.ws.OPEN) continue;
+          c.ws.send(c.format === "json" ? (json ??= renderJson(event.event, event.data)) : (text ??= renderText(event as DomainEvent)));
+          n++;
+        }
+        return n;
+      },
+    },
+
+    get size() {
+      return clients.size;
+    },
+
+    closeAll(code, reason) {
+      for (const c of clients) c.ws.close(code, reason);
+    },
+
+    close() {
+      clearInterval(heartbeat);
+      for (const c of clients) c.ws.terminate();
+      wss.close();
+    },
+  };
+}
+
+/** In JSON mode a frame may be `{ "text": ..., "room"?: ... }`; anything else is the text itself. */
+function parseJsonFrame(raw: string): { text: unknown; room: unknown } {
+  try {
+    const parsed: unknown = JSON.parse(raw);
+    if (typeof parsed === "object" && parsed !== null && "text" in parsed) {
+      const { text, room } = parsed as { text: unknown; room?: unknown };
+      return { text, room };
+    }
+  } catch {
+    // not JSON: plain text
+  }
+  return { text: raw, room: undefined };
+}
