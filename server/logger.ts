@@ -1,4 +1,4 @@
-import { pino, type Logger } from "pino";
+import { type DestinationStream, type Logger, pino } from "pino";
 
 export type { Logger };
 
@@ -6,11 +6,14 @@ export type { Logger };
  * Root logger: one JSON record a line on stdout, the instance on every line.
  * Components take `log.child({ component })`.
  */
-export function createLogger(opts: { instance: string; level: string }): Logger {
-  return pino({
+export function createLogger(opts: { instance: string; level: string; destination?: DestinationStream }): Logger {
+  return pino(
+    {
     level: opts.level,
     base: { instance: opts.instance, pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
-  });
+    },
+    opts.destination ?? pino.destination({ fd: 1, sync: true }),
+  );
 }
