@@ -47,7 +47,7 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     this.#instanceId = opts.instanceId;
     this.#redis = opts.redis;
     this.#log = opts.log;
-    this.#ttlMs = opts.ttlMs ?? 10_000;
+    this.#ttlMs = opts.ttlMs ?? 6_000;
   }
 
   get size(): number {

@@ -11,7 +11,7 @@ export interface IoClient {
   socket: Socket;
   inbox: Inbox<IoEvent>;
   /** Resolves with the first payload of the next `event` (optionally matching). */
-  next<T = any>(event: string, match?: (payload: T) => boolean, timeoutMs?: number): Promise<T>;
+  next<T = any>(event: string, match?: (payload: any) => boolean, timeoutMs?: number): Promise<T>;
   close(): void;
 }
 
