@@ -53,6 +53,9 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   // bound how long a slow or silent HTTP client may hold a socket.
   server.headersTimeout = 20_000;
   server.requestTimeout = 30_000;
+  // Longer than nginx's upstream keepalive_timeout (60 s), so the proxy, not
+  // us, closes an idle keep-alive connection: never one it is sending on.
+  server.keepAliveTimeout = 75_000;
 
   let connections = (): Record<string, number> => ({});
   const metrics = createMetrics({ connections: () => connections(), draining: () => drain.draining });
@@ -91,12 +94,19 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
       },
       close: async () => {
         domain.stopPeriodic();
+        // Emitted once the server stopped listening and its last connection ended.
+        const drained = server.listening ? new Promise((r) => server.once("close", r)) : Promise.resolve();
+        if (server.listening) server.close();
+        server.closeIdleConnections();
         wsg.close();
-        await registry.stop();
-        // io.close() unsubscribes through Redis, which may be away: bound the wait.
+        // io.close() closes the remaining transports and unsubscribes through
+        // Redis, which may be away: bound the wait.
         await Promise.race([io.close(), new Promise((r) => setTimeout(r, 1_000).unref())]);
+        // Let requests in flight (an HTTP broadcast, a poll) finish; then cut what is left.
+        await Promise.race([drained, new Promise((r) => setTimeout(r, 500).unref())]);
         server.closeAllConnections();
-        if (server.listening) await new Promise((r) => server.close(r));
+        await drained;
+        await registry.stop();
         await redis?.close();
       },
     },

@@ -24,7 +24,7 @@ export interface InstanceProcess {
 
 /**
  * Starts `server/main.ts` as a real process with `env` on top of ours, and
- * resolves once it logs "listening". PORT must be a real port (not 0) so the
+ * resolves once it is listening (its "listening" line, or /healthz answering). PORT must be a real port (not 0) so the
  * caller knows where it is.
  */
 export async function startInstance(opts: { env: Record<string, string | undefined>; waitForListening?: boolean }): Promise<InstanceProcess> {
@@ -94,7 +94,17 @@ export async function startInstance(opts: { env: Record<string, string | undefin
   };
   if (opts.waitForListening !== false) {
     try {
-      await waitForLog((r) => r.msg === "listening", 15_000);
+      // The "listening" line, or (when LOG_LEVEL hides it) /healthz answering.
+      let up = false;
+      const polled = (async () => {
+        while (!up && child.proc.exitCode === null) {
+          const ok = await fetch(`${instance.url}/healthz`, { signal: AbortSignal.timeout(500) }).then((r) => r.ok, () => false);
+          if (ok) return;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        await new Promise(() => undefined); // the log wait decides
+      })();
+      await Promise.race([waitForLog((r) => r.msg === "listening", 15_000), polled]).finally(() => (up = true));
     } catch (err) {
       await instance.stop(500);
       throw err;

@@ -33,6 +33,9 @@ export function installFrontDoor(
 
   const draining = new ServiceError("DRAINING");
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    // While draining, connections are not kept alive after a response, so a
+    // proxy holds none that the final close would cut under a request.
+    if (drain.draining) res.setHeader("Connection", "close");
     if (!(req.url ?? "").startsWith(ENGINE_PATH)) return app(req, res);
     if (drain.draining && opensSession(req)) {
       metrics.refusals.inc({ code: draining.code });
