@@ -1,5 +1,6 @@
 import type { ClusterBus, Envelope, QueryName } from "../cluster/bus.js";
 import type { ClientRegistry } from "../cluster/registry.js";
+import type { Config } from "../config.js";
 import type { DrainState } from "../drain.js";
 import { ROOM_PATTERN, ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -30,6 +31,16 @@ export interface DomainOptions {
   log: Logger;
   metrics: Metrics;
   maxMessageBytes: number;
+}
+
+/** What a gateway (Socket.IO, /ws) needs: the instance's config, state and domain. */
+export interface GatewayDeps {
+  config: Config;
+  log: Logger;
+  drain: DrainState;
+  registry: ClientRegistry;
+  domain: BroadcastDomain;
+  metrics: Metrics;
 }
 
 export interface Published {

@@ -1,14 +1,12 @@
 import type { Server as HttpServer } from "node:http";
 import { Server, type Socket } from "socket.io";
 import type { Envelope } from "../cluster/bus.js";
-import type { ClientRegistry, Lease } from "../cluster/registry.js";
+import type { Lease } from "../cluster/registry.js";
 import type { Config } from "../config.js";
-import type { DrainState } from "../drain.js";
 import { CLIENT_ID_PATTERN, ROOM_PATTERN, ServiceError } from "../errors.js";
 import { originAllowed } from "../http/origin.js";
-import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
-import type { BroadcastDomain, LocalSink } from "./domain.js";
+import type { GatewayDeps, LocalSink } from "./domain.js";
 import { COMMANDS, type Welcome, now } from "./messages.js";
 
 type Ack = (answer: { ok: true; [k: string]: unknown } | { ok: false; error: string; code?: string }) => void;
@@ -67,14 +65,7 @@ export function createIo(
 /** Namespace middleware (drain, clientId) and the event handlers of `/`. */
 export function createSocketIoGateway(
   io: Server,
-  opts: {
-    config: Config;
-    log: Logger;
-    drain: DrainState;
-    registry: ClientRegistry;
-    domain: BroadcastDomain;
-    metrics: Metrics;
-  },
+  opts: GatewayDeps,
 ): SocketIoGateway {
   const { config, log, drain, registry, domain, metrics } = opts;
 

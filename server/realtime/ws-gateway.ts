@@ -2,15 +2,11 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
 import type { Envelope } from "../cluster/bus.js";
-import type { ClientRegistry, Lease } from "../cluster/registry.js";
-import type { Config } from "../config.js";
-import type { DrainState } from "../drain.js";
+import type { Lease } from "../cluster/registry.js";
 import { CLIENT_ID_PATTERN, ServiceError } from "../errors.js";
 import { originAllowed } from "../http/origin.js";
 import { DRAIN_HEADERS, rejectUpgrade } from "../http/reject.js";
-import type { Logger } from "../logger.js";
-import type { Metrics } from "../metrics.js";
-import type { BroadcastDomain, LocalSink } from "./domain.js";
+import type { GatewayDeps, LocalSink } from "./domain.js";
 import { COMMANDS, type DomainEvent, type Welcome, now, renderEcho, renderJson, renderText, renderWelcome } from "./messages.js";
 
 /** `/ws` broadcasts what the client sends (old service A); `/ws/{id}` echoes it (old service B). */
@@ -38,14 +34,7 @@ export interface WsGateway {
   close(): void;
 }
 
-export function createWsGateway(opts: {
-  config: Config;
-  log: Logger;
-  drain: DrainState;
-  registry: ClientRegistry;
-  domain: BroadcastDomain;
-  metrics: Metrics;
-}): WsGateway {
+export function createWsGateway(opts: GatewayDeps): WsGateway {
   const { config, log, drain, registry, domain, metrics } = opts;
   // maxPayload makes ws close an oversized frame's connection with 1009 by itself.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes, clientTracking: false, perMessageDeflate: false });
