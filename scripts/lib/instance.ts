@@ -104,7 +104,7 @@ export async function startInstance(opts: { env: Record<string, string | undefin
         }
         await new Promise(() => undefined); // the log wait decides
       })();
-      await Promise.race([waitForLog((r) => r.msg === "listening", 15_000), polled]).finally(() => (up = true));
+      await Promise.race([waitForLog((r) => r.msg === "listening", 30_000), polled]).finally(() => (up = true));
     } catch (err) {
       await instance.stop(500);
       throw err;

@@ -1,0 +1,100 @@
+/**
+ * A small socket.io-client example for ws-broadcast-service:
+ * connect, wait for `welcome`, join a room, send a message to it, read it back,
+ * disconnect.
+ *
+ *   node --import tsx client-demo/example.ts [url]
+ *
+ * `url` is the server or nginx address (default http://127.0.0.1:8000).
+ */
+import { type Socket, io } from "socket.io-client";
+
+// The events of the service, typed, so TypeScript checks names and payloads.
+interface Welcome {
+  clientId: string;
+  instance: string;
+  commands: string[];
+  at: string;
+}
+interface ChatMessage {
+  text: string;
+  from: string;
+  instance: string;
+  room?: string;
+  origin: "socket.io" | "ws" | "http";
+  at: string;
+}
+/** Every acknowledgement: success (maybe with extra fields) or a coded error. */
+type Ack = { ok: true; room?: string } | { ok: false; error: string; code?: string };
+
+interface ServerToClient {
+  welcome: (w: Welcome) => void;
+  message: (m: ChatMessage) => void;
+  notification: (n: { type: string; at: string }) => void;
+}
+interface ClientToServer {
+  join: (room: string, ack: (a: Ack) => void) => void;
+  leave: (room: string, ack: (a: Ack) => void) => void;
+  message: (payload: string | { text: string; room: string }, ack: (a: Ack) => void) => void;
+  status: (ack: (a: Ack) => void) => void;
+}
+
+const url = process.argv[2] ?? "http://127.0.0.1:8000";
+const room = "example";
+
+/** Resolves with the first `event` payload that matches, or rejects after `ms`. */
+function next<E extends keyof ServerToClient>(
+  socket: Socket<ServerToClient, ClientToServer>,
+  event: E,
+  match: (payload: Parameters<ServerToClient[E]>[0]) => boolean = () => true,
+  ms = 5_000,
+): Promise<Parameters<ServerToClient[E]>[0]> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off(event, listener as never);
+      reject(new Error(`no "${event}" within ${ms} ms`));
+    }, ms);
+    timer.unref(); // a deadline never keeps the process alive by itself
+    const listener = (payload: Parameters<ServerToClient[E]>[0]) => {
+      if (!match(payload)) return;
+      clearTimeout(timer);
+      socket.off(event, listener as never);
+      resolve(payload);
+    };
+    socket.on(event, listener as never);
+  });
+}
+
+// `auth.clientId` is optional (the server picks one when absent). No reconnection:
+// an example should fail fast; a long-lived client keeps the default (on).
+const socket: Socket<ServerToClient, ClientToServer> = io(url, { auth: { clientId: `example-${process.pid}` }, reconnection: false });
+
+try {
+  // The listeners are in place before the connection opens (io() connects asynchronously).
+  // A refusal (or no answer within the client's 20 s connect timeout) is a connect_error.
+  const welcome = await new Promise<Welcome>((resolve, reject) => {
+    socket.once("welcome", resolve);
+    socket.once("connect_error", reject);
+  });
+  console.log(`connected to ${welcome.instance} as ${welcome.clientId}`);
+
+  // Acks answer { ok: true, ... } or { ok: false, error, code }; timeout() bounds the wait.
+  const joined = await socket.timeout(5_000).emitWithAck("join", room);
+  console.log("join ack:", JSON.stringify(joined));
+  if (!joined.ok) throw new Error(`join failed: ${joined.error}`);
+
+  // Listen first, then send: the server echoes room messages to every member, us included.
+  const echoed = next(socket, "message", (m) => m.room === room && m.from === welcome.clientId);
+  const sent = await socket.timeout(5_000).emitWithAck("message", { text: "hello from example.ts", room });
+  console.log("message ack:", JSON.stringify(sent));
+  if (!sent.ok) throw new Error(`message refused: ${sent.error} (${sent.code})`);
+
+  const m = await echoed;
+  console.log(`received in #${m.room} from ${m.from} via ${m.instance}: ${m.text}`);
+} catch (err) {
+  console.error("example failed:", (err as Error).message);
+  process.exitCode = 1;
+} finally {
+  // With the socket closed nothing is left to keep the process alive.
+  socket.disconnect();
+}

@@ -1,0 +1,323 @@
+import { existsSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { expect } from "chai";
+import express from "express";
+import { type Browser, type BrowserContext, type Locator, type Page, chromium } from "playwright-core";
+import { Server } from "socket.io";
+import { type Stack, startStack } from "../scripts/lib/stack.js";
+import { useCleanup } from "./helpers/cleanup.js";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const DEMO_DIR = path.join(ROOT, "client-demo", "public");
+const SHOTS = path.join(ROOT, "test-output", "screenshots");
+/** Debian's Chromium; CI installs it. We never download a browser. */
+const CHROMIUM = "/usr/bin/chromium";
+const ADMIN_TOKEN = "browser-test-token";
+const WAIT_MS = 10_000;
+
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) console.warn(`browser tests skipped: ${CHROMIUM} is missing (CI installs the chromium package)`);
+const suite = hasChromium ? describe : describe.skip;
+
+interface DemoPage {
+  page: Page;
+  context: BrowserContext;
+  /** alert()/confirm() dialogs the page opened: none, ever. */
+  dialogs: string[];
+  /** Uncaught errors in the page: none, ever. */
+  errors: string[];
+  /** The instance the page shows (from its latest `welcome`). */
+  instance(): Promise<string>;
+  clientId(): Promise<string>;
+}
+
+suite(`demo page in headless Chromium, through nginx and four instances${hasChromium ? "" : ` (SKIPPED: ${CHROMIUM} is missing)`}`, function () {
+  this.timeout(90_000);
+  const defer = useCleanup();
+  let stack: Stack | undefined;
+  let browser: Browser | undefined;
+  const pages: DemoPage[] = [];
+
+  before(async function () {
+    this.timeout(60_000);
+    await mkdir(SHOTS, { recursive: true });
+    stack = await startStack({ env: { FORCED_SHUTDOWN_AFTER_SEC: "1", PERIODIC_INTERVAL_SEC: "0", ADMIN_TOKEN } });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    });
+  });
+
+  // Runs even when `before` or a test failed: nothing outlives the suite.
+  after(async function () {
+    this.timeout(60_000);
+    await browser?.close().catch(() => undefined);
+    await stack?.stop({ graceMs: 5_000 });
+  });
+
+  afterEach(function () {
+    // Every page of every test must have stayed free of dialogs and script errors.
+    for (const p of pages.splice(0)) {
+      expect(p.dialogs, "dialogs").to.deep.equal([]);
+      expect(p.errors, "page errors").to.deep.equal([]);
+    }
+  });
+
+  const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+  const state = (page: Page) => page.getByTestId("conn-state");
+
+  /** Waits until the page shows a live session: state connected and an instance from `welcome`. */
+  const connected = async (page: Page, notOn?: string): Promise<string> => {
+    await page.waitForFunction(
+      (avoid) => {
+        const s = document.querySelector('[data-testid="conn-state"]') as HTMLElement | null;
+        const i = document.querySelector('[data-testid="instance"]')?.textContent ?? "";
+        return s?.dataset.state === "connected" && /^ws\d$/.test(i) && i !== avoid;
+      },
+      notOn ?? "",
+      { timeout: WAIT_MS },
+    );
+    return (await page.getByTestId("instance").textContent()) ?? "";
+  };
+
+  /** A fresh browser context (its own session) on the demo page through nginx (or at `base`). */
+  const open = async (clientId?: string, viewport = { width: 1280, height: 860 }, base = stack!.url): Promise<DemoPage> => {
+    const context = await browser!.newContext({ viewport });
+    defer(() => context.close());
+    const page = await context.newPage();
+    const p: DemoPage = {
+      page,
+      context,
+      dialogs: [],
+      errors: [],
+      instance: async () => (await page.getByTestId("instance").textContent()) ?? "",
+      clientId: async () => (await page.getByTestId("client-id").textContent()) ?? "",
+    };
+    pages.push(p);
+    page.on("dialog", (d) => {
+      p.dialogs.push(`${d.type()}: ${d.message()}`);
+      void d.dismiss();
+    });
+    page.on("pageerror", (err) => p.errors.push(err.message));
+    await page.goto(`${base}/${clientId ? `?clientId=${encodeURIComponent(clientId)}` : ""}`);
+    await connected(page);
+    return p;
+  };
+
+  /** Opens pages until two are on different instances (nginx spreads new sessions); closes the extras. */
+  const twoInstances = async (a: string, b: string): Promise<[DemoPage, DemoPage]> => {
+    const first = await open(a);
+    const firstOn = await first.instance();
+    for (let i = 0; i < 8; i++) {
+      const p = await open(b);
+      if ((await p.instance()) !== firstOn) return [first, p];
+      await p.context.close(); // same instance: free the id and try again
+      pages.splice(pages.indexOf(p), 1);
+    }
+    throw new Error(`nine pages in a row landed on ${firstOn}`);
+  };
+
+  /** The message item whose text is exactly `text`. */
+  const message = (page: Page, text: string): Locator =>
+    page.getByTestId("message").filter({ has: page.getByTestId("message-text").getByText(text, { exact: true }) });
+
+  const send = async (page: Page, text: string, room = "") => {
+    await page.getByTestId("target").selectOption(room);
+    await page.getByTestId("message-input").fill(text);
+    await page.getByTestId("message-input").press("Enter");
+  };
+
+  const join = async (page: Page, room: string) => {
+    await page.getByTestId("room-input").fill(room);
+    await page.getByTestId("room-input").press("Enter");
+    await page.locator(`[data-testid="room-chip"][data-room="${room}"]`).waitFor({ timeout: WAIT_MS });
+  };
+
+  it("two pages on different instances exchange messages; the transport upgrades to WebSocket", async () => {
+    const [alice, bob] = await twoInstances("alice", "bob");
+    const aliceOn = await alice.instance();
+    const bobOn = await bob.instance();
+    expect(aliceOn).to.not.equal(bobOn);
+    expect(await alice.clientId()).to.equal("alice");
+
+    // The transport shown follows the upgrade.
+    await alice.page.waitForFunction(() => document.querySelector('[data-testid="transport"]')?.textContent === "websocket", null, { timeout: WAIT_MS });
+
+    await send(alice.page, "hello from alice");
+    for (const p of [alice, bob]) {
+      const item = message(p.page, "hello from alice");
+      await item.waitFor({ timeout: WAIT_MS });
+      expect(await item.getByTestId("message-from").textContent()).to.equal("alice");
+      expect(await item.getByTestId("message-instance").textContent()).to.equal(`via ${aliceOn}`);
+      expect(await item.locator("time").textContent()).to.match(/^\d\d:\d\d:\d\d$/);
+    }
+    await send(bob.page, "hi alice, bob here");
+    await message(alice.page, "hi alice, bob here").waitFor({ timeout: WAIT_MS });
+    expect(await message(alice.page, "hi alice, bob here").getAttribute("data-instance")).to.equal(bobOn);
+    expect(await alice.page.getByTestId("send-error").isHidden()).to.equal(true);
+    await shot(alice.page, "01-two-instances-alice");
+    await shot(bob.page, "02-two-instances-bob");
+  });
+
+  it("a room message reaches the room's pages (across instances) and no other", async () => {
+    const [red1, red2] = await twoInstances("red1", "red2");
+    const outsider = await open("outsider");
+    await join(red1.page, "red");
+    await join(red2.page, "red");
+
+    await send(red1.page, "for red only", "red");
+    const inRed = message(red2.page, "for red only");
+    await inRed.waitFor({ timeout: WAIT_MS });
+    expect(await inRed.getByTestId("message-room").textContent()).to.equal("#red");
+    await message(red1.page, "for red only").waitFor({ timeout: WAIT_MS });
+
+    // Sentinel: the outsider gets the next broadcast, and nothing of red before it.
+    await send(red1.page, "everyone, after red", "");
+    await message(outsider.page, "everyone, after red").waitFor({ timeout: WAIT_MS });
+    expect(await message(outsider.page, "for red only").count()).to.equal(0);
+    await shot(red2.page, "03-room-message");
+  });
+
+  it("the Status check button shows a status notification listing the four instances", async () => {
+    const p = await open("status-asker");
+    await p.page.getByTestId("status-button").click();
+    const status = p.page.locator('[data-testid="notification"][data-type="status"]').last();
+    await status.waitFor({ timeout: WAIT_MS });
+    const ids = await status.getByTestId("status-instance").evaluateAll((els) => els.map((e) => e.getAttribute("data-instance")));
+    expect(ids).to.deep.equal(["ws1", "ws2", "ws3", "ws4"]);
+    expect(await status.textContent()).to.include("Status check by status-asker");
+    // Set apart from chat: not a message item.
+    expect(await status.getAttribute("class")).to.include("notice");
+    await shot(p.page, "04-status-notification");
+  });
+
+  it("the admin panel lists clients and broadcasts, with the token as a Bearer header", async () => {
+    const p = await open("admin-user");
+    const output = p.page.getByTestId("admin-output");
+
+    // No token: the server's 401 JSON is shown as the answer.
+    await p.page.getByTestId("admin-clients").click();
+    await p.page.waitForFunction(() => document.querySelector('[data-testid="admin-output"]')?.getAttribute("data-status") === "401", null, { timeout: WAIT_MS });
+    expect(JSON.parse((await output.textContent()) ?? "")).to.include({ code: "UNAUTHORIZED" });
+    expect(await p.page.getByTestId("admin-status").textContent()).to.include("401");
+
+    await p.page.getByTestId("admin-token").fill(ADMIN_TOKEN);
+    await p.page.getByTestId("admin-clients").click();
+    await p.page.waitForFunction(() => document.querySelector('[data-testid="admin-output"]')?.getAttribute("data-status") === "200", null, { timeout: WAIT_MS });
+    const clients = JSON.parse((await output.textContent()) ?? "") as { clients: string[]; partial: boolean };
+    expect(clients.clients).to.include("admin-user");
+    expect(clients.partial).to.equal(false);
+
+    await p.page.getByTestId("admin-message").fill("admin says hi");
+    await p.page.getByTestId("admin-broadcast").click();
+    const item = message(p.page, "admin says hi");
+    await item.waitFor({ timeout: WAIT_MS });
+    expect(await item.getByTestId("message-from").textContent()).to.equal("http");
+    await p.page.waitForFunction(() => /"sent"/.test(document.querySelector('[data-testid="admin-output"]')?.textContent ?? ""), null, { timeout: WAIT_MS });
+    const sent = JSON.parse((await output.textContent()) ?? "") as { sent: number; partial: boolean };
+    expect(sent.sent).to.be.at.least(1);
+    expect(sent.partial).to.equal(false);
+    await shot(p.page, "05-admin-panel");
+  });
+
+  it("shows markup in a message as text: no element is created and no script runs", async () => {
+    const payload = "<img src=x onerror=alert(1)>";
+    const [sender, reader] = await twoInstances("xss-sender", "xss-reader");
+    await send(sender.page, payload);
+    for (const p of [sender, reader]) {
+      const text = message(p.page, payload).getByTestId("message-text");
+      await text.waitFor({ timeout: WAIT_MS });
+      expect(await text.evaluate((el) => el.textContent)).to.equal(payload);
+      expect(await p.page.locator('[data-testid="messages"] img').count()).to.equal(0);
+    }
+    // The same through the admin broadcast (origin http) and as a client id shown in the header.
+    await sender.page.getByTestId("admin-token").fill(ADMIN_TOKEN);
+    await sender.page.getByTestId("admin-message").fill(`<script>alert(2)</script>${payload}`);
+    await sender.page.getByTestId("admin-broadcast").click();
+    await message(reader.page, `<script>alert(2)</script>${payload}`).waitFor({ timeout: WAIT_MS });
+    expect(await reader.page.locator('[data-testid="messages"] img, [data-testid="messages"] script').count()).to.equal(0);
+    expect(sender.dialogs).to.deep.equal([]);
+    expect(reader.dialogs).to.deep.equal([]);
+    await shot(reader.page, "06-markup-as-text");
+  });
+
+  it("is tidy at phone width (390x844)", async () => {
+    const p = await open("phone", { width: 390, height: 844 });
+    await join(p.page, "team:red");
+    await send(p.page, "a message on a phone-width screen", "team:red");
+    await message(p.page, "a message on a phone-width screen").waitFor({ timeout: WAIT_MS });
+    await p.page.getByTestId("status-button").click();
+    await p.page.locator('[data-testid="notification"][data-type="status"]').waitFor({ timeout: WAIT_MS });
+    // Nothing wider than the screen: no horizontal scrolling.
+    const overflow = await p.page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    expect(overflow).to.equal(0);
+    // The first screen, as a phone shows it on arrival.
+    await p.page.evaluate(() => window.scrollTo(0, 0));
+    await p.page.screenshot({ path: path.join(SHOTS, "07-phone-390x844.png") });
+    await shot(p.page, "08-phone-390x844-full");
+  });
+
+  it("after a DRAINING refusal (which socket.io-client does not retry) the page retries with back-off", async () => {
+    // The race this covers (a drain beginning between the Engine.IO handshake and the
+    // namespace connect) is too narrow to hit through nginx; a bare Socket.IO server
+    // serving the same page refuses the first two connects as a draining instance would.
+    const server = http.createServer(express().use(express.static(DEMO_DIR)));
+    const io = new Server(server);
+    defer(() => io.close());
+    let attempts = 0;
+    io.use((_socket, next) => {
+      if (++attempts > 2) return next();
+      next(Object.assign(new Error("server is draining"), { data: { code: "DRAINING" } }));
+    });
+    io.on("connection", (socket) => {
+      socket.emit("welcome", { clientId: socket.handshake.auth.clientId, instance: "ws9", commands: [], at: new Date().toISOString() });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+
+    const p = await open("patient", undefined, `http://127.0.0.1:${port}`);
+    expect(await p.instance()).to.equal("ws9");
+    expect(attempts).to.equal(3);
+    const retries = await p.page.getByTestId("system").filter({ hasText: "The instance is draining; reconnecting in" }).allTextContents();
+    expect(retries).to.have.length(2);
+    // Back-off: the second wait is drawn from a range twice as high as the first.
+    const [first, second] = retries.map((t) => Number(/in ([\d.]+)s/.exec(t)![1]));
+    expect(first).to.be.within(0.2, 0.5);
+    expect(second).to.be.within(0.5, 1.0);
+    await shot(p.page, "11-draining-refusal-retried");
+  });
+
+  // Last: it takes an instance down (and brings it back for whatever runs after).
+  it("after its instance drains and is force-closed at the 1 s deadline, the page reconnects to another instance and re-joins its rooms", async () => {
+    const [mover, peer] = await twoInstances("mover", "peer");
+    const from = await mover.instance();
+    const index = Number(from.slice(2)) - 1;
+    await join(mover.page, "blue");
+    await join(peer.page, "blue");
+    defer(() => stack!.restartInstance(index));
+
+    stack!.instances[index]!.signal("SIGTERM");
+    await mover.page.locator('[data-testid="notification"][data-type="draining"]').waitFor({ timeout: WAIT_MS });
+    await shot(mover.page, "09-draining");
+
+    const to = await connected(mover.page, from);
+    expect(to).to.not.equal(from);
+    expect(await state(mover.page).getAttribute("data-state")).to.equal("connected");
+    expect(await mover.clientId()).to.equal("mover");
+    // It said where it landed.
+    await mover.page.getByTestId("system").filter({ hasText: `now on ${to} (was ${from})` }).waitFor({ timeout: WAIT_MS });
+    // The instance it left is gone for good.
+    expect((await stack!.instances[index]!.exited).code).to.equal(0);
+
+    // Its room came along: a room message from the peer reaches it on the new instance.
+    await mover.page.getByTestId("system").filter({ hasText: "Re-joined #blue" }).waitFor({ timeout: WAIT_MS });
+    await send(peer.page, "blue after the move", "blue");
+    await message(mover.page, "blue after the move").waitFor({ timeout: WAIT_MS });
+    await shot(mover.page, "10-reconnected-elsewhere");
+  });
+});
