@@ -135,7 +135,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       registry.claim(id, "ws").then(
         (lease) => {
           // The peer may have gone, or a drain begun, while we awaited Redis.
-          if (socket.destroyed || (lease && drain.draining)) {
+          if (socket.destroyed || drain.draining) {
             if (lease) registry.release(lease);
             if (!socket.destroyed) refuse(socket, new ServiceError("DRAINING"), DRAIN_HEADERS);
             return;
