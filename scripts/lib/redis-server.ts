@@ -39,7 +39,18 @@ async function launch(port: number, bin: string) {
   const exit = child.exited.then((e) => {
     throw new Error(`redis-server exited before it was ready (${JSON.stringify(e)}): ${child.output.slice(-5).join(" | ")}`);
   });
-  await Promise.race([isReady, exit]);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`redis-server not ready within 10 s: ${child.output.slice(-5).join(" | ")}`)), 10_000);
+  });
+  try {
+    await Promise.race([isReady, exit, timeout]);
+  } catch (err) {
+    child.proc.kill("SIGKILL");
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
   exit.catch(() => undefined);
   return child;
 }

@@ -1,0 +1,563 @@
+import { execFile } from "node:child_process";
+import { readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { type Exit, spawnChild } from "./child.js";
+import { freePortRange } from "./free-port.js";
+import { type InstanceProcess, startInstance } from "./instance.js";
+import { type RedisProcess, startRedis } from "./redis-server.js";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+/** The nginx.conf that docker compose mounts: the stack runs this very file. */
+export const NGINX_CONF = path.join(ROOT, "nginx.conf");
+export const INSTANCE_COUNT = 4;
+/** How long an instance may take from spawn to answering /readyz. */
+const START_TIMEOUT_MS = 60_000;
+
+const run = promisify(execFile);
+
+export interface Stack {
+  /** http://127.0.0.1:<nginxPort> */
+  readonly url: string;
+  readonly nginxPort: number;
+  /** The nginx master process. */
+  readonly nginxPid: number;
+  readonly redisUrl: string;
+  /** undefined when a REDIS_URL was given. */
+  readonly redis: RedisProcess | undefined;
+  /** Index i -> INSTANCE_ID `ws${i+1}` on port basePort+i+1. The same array throughout; restarts replace its entries. */
+  readonly instances: InstanceProcess[];
+  /** Direct URL of instance i (bypassing nginx). */
+  instanceUrl(i: number): string;
+  /**
+   * Drain instance i (SIGTERM), wait for it to exit (it exits when its last
+   * client leaves or at FORCED_SHUTDOWN_AFTER_SEC; SIGKILL if it overstays
+   * that by the stop grace), start its replacement on the same port with the
+   * same env, resolve when the replacement's /readyz answers 200.
+   * Restarts of the same index queue up behind each other.
+   */
+  restartInstance(i: number): Promise<void>;
+  /** restartInstance(0..3) one after the other. */
+  rollingRestart(): Promise<void>;
+  /**
+   * SIGTERM every instance (they drain; one already draining is not signalled
+   * again), wait for them (SIGKILL after `graceMs`, by default the drain
+   * deadline plus 15 s), then stop nginx and the redis-server it started.
+   * Idempotent; leaves no process running.
+   */
+  stop(opts?: { graceMs?: number }): Promise<void>;
+}
+
+export type StackEvent =
+  /** Spawned (its log records are in `instance.logs` as they come). */
+  | { type: "instance-starting"; index: number; instance: InstanceProcess; restart: boolean }
+  /** A replacement (or one of the first four) answers /readyz 200. */
+  | { type: "instance-ready"; index: number; instance: InstanceProcess; restart: boolean }
+  /** SIGTERM sent: it drains. */
+  | { type: "instance-draining"; index: number; instance: InstanceProcess }
+  /** It exited; `expected` is false when nobody asked it to (a crash). */
+  | { type: "instance-exited"; index: number; instance: InstanceProcess; exit: Exit; expected: boolean }
+  | { type: "nginx-exited"; exit: Exit; expected: boolean };
+
+export interface StackOptions {
+  /** nginx on basePort, instance i on basePort+i+1. Default: a free range. */
+  basePort?: number;
+  /** More environment for every instance (PORT, HOST, INSTANCE_ID and REDIS_URL are set by the stack). */
+  env?: Record<string, string>;
+  /** Use this Redis instead of starting one. */
+  redisUrl?: string;
+  /** Lifecycle notifications (the CLI prints them). Must not throw. */
+  onEvent?: (event: StackEvent) => void;
+}
+
+/**
+ * Renders the shipped nginx.conf for a loopback run: the upstream servers
+ * `wsN:8000` become `127.0.0.1:<basePort+N>`, `listen 8080` becomes
+ * `listen 127.0.0.1:<basePort>`, and nginx's temp paths move into `tmpDir`
+ * (the packaged defaults under /var/lib/nginx are not ours to write).
+ * `maxNofile` lowers worker_rlimit_nofile to what this process may have.
+ * Nothing else changes. Throws if the source no longer has the expected shape.
+ */
+export function renderNginxConf(source: string, basePort: number, tmpDir: string, opts: { maxNofile?: number } = {}): string {
+  if (!Number.isInteger(basePort) || basePort < 1 || basePort + INSTANCE_COUNT > 65535) throw new Error(`bad basePort ${basePort}`);
+  // Strip comments for matching only, so a comment cannot satisfy (or break) a check.
+  const code = source.replace(/#[^\n]*/g, "");
+  const upstreamRe = /\bserver\s+ws(\d+):8000\b/g;
+  const seen = new Set([...code.matchAll(upstreamRe)].map((m) => Number(m[1])));
+  const expected = Array.from({ length: INSTANCE_COUNT }, (_, i) => i + 1);
+  if (seen.size !== INSTANCE_COUNT || !expected.every((n) => seen.has(n))) {
+    throw new Error(`nginx.conf: expected upstream servers ws1:8000..ws${INSTANCE_COUNT}:8000, found ${[...seen].map((n) => `ws${n}`).join(", ") || "none"}`);
+  }
+  if ((code.match(/\blisten\s+8080\s*;/g) ?? []).length !== 1) throw new Error("nginx.conf: expected exactly one `listen 8080;`");
+  if (!/^\s*http\s*\{/m.test(code)) throw new Error("nginx.conf: no http { } block");
+  if (/\b(client_body|proxy|fastcgi|uwsgi|scgi)_temp_path\b/.test(code)) throw new Error("nginx.conf: sets a *_temp_path; renderNginxConf would duplicate it");
+
+  const tmp = tmpDir.replace(/\/+$/, "");
+  if (/[\s;{}"'#$]/.test(tmp)) throw new Error(`tmpDir ${JSON.stringify(tmpDir)} cannot be used in nginx.conf unquoted`);
+  const tempPaths = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+    .map((kind) => `    ${kind}_temp_path ${tmp}/${kind}_temp;`)
+    .join("\n");
+
+  let out = "";
+  let placed = false;
+  // Substitute line by line, leaving comment text untouched.
+  for (const line of source.split("\n")) {
+    const hash = line.indexOf("#");
+    let codePart = hash === -1 ? line : line.slice(0, hash);
+    const comment = hash === -1 ? "" : line.slice(hash);
+    codePart = codePart
+      .replace(/\bserver(\s+)ws(\d+):8000\b/g, (_m, sp: string, n: string) => `server${sp}127.0.0.1:${basePort + Number(n)}`)
+      .replace(/\blisten(\s+)8080(\s*);/, (_m, sp: string, sp2: string) => `listen${sp}127.0.0.1:${basePort}${sp2};`);
+    if (opts.maxNofile !== undefined) {
+      codePart = codePart.replace(/\bworker_rlimit_nofile(\s+)(\d+)(\s*);/, (m, sp: string, n: string, sp2: string) =>
+        Number(n) > opts.maxNofile! ? `worker_rlimit_nofile${sp}${opts.maxNofile}${sp2};` : m,
+      );
+    }
+    let rendered = codePart + comment;
+    if (!placed && /^\s*http\s*\{\s*$/.test(codePart)) {
+      placed = true;
+      rendered += `\n    # Loopback run (scripts/lib/stack.ts): temp files in the stack's own directory.\n${tempPaths}`;
+    }
+    out += (out === "" ? "" : "\n") + rendered;
+  }
+  if (!placed) throw new Error("nginx.conf: could not place the temp paths (expected a line `http {`)");
+  return out;
+}
+
+/** Starts redis (unless given), ws1..ws4 and nginx in front of them on loopback. */
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const basePort = opts.basePort ?? (await defaultBasePort());
+  const onEvent = opts.onEvent ?? (() => undefined);
+  const forcedSec = Number(opts.env?.FORCED_SHUTDOWN_AFTER_SEC || process.env.FORCED_SHUTDOWN_AFTER_SEC || 1800);
+  const defaultGraceMs = (Number.isFinite(forcedSec) && forcedSec > 0 ? forcedSec * 1000 : 1_800_000) + 15_000;
+
+  const tmpDir = await mkdtemp(path.join(os.tmpdir(), "ws-stack-"));
+  // If this process exits without stop(), child.ts kills the processes; this takes the files.
+  const removeTmpDir = (): void => rmSync(tmpDir, { recursive: true, force: true });
+  process.on("exit", removeTmpDir);
+
+  let redis: RedisProcess | undefined;
+  let nginx: NginxProcess | undefined;
+  const instances: InstanceProcess[] = [];
+  /** Every instance process that may still run, and whether we sent it SIGTERM. */
+  const live = new Map<InstanceProcess, { signalled: boolean; index: number }>();
+  const launching = new Set<Promise<unknown>>();
+  let stopping: Promise<void> | undefined;
+  let stopGraceMs = defaultGraceMs;
+
+  const instanceEnv = (i: number, redisUrl: string): Record<string, string> => ({
+    ...opts.env,
+    PORT: String(basePort + i + 1),
+    HOST: "127.0.0.1",
+    INSTANCE_ID: `ws${i + 1}`,
+    REDIS_URL: redisUrl,
+  });
+
+  /** Starts instance i; resolves once it logged "listening" and its /readyz answers 200. */
+  const launch = (i: number, redisUrl: string, restart: boolean): Promise<InstanceProcess> => {
+    const p = (async () => {
+      const inst = await startInstance({ env: instanceEnv(i, redisUrl), waitForListening: false });
+      live.set(inst, { signalled: false, index: i });
+      onEvent({ type: "instance-starting", index: i, instance: inst, restart });
+      void inst.exited.then((exit) => {
+        const state = live.get(inst);
+        live.delete(inst);
+        onEvent({ type: "instance-exited", index: i, instance: inst, exit, expected: Boolean(state?.signalled || stopping) });
+      });
+      try {
+        // Not its "listening" line: LOG_LEVEL may hide it. Generous: four
+        // instances compiling TypeScript at once on a busy machine are slow.
+        await waitForReady(inst, START_TIMEOUT_MS);
+      } catch (err) {
+        await killInstance(inst, 2_000);
+        throw new Error(`ws${i + 1} (port ${basePort + i + 1}) did not start: ${(err as Error).message}`, { cause: err });
+      }
+      onEvent({ type: "instance-ready", index: i, instance: inst, restart });
+      return inst;
+    })();
+    launching.add(p);
+    void p.then(
+      () => launching.delete(p),
+      () => launching.delete(p),
+    );
+    return p;
+  };
+
+  const drain = (inst: InstanceProcess): void => {
+    const state = live.get(inst);
+    if (!state || state.signalled) return;
+    state.signalled = true;
+    onEvent({ type: "instance-draining", index: state.index, instance: inst });
+    inst.signal("SIGTERM");
+  };
+
+  /** Waits for an exit, SIGKILL after `graceMs`. */
+  const killInstance = async (inst: InstanceProcess, graceMs: number): Promise<Exit> => {
+    const state = live.get(inst);
+    if (state && !state.signalled) {
+      state.signalled = true;
+      inst.signal("SIGTERM");
+    }
+    return waitExit(inst, graceMs);
+  };
+
+  const waitExit = async (inst: InstanceProcess, graceMs: number): Promise<Exit> => {
+    let timer: NodeJS.Timeout | undefined;
+    const overdue = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    const first = await Promise.race([inst.exited, overdue.then(() => undefined)]);
+    clearTimeout(timer);
+    if (first) return first;
+    inst.signal("SIGKILL");
+    return inst.exited;
+  };
+
+  const stopAll = async (graceMs: number): Promise<void> => {
+    const errors: unknown[] = [];
+    // Instances first (they drain through nginx), then nginx, then Redis.
+    for (const inst of live.keys()) drain(inst);
+    await Promise.allSettled([...launching]);
+    for (const inst of live.keys()) drain(inst);
+    await Promise.all([...live.keys()].map((inst) => waitExit(inst, graceMs)));
+    try {
+      await nginx?.stop();
+    } catch (err) {
+      errors.push(err);
+    }
+    try {
+      await redis?.stop();
+    } catch (err) {
+      errors.push(err);
+    }
+    await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
+    process.removeListener("exit", removeTmpDir);
+    if (errors.length > 0) throw errors[0];
+  };
+
+  try {
+    // nginx workers run as another user when we are root; they need to reach their temp dirs.
+    await chmod(tmpDir, 0o755);
+    let redisUrl: string;
+    if (opts.redisUrl) {
+      redisUrl = opts.redisUrl;
+    } else {
+      redis = await startRedis();
+      redisUrl = redis.url;
+    }
+
+    const confPath = path.join(tmpDir, "nginx.conf");
+    const source = await readFile(NGINX_CONF, "utf8");
+    await writeFile(confPath, renderNginxConf(source, basePort, tmpDir, { maxNofile: await hardNofileLimit() }));
+
+    // The four instances and nginx in parallel; the first failure stops the others at once.
+    const parts: Promise<unknown>[] = [
+      ...Array.from({ length: INSTANCE_COUNT }, (_, i) => launch(i, redisUrl, false)),
+      startNginx({ confPath, tmpDir, port: basePort, onExit: (exit, expected) => onEvent({ type: "nginx-exited", exit, expected }) }),
+    ];
+    let firstError: { error: unknown } | undefined;
+    for (const part of parts) {
+      part.catch((error: unknown) => {
+        if (firstError) return; // a consequence of the first failure
+        firstError = { error };
+        for (const inst of live.keys()) killInstance(inst, 2_000).catch(() => undefined);
+      });
+    }
+    const started = await Promise.allSettled(parts);
+    if (started[INSTANCE_COUNT]?.status === "fulfilled") nginx = started[INSTANCE_COUNT].value as NginxProcess;
+    if (firstError) throw firstError.error;
+    for (let i = 0; i < INSTANCE_COUNT; i++) instances.push((started[i] as PromiseFulfilledResult<InstanceProcess>).value);
+
+    const restarts: Promise<void>[] = [];
+    const restartInstance = (i: number): Promise<void> => {
+      if (!Number.isInteger(i) || i < 0 || i >= INSTANCE_COUNT) return Promise.reject(new RangeError(`no instance ${i}`));
+      if (stopping) return Promise.reject(new Error("stack is stopping"));
+      const next = (restarts[i] ?? Promise.resolve())
+        .catch(() => undefined)
+        .then(async () => {
+          if (stopping) throw new Error("stack is stopping");
+          const old = instances[i]!;
+          drain(old);
+          await waitExit(old, stopGraceMs);
+          if (stopping) throw new Error(`stack stopped while ws${i + 1} restarted`);
+          const fresh = await launch(i, redisUrl, true);
+          instances[i] = fresh;
+          // stop() began while it started: stop() stops it too; tell the caller.
+          if (stopping) throw new Error(`stack stopped while ws${i + 1} restarted`);
+        });
+      restarts[i] = next;
+      return next;
+    };
+
+    const stack: Stack = {
+      url: `http://127.0.0.1:${basePort}`,
+      nginxPort: basePort,
+      nginxPid: nginx!.pid,
+      redisUrl,
+      redis,
+      instances,
+      instanceUrl(i) {
+        if (!Number.isInteger(i) || i < 0 || i >= INSTANCE_COUNT) throw new RangeError(`no instance ${i}`);
+        return `http://127.0.0.1:${basePort + i + 1}`;
+      },
+      restartInstance,
+      async rollingRestart() {
+        for (let i = 0; i < INSTANCE_COUNT; i++) await restartInstance(i);
+      },
+      stop(stopOpts = {}) {
+        if (stopOpts.graceMs !== undefined) stopGraceMs = stopOpts.graceMs;
+        stopping ??= stopAll(stopGraceMs);
+        return stopping;
+      },
+    };
+    return stack;
+  } catch (err) {
+    stopping ??= stopAll(2_000);
+    await stopping.catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * INSTANCE_COUNT + 1 consecutive free ports. freePortRange looks in the
+ * ephemeral range, which heavy connection churn (load tests) can fill; then
+ * look below it.
+ */
+async function defaultBasePort(): Promise<number> {
+  try {
+    return await freePortRange(INSTANCE_COUNT + 1);
+  } catch (err) {
+    let low = 32768;
+    try {
+      low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || low;
+    } catch {
+      // not Linux: the usual default
+    }
+    const from = 10_000;
+    const to = Math.max(from + 1000, low) - (INSTANCE_COUNT + 1);
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const base = from + Math.floor(Math.random() * (to - from));
+      const free = await Promise.all(Array.from({ length: INSTANCE_COUNT + 1 }, (_, i) => portIsFree(base + i)));
+      if (free.every(Boolean)) return base;
+    }
+    throw err;
+  }
+}
+
+/** GET /readyz until it answers 200 (bounded; fails at once if the instance exits). */
+async function waitForReady(inst: InstanceProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exited = false;
+  void inst.exited.then(() => (exited = true));
+  let last = "";
+  while (Date.now() < deadline && !exited) {
+    try {
+      const res = await fetch(`${inst.url}/readyz`, { signal: AbortSignal.timeout(2_000) });
+      const body = (await res.json().catch(() => ({}))) as { instance?: unknown };
+      // Its own answer, not another process's on the same port.
+      if (res.status === 200 && body.instance === inst.id) return;
+      last = `status ${res.status}, instance ${JSON.stringify(body.instance)}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await delay(50);
+  }
+  if (exited) await delay(100); // its last words may still be in the pipe
+  const output = [...inst.logs.slice(-5).map((r) => JSON.stringify(r)), ...inst.otherOutput.slice(-10)].join("\n");
+  throw new Error(`${exited ? `exited (${JSON.stringify(await inst.exited)})` : `/readyz did not answer 200 within ${timeoutMs} ms (${last})`}; last output:\n${output}`);
+}
+
+interface NginxProcess {
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/** `nginx -t`, then nginx in the foreground; resolves once it accepts TCP connections on `port`. */
+async function startNginx(o: { confPath: string; tmpDir: string; port: number; onExit: (exit: Exit, expected: boolean) => void }): Promise<NginxProcess> {
+  const errorLog = path.join(o.tmpDir, "error.log");
+  const args = ["-c", o.confPath, "-e", errorLog];
+  const globals = `pid ${path.join(o.tmpDir, "nginx.pid")};`;
+  try {
+    await run("nginx", [...args, "-t", "-q", "-g", globals], { timeout: 15_000 });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`nginx -t rejected the rendered ${o.confPath}: ${(e.stderr || e.message).trim()}`);
+  }
+
+  // nginx retries a taken port for seconds before it gives up: say so at once.
+  if (!(await portIsFree(o.port))) throw new Error(`nginx: 127.0.0.1:${o.port} is already in use`);
+
+  let expected = false;
+  const child = spawnChild("nginx", [...args, "-g", `daemon off; ${globals}`], {});
+  const pid = child.proc.pid ?? -1;
+  // If this process dies, child.ts SIGKILLs the master; its workers would stay. Take them too.
+  const reapWorkers = (): void => {
+    for (const worker of childPids(pid)) tryKill(worker, "SIGKILL");
+  };
+  process.prependListener("exit", reapWorkers);
+  void child.exited.then((exit) => {
+    process.removeListener("exit", reapWorkers);
+    o.onExit(exit, expected);
+  });
+
+  const stop = async (): Promise<void> => {
+    expected = true;
+    if (child.proc.exitCode !== null || child.proc.signalCode !== null) return;
+    const workers = childPids(pid);
+    child.proc.kill("SIGTERM"); // fast shutdown: the instances are gone already
+    const timer = setTimeout(() => {
+      for (const w of childPids(pid)) tryKill(w, "SIGKILL");
+      child.proc.kill("SIGKILL");
+    }, 5_000);
+    await child.exited;
+    clearTimeout(timer);
+    // Workers of a master that was SIGKILLed are orphans now: make sure they are gone.
+    for (const w of workers) if (isNginxWorker(w)) tryKill(w, "SIGKILL");
+  };
+
+  try {
+    await waitForPort(pid, o.port, child.exited, 10_000);
+  } catch (err) {
+    await stop();
+    const log = await readFile(errorLog, "utf8").catch(() => "");
+    throw new Error(`${(err as Error).message}\n${[...child.output.slice(-10), ...log.trim().split("\n").slice(-10)].join("\n")}`);
+  }
+  return { pid, stop };
+}
+
+/**
+ * Until `pid` itself listens on `port` (another process on that port must not
+ * pass for nginx) and the port accepts a connection.
+ */
+async function waitForPort(pid: number, port: number, exited: Promise<Exit>, timeoutMs: number): Promise<void> {
+  let exit: Exit | undefined;
+  void exited.then((e) => (exit = e));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (exit) throw new Error(`nginx exited while starting (${JSON.stringify(exit)})`);
+    if (listensOn(pid, port) !== false && (await canConnect(port))) return;
+    await delay(50);
+  }
+  throw new Error(`nginx did not accept connections on 127.0.0.1:${port} within ${timeoutMs} ms`);
+}
+
+/** Whether `pid` holds a TCP socket listening on `port`, per /proc; undefined when /proc cannot tell. */
+function listensOn(pid: number, port: number): boolean | undefined {
+  const inodes = new Set<string>();
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  try {
+    for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+      let text: string;
+      try {
+        text = readFileSync(table, "utf8");
+      } catch {
+        continue;
+      }
+      for (const row of text.split("\n").slice(1)) {
+        const f = row.trim().split(/\s+/);
+        // sl local_address rem_address st ... inode: LISTEN is 0A
+        if (f.length > 9 && f[1]!.endsWith(`:${hexPort}`) && f[3] === "0A") inodes.add(f[9]!);
+      }
+    }
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+        if (inode && inodes.has(inode)) return true;
+      } catch {
+        // closed meanwhile
+      }
+    }
+    return false;
+  } catch {
+    return undefined;
+  }
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.setTimeout(1_000);
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+    socket.once("timeout", () => done(false));
+  });
+}
+
+/**
+ * The hard RLIMIT_NOFILE of this process when nginx could not raise its
+ * workers past it (no CAP_SYS_RESOURCE, as in most containers and for
+ * non-root users); undefined when it could, or when there is no limit.
+ */
+async function hardNofileLimit(): Promise<number | undefined> {
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    const capEff = /^CapEff:\s*([0-9a-f]+)/m.exec(status)?.[1];
+    const CAP_SYS_RESOURCE = 24n;
+    if (capEff !== undefined && (BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) return undefined;
+  } catch {
+    // no /proc: assume the limit applies
+  }
+  try {
+    const { stdout } = await run("sh", ["-c", "ulimit -Hn"]);
+    const n = Number(stdout.trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined; // "unlimited" -> leave the file alone
+  } catch {
+    return undefined;
+  }
+}
+
+/** Live children of `ppid`, from /proc (synchronous: also used in an exit handler). */
+export function childPids(ppid: number): number[] {
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return out;
+  }
+  for (const name of entries) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      // pid (comm) state ppid ...; comm may contain spaces and parentheses.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === ppid && fields[0] !== "Z") out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+function isNginxWorker(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith("nginx: worker");
+  } catch {
+    return false;
+  }
+}
+
+function tryKill(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
