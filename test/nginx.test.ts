@@ -115,4 +115,46 @@ describe("four instances behind nginx (the shipped nginx.conf)", function () {
     expect(page.status).to.equal(200);
     expect(await page.text()).to.match(/<html/i);
   });
+
+  // Last: it drains ws1, then has the stack start its replacement.
+  it("sends new sessions and /ws upgrades past a draining instance, while its clients keep working", async () => {
+    const clients = await connectMany(8);
+    let onWs1: IoClient | undefined;
+    let elsewhere: IoClient | undefined;
+    for (const c of clients) {
+      const id = await instanceOf(c);
+      if (id === "ws1") onWs1 ??= c;
+      else elsewhere ??= c;
+    }
+    expect(onWs1, "no client landed on ws1").to.not.equal(undefined);
+    const ws1 = stack.instances[0]!;
+    ws1.signal("SIGTERM");
+    await onWs1!.next("notification", (n: { type: string }) => n.type === "draining");
+    expect((await fetch(`${stack.instanceUrl(0)}/readyz`)).status).to.equal(503);
+
+    // New sessions of every kind, through nginx: none fails, none lands on ws1.
+    const fresh = [
+      ...(await connectMany(6, { transports: ["polling"] })),
+      ...(await connectMany(6, { transports: ["websocket"] })),
+      ...(await connectMany(6, { transports: ["polling", "websocket"] })),
+    ];
+    for (const c of fresh) expect(await instanceOf(c)).to.not.equal("ws1");
+    for (let i = 0; i < 6; i++) {
+      const line = await connectWs(`${wsUrl(stack.url)}/ws`);
+      defer(() => line.close());
+      expect(await line.next()).to.match(/Connected to Instance \[ws[234]\]/);
+    }
+
+    // The draining instance's client still sends and receives, across instances.
+    await elsewhere!.socket.emitWithAck("message", "to the drained one");
+    expect((await onWs1!.next("message", (m: { text: string }) => m.text === "to the drained one")).instance).to.not.equal("ws1");
+    await onWs1!.socket.emitWithAck("message", "from the drained one");
+    expect(await elsewhere!.next("message", (m: { text: string }) => m.text === "from the drained one")).to.include({ instance: "ws1" });
+
+    // When its clients leave, ws1 exits 0; the stack starts a replacement.
+    for (const c of clients) if (c.inbox.all((e) => e.event === "welcome" && (e.args[0] as { instance: string }).instance === "ws1").length > 0) c.close();
+    expect(await ws1.exited).to.deep.equal({ code: 0, signal: null });
+    await stack.restartInstance(0);
+    expect(stack.instances[0]!.pid).to.not.equal(ws1.pid);
+  });
 });
