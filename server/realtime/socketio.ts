@@ -91,8 +91,8 @@ export function createSocketIoGateway(
 
   io.on("connection", (socket: Socket) => {
     const lease = socket.data.lease as Lease;
-    const clientLog = log.child({ clientId: lease.id, transport: socket.conn.transport.name });
-    clientLog.debug("connected");
+    // No child logger a connection: at tens of thousands of sockets its bindings cost memory.
+    log.debug({ clientId: lease.id, transport: socket.conn.transport.name }, "connected");
     const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
     socket.emit("welcome", welcome);
 
@@ -108,7 +108,7 @@ export function createSocketIoGateway(
             metrics.refusals.inc({ code: err.code });
             ack?.({ ok: false, error: err.message, code: err.code });
           } else {
-            clientLog.error({ err, event }, "handler failed");
+            log.error({ clientId: lease.id, err, event }, "handler failed");
             ack?.({ ok: false, error: "internal error" });
           }
         }
@@ -136,7 +136,7 @@ export function createSocketIoGateway(
 
     socket.on("disconnect", (reason) => {
       registry.release(lease);
-      clientLog.debug({ reason }, "disconnected");
+      log.debug({ clientId: lease.id, reason }, "disconnected");
     });
   });
 

@@ -74,8 +74,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       }
       const client: Client = { lease, ws, mode, format, alive: true };
       clients.add(client);
-      const clientLog = log.child({ clientId: lease.id, transport: "ws", mode });
-      clientLog.debug("connected");
+      log.debug({ clientId: lease.id, transport: "ws", mode }, "connected");
       const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
       send(client, "welcome", welcome, renderWelcome(welcome));
 
@@ -96,17 +95,17 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         }
         const { text, room } = format === "json" ? parseJsonFrame(raw) : { text: raw, room: undefined };
         domain.handleClientText({ from: lease.id, origin: "ws", text, room }).catch((err: unknown) => {
-          if (!(err instanceof ServiceError)) return clientLog.error({ err }, "message failed");
+          if (!(err instanceof ServiceError)) return log.error({ clientId: lease.id, err }, "message failed");
           metrics.refusals.inc({ code: err.code });
           // A bad message is answered, not punished: the connection stays open.
           send(client, "error", err.toJSON(), `Error: ${err.message}`);
         });
       });
-      ws.on("error", (err) => clientLog.debug({ err: err.message }, "socket error"));
+      ws.on("error", (err) => log.debug({ clientId: lease.id, err: err.message }, "socket error"));
       ws.on("close", (code) => {
         clients.delete(client);
         registry.release(lease);
-        clientLog.debug({ code }, "disconnected");
+        log.debug({ clientId: lease.id, code }, "disconnected");
       });
     });
   };
