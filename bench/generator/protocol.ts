@@ -1,0 +1,117 @@
+/** What the parent and a load-generator child say to each other over IPC. */
+
+/** raw: the baseline server; ws: the service's /ws; sio: the service's Socket.IO (WebSocket transport). */
+export type Kind = "raw" | "ws" | "sio";
+/** fanout: receive broadcasts; echo: request/response; idle: just hold the connection. */
+export type Mode = "fanout" | "echo" | "idle";
+
+/** The marker that starts every broadcast text: `bm|<seq>|<publishedUs>|<padding>`. */
+export const BROADCAST_MARK = "bm|";
+/** And every echo request: `em|<sentUs>|<padding>`. */
+export const ECHO_MARK = "em|";
+/** Socket.IO echo requests go to a room nobody joins: the full message path, no fan-out. */
+export const ECHO_ROOM = "bench-echo-void";
+
+export interface ConnectOrder {
+  op: "connect";
+  /** Clients are counted and closed by group (one a target, say). */
+  group: string;
+  kind: Kind;
+  mode: Mode;
+  /** Base http:// URLs; connection j goes to urls[(startIndex + j) % urls.length]. */
+  urls: string[];
+  count: number;
+  /** Global index of this child's first connection, so children never share an index. */
+  startIndex: number;
+  /** Connection attempts a second (this child's share); 0 = as fast as `concurrency` allows. */
+  ratePerSec: number;
+  /** Handshakes in flight at most. */
+  concurrency: number;
+  /** Past this many connections to one URL, use source addresses 127.0.0.2, .3, … (ports run short). */
+  spreadAfter: number;
+  /** Reconnect (after 0.5–1.5 s, as socket.io-client does by default) when the server closes. */
+  reconnect: boolean;
+  /** Client ids for /ws/{id} echo connections. */
+  idPrefix: string;
+  timeoutMs: number;
+}
+
+export type Order =
+  | ConnectOrder
+  /** Per-client delivery counting from `fromSeq` on; forget older broadcasts. */
+  | { op: "track"; fromSeq: number; completion: boolean; group?: string }
+  /** Counters and histograms of a group (all when not given); `reset` starts them again afterwards. */
+  | { op: "stats"; reset: boolean; group?: string }
+  /** Send echo requests at `ratePerSec` for `durationMs`, then wait for answers. */
+  | { op: "echo"; ratePerSec: number; durationMs: number; payloadBytes: number; group?: string }
+  /** Delivery per client since `track`, for the drain scenario. */
+  | { op: "delivery"; group?: string }
+  /** Stop reconnecting and close every connection of a group (all when not given). */
+  | { op: "close"; group?: string }
+  | { op: "exit" };
+
+export interface ConnectResult {
+  opened: number;
+  failed: number;
+  /** Error messages and how often. */
+  errors: Record<string, number>;
+  /** Encoded histogram of connect times (µs). */
+  connectHist: string;
+  elapsedMs: number;
+}
+
+export interface Stats {
+  open: number;
+  /** Broadcast frames received. */
+  frames: number;
+  /** Encoded histogram of publish-to-receipt latency (µs). */
+  latencyHist: string;
+  /** Connections that closed without being asked to. */
+  drops: number;
+}
+
+export interface EchoResult {
+  sent: number;
+  answered: number;
+  errors: number;
+  /** Encoded histogram of round trips (µs). */
+  rttHist: string;
+}
+
+export interface Delivery {
+  /**
+   * Clients never disconnected since `track`: broadcasts received, skipped
+   * (a later one arrived first: lost), and the sum of the last sequence
+   * numbers seen (so the parent can tell what has not arrived yet).
+   */
+  stayed: DeliveryBucket;
+  /** Clients that lost their connection at least once. */
+  moved: DeliveryBucket;
+  /** Instances (from the Engine.IO sid prefix) of the moved clients before they moved. */
+  movedFrom: Record<string, number>;
+  reconnects: number;
+  reconnectFailures: number;
+  /** Why reconnect attempts failed, and how often. */
+  reconnectErrors: Record<string, number>;
+  /** Encoded histogram of disconnect-to-reconnected times (µs). */
+  reconnectHist: string;
+  firstDisconnectUs: number | undefined;
+  lastReconnectUs: number | undefined;
+  open: number;
+  pendingReconnects: number;
+}
+
+export interface DeliveryBucket {
+  clients: number;
+  received: number;
+  skipped: number;
+  duplicates: number;
+  sumLastSeq: number;
+}
+
+export type Report =
+  | { type: "ready"; pid: number; fdLimit: number; capacity: number }
+  | { type: "reply"; id: number; result: unknown; error?: string }
+  /** A broadcast reached every open fanout client of this child; `last` = µs of the last receipt. */
+  | { type: "done"; seq: number; last: number }
+  | { type: "beat"; open: number; frames: number; failed: number; connecting: number };

@@ -1,0 +1,183 @@
+import WebSocket from "ws";
+
+/**
+ * A minimal Chrome DevTools Protocol client for a process started with
+ * `--inspect=127.0.0.1:0`: a forced GC (HeapProfiler.collectGarbage) and
+ * `process.memoryUsage()` without any endpoint in the server, and a CPU
+ * profile of just one phase (Profiler.start/stop).
+ */
+export class Inspector {
+  readonly #ws: WebSocket;
+  #nextId = 1;
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly #listeners = new Map<string, (params: unknown) => void>();
+
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+    ws.on("message", (data: Buffer) => {
+      const msg = JSON.parse(data.toString()) as { id?: number; method?: string; params?: unknown; result?: unknown; error?: { message: string } };
+      if (msg.id === undefined) {
+        if (msg.method) this.#listeners.get(msg.method)?.(msg.params);
+        return;
+      }
+      const p = this.#pending.get(msg.id);
+      if (!p) return;
+      this.#pending.delete(msg.id);
+      if (msg.error) p.reject(new Error(msg.error.message));
+      else p.resolve(msg.result);
+    });
+    ws.on("close", () => {
+      for (const p of this.#pending.values()) p.reject(new Error("inspector closed"));
+      this.#pending.clear();
+    });
+  }
+
+  static async connect(url: string): Promise<Inspector> {
+    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024 });
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+    });
+    return new Inspector(ws);
+  }
+
+  send<T = unknown>(method: string, params: Record<string, unknown> = {}, timeoutMs = 60_000): Promise<T> {
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new Error(`inspector: ${method} took over ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.#ws.send(JSON.stringify({ id, method, params }));
+    });
+  }
+
+  /** Full GCs until the heap stops shrinking (at most 4). */
+  async collectGarbage(): Promise<void> {
+    let last = Infinity;
+    for (let i = 0; i < 4; i++) {
+      await this.send("HeapProfiler.collectGarbage");
+      const used = (await this.memoryUsage()).heapUsed;
+      if (used >= last * 0.995) break;
+      last = used;
+    }
+  }
+
+  async memoryUsage(): Promise<NodeJS.MemoryUsage> {
+    const r = await this.send<{ result: { value: string } }>("Runtime.evaluate", {
+      expression: "JSON.stringify(process.memoryUsage())",
+      returnByValue: true,
+    });
+    return JSON.parse(r.result.value) as NodeJS.MemoryUsage;
+  }
+
+  /**
+   * A heap snapshot (V8 takes it after a full GC), reduced to self size and
+   * count by constructor/kind, so two can be compared without keeping either.
+   */
+  async heapByConstructor(): Promise<Map<string, { bytes: number; count: number }>> {
+    const chunks: string[] = [];
+    this.#listeners.set("HeapProfiler.addHeapSnapshotChunk", (p) => chunks.push((p as { chunk: string }).chunk));
+    try {
+      await this.send("HeapProfiler.takeHeapSnapshot", { reportProgress: false }, 300_000);
+    } finally {
+      this.#listeners.delete("HeapProfiler.addHeapSnapshotChunk");
+    }
+    return aggregateSnapshot(JSON.parse(chunks.join("")) as HeapSnapshot);
+  }
+
+  async startProfile(samplingIntervalUs = 500): Promise<void> {
+    await this.send("Profiler.enable");
+    await this.send("Profiler.setSamplingInterval", { interval: samplingIntervalUs });
+    await this.send("Profiler.start");
+  }
+
+  async stopProfile(): Promise<CpuProfile> {
+    const r = await this.send<{ profile: CpuProfile }>("Profiler.stop");
+    await this.send("Profiler.disable");
+    return r.profile;
+  }
+
+  close(): void {
+    this.#ws.close();
+  }
+}
+
+/** The `.cpuprofile` format (what --cpu-prof writes and Profiler.stop answers). */
+export interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number }; hitCount?: number; children?: number[] }[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+  timeDeltas?: number[];
+}
+
+/** The ws:// URL from a "Debugger listening on ws://…" line, if the process printed one. */
+export function inspectorUrlFrom(lines: readonly string[]): string | undefined {
+  for (const line of lines) {
+    const m = /Debugger listening on (ws:\/\/\S+)/.exec(line);
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+interface HeapSnapshot {
+  snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
+  nodes: number[];
+  strings: string[];
+}
+
+/** Self size and count by "kind name" (objects by constructor, strings and code by kind). */
+function aggregateSnapshot(snap: HeapSnapshot): Map<string, { bytes: number; count: number }> {
+  const fields = snap.snapshot.meta.node_fields;
+  const types = snap.snapshot.meta.node_types[0];
+  const width = fields.length;
+  const TYPE = fields.indexOf("type");
+  const NAME = fields.indexOf("name");
+  const SIZE = fields.indexOf("self_size");
+  const out = new Map<string, { bytes: number; count: number }>();
+  for (let i = 0; i < snap.nodes.length; i += width) {
+    const type = types[snap.nodes[i + TYPE]!] ?? "?";
+    const name = snap.strings[snap.nodes[i + NAME]!] ?? "";
+    const key =
+      type === "object" || type === "closure" || type === "native"
+        ? `${type === "object" ? "" : `(${type}) `}${name.length > 60 ? `${name.slice(0, 60)}…` : name}`
+        : type === "array"
+          ? `(array) ${name}`
+          : `(${type})`;
+    const e = out.get(key) ?? { bytes: 0, count: 0 };
+    e.bytes += snap.nodes[i + SIZE]!;
+    e.count++;
+    out.set(key, e);
+  }
+  return out;
+}
+
+/** What grew between two snapshots, per connection, largest first. */
+export function heapDiff(
+  before: Map<string, { bytes: number; count: number }>,
+  after: Map<string, { bytes: number; count: number }>,
+  connections: number,
+  limit = 20,
+): { what: string; bytesPerConnection: number; countPerConnection: number }[] {
+  const rows: { what: string; bytesPerConnection: number; countPerConnection: number }[] = [];
+  for (const [what, a] of after) {
+    const b = before.get(what) ?? { bytes: 0, count: 0 };
+    rows.push({
+      what,
+      bytesPerConnection: Math.round(((a.bytes - b.bytes) / connections) * 10) / 10,
+      countPerConnection: Math.round(((a.count - b.count) / connections) * 100) / 100,
+    });
+  }
+  return rows.sort((x, y) => y.bytesPerConnection - x.bytesPerConnection).slice(0, limit);
+}

@@ -1,0 +1,220 @@
+import { parseArgs } from "node:util";
+import { DEFAULT_TARGETS, TARGET_NAMES, type TargetName } from "./targets.js";
+
+export const SCENARIOS = ["memory", "fanout", "echo", "ramp", "drain"] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export interface Options {
+  preset: "quick" | "full";
+  targets: TargetName[];
+  scenarios: Scenario[];
+  /** Fan-out client counts, ascending. */
+  sizes: number[];
+  payloadBytes: number;
+  /** Paced broadcasts (one in flight) per target and size, and the time cap for a size (all targets). */
+  pacedCount: number;
+  pacedMaxMs: number;
+  pacedGapMs: number;
+  /** Saturated trials per target and size (the median is reported), each this long, with `window` broadcasts in flight. */
+  trials: number;
+  throughputMs: number;
+  window: number;
+  echoClients: number;
+  echoRate: number;
+  echoMs: number;
+  rampStartRate: number;
+  rampFactor: number;
+  rampStepMs: number;
+  rampMax: number;
+  memoryClients: number;
+  memorySettleMs: number;
+  /** Heap snapshots before and after this many idle clients, diffed by constructor (0: off). */
+  heapDiff: number;
+  drainClients: number;
+  drainRate: number;
+  drainForcedSec: number;
+  /** CPU profile (over the inspector) of one extra saturated phase at the largest size. */
+  profile: boolean;
+  /** Generator children; 0 = as many as the connections need (at least 2). */
+  children: number;
+  /** Connections to one destination from 127.0.0.1 before moving to 127.0.0.2, … */
+  spreadAfter: number;
+  out: string;
+  selfCheck: boolean;
+}
+
+const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "scenarios" | "out" | "selfCheck" | "children" | "spreadAfter">> = {
+  quick: {
+    sizes: [250, 1000],
+    payloadBytes: 100,
+    pacedCount: 10,
+    pacedMaxMs: 1_500,
+    pacedGapMs: 10,
+    trials: 3,
+    throughputMs: 400,
+    window: 4,
+    echoClients: 200,
+    echoRate: 500,
+    echoMs: 1_500,
+    rampStartRate: 500,
+    rampFactor: 2,
+    rampStepMs: 1_000,
+    rampMax: 2_000,
+    memoryClients: 1_000,
+    memorySettleMs: 1_000,
+    heapDiff: 0,
+    drainClients: 400,
+    drainRate: 10,
+    drainForcedSec: 2,
+    profile: false,
+  },
+  full: {
+    sizes: [1_000, 5_000, 10_000],
+    payloadBytes: 100,
+    pacedCount: 40,
+    pacedMaxMs: 10_000,
+    pacedGapMs: 20,
+    trials: 3,
+    throughputMs: 1_500,
+    window: 4,
+    echoClients: 1_000,
+    echoRate: 2_000,
+    echoMs: 4_000,
+    rampStartRate: 500,
+    rampFactor: 1.5,
+    rampStepMs: 2_000,
+    rampMax: 30_000,
+    memoryClients: 10_000,
+    memorySettleMs: 3_000,
+    heapDiff: 1_000,
+    drainClients: 4_000,
+    // 12k frames/s: well under what the stack delivers on 2 cores (the wave, not an overload).
+    drainRate: 3,
+    drainForcedSec: 3,
+    profile: true,
+  },
+};
+
+export const USAGE = `npm run bench -- [options]
+
+  --quick                 smoke preset (about a minute); default is the full run (under ten minutes)
+  --targets a,b           ${TARGET_NAMES.join(",")} (default: all but raw-once)
+  --scenarios a,b         ${SCENARIOS.join(",")} (default: all)
+  --sizes 1000,5000       fan-out client counts
+  --payload BYTES         broadcast text size
+  --duration MS           one saturated fan-out trial (per target and size)
+  --trials N              saturated trials per target and size; the median is reported
+  --window N              broadcasts in flight in the saturated phase
+  --paced N               paced broadcasts per target and size (latency, completion time)
+  --echo-clients N  --echo-rate N/s  --echo-ms MS
+  --ramp-start N/s  --ramp-factor F  --ramp-step MS  --ramp-max N
+  --memory-clients N  --memory-settle MS
+  --heap-diff N           heap snapshots around N idle clients, growth by constructor (0: off; full run: 1000)
+  --drain-clients N  --drain-rate N/s  --drain-forced SEC
+  --profile / --no-profile   CPU profiles of each target (default: on in the full run)
+  --children N            generator processes (default: as needed, at least 2)
+  --spread-after N        connections to one destination from 127.0.0.1; the rest from 127.0.0.2–61 (default 4000)
+  --out DIR               results directory (default bench/results)
+  --self-check            check bench/engine-client.ts against socket.io-client, then exit
+  --help
+`;
+
+function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
+  if (value === undefined) return undefined;
+  const items = value.split(",").map((s) => s.trim()).filter(Boolean);
+  const bad = items.filter((s) => !allowed.includes(s as T));
+  if (bad.length > 0) throw new Error(`unknown ${what}: ${bad.join(", ")} (known: ${allowed.join(", ")})`);
+  return items as T[];
+}
+
+function num(value: string | undefined, name: string, fallback: number, { min = 0 } = {}): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number ≥ ${min} (got ${JSON.stringify(value)})`);
+  return n;
+}
+
+/** Parses argv; throws an Error that names every bad option it meets first. */
+export function parseOptions(argv: string[]): Options | "help" {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      quick: { type: "boolean" },
+      targets: { type: "string" },
+      scenarios: { type: "string" },
+      sizes: { type: "string" },
+      payload: { type: "string" },
+      duration: { type: "string" },
+      trials: { type: "string" },
+      window: { type: "string" },
+      paced: { type: "string" },
+      "echo-clients": { type: "string" },
+      "echo-rate": { type: "string" },
+      "echo-ms": { type: "string" },
+      "ramp-start": { type: "string" },
+      "ramp-factor": { type: "string" },
+      "ramp-step": { type: "string" },
+      "ramp-max": { type: "string" },
+      "memory-clients": { type: "string" },
+      "memory-settle": { type: "string" },
+      "heap-diff": { type: "string" },
+      "drain-clients": { type: "string" },
+      "drain-rate": { type: "string" },
+      "drain-forced": { type: "string" },
+      profile: { type: "boolean" },
+      "no-profile": { type: "boolean" },
+      children: { type: "string" },
+      "spread-after": { type: "string" },
+      out: { type: "string" },
+      "self-check": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  const preset = values.quick ? "quick" : "full";
+  const p = PRESETS[preset];
+  const sizes = values.sizes
+    ? values.sizes.split(",").map((s) => {
+        const n = Number(s);
+        if (!Number.isInteger(n) || n < 1) throw new Error(`--sizes: ${JSON.stringify(s)} is not a client count`);
+        return n;
+      })
+    : p.sizes;
+  const o: Options = {
+    ...p,
+    preset,
+    targets: list(values.targets, TARGET_NAMES, "target") ?? [...DEFAULT_TARGETS],
+    scenarios: list(values.scenarios, SCENARIOS, "scenario") ?? [...SCENARIOS],
+    sizes: [...new Set(sizes)].sort((a, b) => a - b),
+    payloadBytes: num(values.payload, "payload", p.payloadBytes, { min: 24 }),
+    throughputMs: num(values.duration, "duration", p.throughputMs, { min: 100 }),
+    window: num(values.window, "window", p.window, { min: 1 }),
+    trials: Math.round(num(values.trials, "trials", p.trials, { min: 1 })),
+    pacedCount: num(values.paced, "paced", p.pacedCount, { min: 1 }),
+    echoClients: num(values["echo-clients"], "echo-clients", p.echoClients, { min: 1 }),
+    echoRate: num(values["echo-rate"], "echo-rate", p.echoRate, { min: 1 }),
+    echoMs: num(values["echo-ms"], "echo-ms", p.echoMs, { min: 100 }),
+    rampStartRate: num(values["ramp-start"], "ramp-start", p.rampStartRate, { min: 1 }),
+    rampFactor: num(values["ramp-factor"], "ramp-factor", p.rampFactor, { min: 1.05 }),
+    rampStepMs: num(values["ramp-step"], "ramp-step", p.rampStepMs, { min: 100 }),
+    rampMax: num(values["ramp-max"], "ramp-max", p.rampMax, { min: 1 }),
+    memoryClients: num(values["memory-clients"], "memory-clients", p.memoryClients, { min: 1 }),
+    memorySettleMs: num(values["memory-settle"], "memory-settle", p.memorySettleMs),
+    heapDiff: num(values["heap-diff"], "heap-diff", p.heapDiff),
+    drainClients: num(values["drain-clients"], "drain-clients", p.drainClients, { min: 4 }),
+    drainRate: num(values["drain-rate"], "drain-rate", p.drainRate, { min: 1 }),
+    drainForcedSec: num(values["drain-forced"], "drain-forced", p.drainForcedSec, { min: 0.1 }),
+    profile: values["no-profile"] ? false : values.profile ? true : p.profile,
+    children: num(values.children, "children", 0),
+    // 127.0.0.1's source ports are shared with nginx's connections to the instances (and
+    // TIME_WAIT leftovers): with 15,358 clients through nginx from 127.0.0.1 alone, connects
+    // failed (socket hang up) before nginx hit a limit of its own; with 4,000 it is nginx's
+    // worker_connections that stops the ramp.
+    spreadAfter: num(values["spread-after"], "spread-after", 4_000, { min: 100 }),
+    out: values.out ?? "bench/results",
+    selfCheck: Boolean(values["self-check"]),
+  };
+  return o;
+}

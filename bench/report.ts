@@ -1,0 +1,589 @@
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { lineChart, type Series } from "./lib/svg.js";
+import type { Options } from "./options.js";
+import type { DrainResult } from "./scenarios/drain.js";
+import type { EchoCell } from "./scenarios/echo.js";
+import type { FanoutCell, TargetProfile } from "./scenarios/fanout.js";
+import type { MemoryCell } from "./scenarios/memory.js";
+import type { RampResult } from "./scenarios/ramp.js";
+import { TARGET_LABELS, TARGET_NAMES, type TargetName } from "./targets.js";
+
+export interface Machine {
+  cores: number;
+  node: string;
+  fdLimit: number;
+  load1AtStart: number;
+  load1AtEnd: number;
+  /** Load readings taken before each target that looked busy (load1 > half the cores). */
+  busy: string[];
+  generatorChildren: number;
+  generatorCapacity: number;
+}
+
+export interface RunResults {
+  preset: "quick" | "full";
+  startedAt: string;
+  durationSec: number;
+  options: Options;
+  machine: Machine;
+  fanout: FanoutCell[];
+  profiles: TargetProfile[];
+  echo: EchoCell[];
+  memory: MemoryCell[];
+  ramp: RampResult | undefined;
+  drain: DrainResult | undefined;
+  errors: { scenario: string; target: string; message: string }[];
+  interrupted: boolean;
+}
+
+export interface Figure {
+  name: string;
+  value: number | undefined;
+  display: string;
+  goal: string;
+  reference: string;
+  met: boolean | undefined;
+  basis: string;
+}
+
+const KIB = 1024;
+const round = (v: number, d = 2) => (Number.isFinite(v) ? Math.round(v * 10 ** d) / 10 ** d : NaN);
+const n0 = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString("en-US") : "–");
+const f = (v: number | undefined, d = 2) => (v === undefined || !Number.isFinite(v) ? "–" : String(round(v, d)));
+
+const cell = (r: RunResults, t: TargetName, clients: number) => r.fanout.find((c) => c.target === t && c.clients === clients);
+
+/** The largest fan-out size measured on every one of `targets`. */
+function commonSize(r: RunResults, targets: TargetName[]): number | undefined {
+  const sizes = [...new Set(r.fanout.map((c) => c.clients))].sort((a, b) => b - a);
+  return sizes.find((s) => targets.every((t) => cell(r, t, s) && cell(r, t, s)!.saturated.framesPerSec > 0));
+}
+
+/** Time to write `clients` frames at the baseline's throughput: no broadcast can complete faster here. */
+export function floorMs(r: RunResults, clients: number): number | undefined {
+  const base = cell(r, "raw", clients);
+  if (!base || !(base.saturated.framesPerSec > 0)) return undefined;
+  return (clients / base.saturated.framesPerSec) * 1000;
+}
+
+interface Ratio {
+  value: number | undefined;
+  perCpu: number | undefined;
+  size: number | undefined;
+  /** The same ratio at every size both targets ran, smallest first: how steady it is. */
+  bySize: { size: number; value: number; perCpu: number }[];
+}
+
+function ratio(r: RunResults, a: TargetName, b: TargetName): Ratio {
+  const bySize = [...new Set(r.fanout.map((c) => c.clients))]
+    .sort((p, q) => p - q)
+    .flatMap((size) => {
+      const x = cell(r, a, size)?.saturated;
+      const y = cell(r, b, size)?.saturated;
+      if (!x || !y || !(y.framesPerSec > 0)) return [];
+      return [{ size, value: x.framesPerSec / y.framesPerSec, perCpu: x.framesPerCpuSec / y.framesPerCpuSec }];
+    });
+  const size = commonSize(r, [a, b]);
+  if (size === undefined) return { value: undefined, perCpu: undefined, size, bySize };
+  const x = cell(r, a, size)!.saturated;
+  const y = cell(r, b, size)!.saturated;
+  return { value: x.framesPerSec / y.framesPerSec, perCpu: x.framesPerCpuSec / y.framesPerCpuSec, size, bySize };
+}
+
+const ratioDisplay = (x: { value: number | undefined; perCpu: number | undefined }) =>
+  x.value === undefined ? "not measured" : `${f(x.value)}× frames/s; ${f(x.perCpu)}× per server CPU-second`;
+const ratioBasis = (x: Ratio) =>
+  x.size
+    ? `saturated, ${n0(x.size)} clients (median of trials); at ${x.bySize.map((b) => n0(b.size)).join(" / ")} clients: ${x.bySize.map((b) => f(b.value)).join(" / ")} frames/s, ${x.bySize.map((b) => f(b.perCpu)).join(" / ")} per CPU-s`
+    : "";
+/** A goal is met when both bases meet it; the per-CPU one is the steadier on a shared machine. */
+const ratioMet = (x: { value: number | undefined; perCpu: number | undefined }, goal: number) =>
+  x.value === undefined || x.perCpu === undefined ? undefined : x.value >= goal && x.perCpu >= goal;
+
+/** The figures the issue asks for, each measured in this run. */
+export function figures(r: RunResults): Figure[] {
+  const out: Figure[] = [];
+  const sio = ratio(r, "sio-1", "raw");
+  out.push({
+    name: "Socket.IO fan-out, 1 instance ÷ bare ws baseline",
+    value: sio.value,
+    display: ratioDisplay(sio),
+    goal: "≥ 0.8×",
+    reference: "stock Socket.IO ≈ 0.6×",
+    met: ratioMet(sio, 0.8),
+    basis: ratioBasis(sio),
+  });
+  const stock = ratio(r, "sio-stock", "raw");
+  out.push({
+    name: "stock Socket.IO (nothing of ours) ÷ bare ws baseline",
+    value: stock.value,
+    display: ratioDisplay(stock),
+    goal: "(for reference)",
+    reference: "stock Socket.IO ≈ 0.6×",
+    met: undefined,
+    basis: ratioBasis(stock),
+  });
+  const ours = ratio(r, "sio-1", "sio-stock");
+  out.push({
+    name: "service's Socket.IO ÷ stock Socket.IO",
+    value: ours.value,
+    display: ratioDisplay(ours),
+    goal: "(what our code costs)",
+    reference: "",
+    met: undefined,
+    basis: ratioBasis(ours),
+  });
+  const ws = ratio(r, "ws-1", "raw");
+  out.push({
+    name: "/ws fan-out, 1 instance ÷ bare ws baseline",
+    value: ws.value,
+    display: ratioDisplay(ws),
+    goal: "(for reference)",
+    reference: "",
+    met: undefined,
+    basis: ratioBasis(ws),
+  });
+  const cluster = ratio(r, "sio-4-nginx", "sio-1");
+  out.push({
+    name: "4 instances via nginx ÷ 1 instance direct (Socket.IO)",
+    value: cluster.value,
+    display: ratioDisplay(cluster),
+    goal: "≥ 0.7×",
+    reference: "",
+    met: ratioMet(cluster, 0.7),
+    basis: ratioBasis(cluster),
+  });
+  const direct = ratio(r, "sio-4-direct", "sio-1");
+  out.push({
+    name: "4 instances direct ÷ 1 instance direct (Socket.IO)",
+    value: direct.value,
+    display: ratioDisplay(direct),
+    goal: "(for reference)",
+    reference: "",
+    met: undefined,
+    basis: ratioBasis(direct),
+  });
+  const mem = (t: TargetName) => r.memory.find((m) => m.target === t);
+  for (const [t, goalKiB, ref] of [
+    ["sio-1", 8, "stock Socket.IO ≈ 14.6 KB"],
+    ["ws-1", 4, "bare ws ≈ 6.1 KB"],
+    ["sio-stock", undefined, "stock Socket.IO ≈ 14.6 KB"],
+    ["raw", undefined, "bare ws ≈ 6.1 KB"],
+  ] as const) {
+    const m = mem(t);
+    const kib = m ? m.rssPerConnection / KIB : undefined;
+    out.push({
+      name: `memory per idle connection, ${m ? `${m.transport} (${t})` : t} (RSS)`,
+      value: kib,
+      display: m ? `${f(kib, 1)} KiB RSS (heap ${f(m.heapPerConnection / KIB, 1)} KiB)` : "not measured",
+      goal: goalKiB ? `≤ ${goalKiB} KB` : t === "raw" ? "(the floor)" : "(reference)",
+      reference: ref,
+      met: kib === undefined || goalKiB === undefined ? undefined : kib <= goalKiB,
+      basis: m ? `${n0(m.connected)} idle clients, forced GC before and after, ${m.settleMs} ms settle` : "",
+    });
+  }
+  const largest = Math.max(...r.fanout.map((c) => c.clients), 0);
+  const floor = floorMs(r, largest);
+  for (const t of TARGET_NAMES) {
+    const c = cell(r, t, largest);
+    if (!c || floor === undefined) continue;
+    const v = c.paced.latency.p99 / floor;
+    out.push({
+      name: `p99 broadcast latency ÷ floor, ${t}`,
+      value: v,
+      display: `${f(v)}× (p99 ${f(c.paced.latency.p99)} ms, floor ${f(floor)} ms)`,
+      goal: "≤ 1.2×",
+      reference: "",
+      met: v <= 1.2,
+      basis: `${n0(largest)} clients, paced; floor = clients ÷ baseline frames/s`,
+    });
+  }
+  if (r.ramp) {
+    out.push({
+      name: "most concurrent clients held via nginx (4 instances) without errors",
+      value: r.ramp.heldWithoutErrors,
+      display: n0(r.ramp.heldWithoutErrors),
+      goal: "(largest found)",
+      reference: "",
+      met: undefined,
+      basis: `ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}`,
+    });
+  }
+  return out;
+}
+
+const cpuServer = (cpu: Record<string, number>) =>
+  Object.entries(cpu)
+    .filter(([k]) => k !== "generator" && k !== "bench (publisher)")
+    .reduce((s, [, v]) => s + v, 0);
+
+function table(header: string[], rows: string[][], align?: ("l" | "r")[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const pad = (s: string, i: number) => ((align?.[i] ?? (i === 0 ? "l" : "r")) === "l" ? s.padEnd(widths[i]!) : s.padStart(widths[i]!));
+  return [header.map(pad).join("  "), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map((r) => r.map(pad).join("  "))].join("\n");
+}
+
+/** A Markdown table; numbers right-aligned unless `left` says a column holds text. */
+function md(header: string[], rows: string[][], left: number[] = [0]): string {
+  const rule = header.map((_, i) => (left.includes(i) ? "---" : "---:")).join(" | ");
+  return [`| ${header.join(" | ")} |`, `| ${rule} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+}
+
+function fanoutRows(r: RunResults): { header: string[]; rows: string[][] } {
+  const header = ["target", "clients", "frames/s", "×base", "frames/CPU-s", "×base", "p50 ms", "p99 ms", "max ms", "done p50", "done p99", "p99/floor", "CPU srv %", "CPU gen %", "lost"];
+  const rows = r.fanout.map((c) => {
+    const base = cell(r, "raw", c.clients);
+    const floor = floorMs(r, c.clients);
+    const lost = c.paced.incomplete + c.saturated.incomplete;
+    return [
+      c.target,
+      n0(c.clients) + (c.connected < c.clients ? ` (${n0(c.connected)})` : ""),
+      n0(c.saturated.framesPerSec),
+      base ? f(c.saturated.framesPerSec / base.saturated.framesPerSec) : "–",
+      n0(c.saturated.framesPerCpuSec),
+      base ? f(c.saturated.framesPerCpuSec / base.saturated.framesPerCpuSec) : "–",
+      f(c.paced.latency.p50),
+      f(c.paced.latency.p99),
+      f(c.paced.latency.max),
+      f(c.paced.completion.p50),
+      f(c.paced.completion.p99),
+      floor ? f(c.paced.latency.p99 / floor) : "–",
+      f(cpuServer(c.saturated.cpu), 0),
+      f(c.saturated.cpu.generator, 0),
+      lost ? `${lost} bc` : c.drops ? `${c.drops} drops` : "0",
+    ];
+  });
+  return { header, rows };
+}
+
+/** The table printed at the end of a run (stdout). */
+export function renderConsole(r: RunResults): string {
+  const parts: string[] = [];
+  parts.push(`ws-broadcast-service bench (${r.preset}), ${r.startedAt}, ${round(r.durationSec, 0)} s, ${r.machine.cores} cores, node ${r.machine.node}`);
+  if (r.machine.busy.length > 0) parts.push(`NOTE: the machine was busy during the run (${r.machine.busy.join("; ")}): absolute figures are noisy, compare the ratios.`);
+  if (r.fanout.length > 0) {
+    const { header, rows } = fanoutRows(r);
+    parts.push("\nFan-out: frames/s saturated; latency publish→receipt, paced (ms); done = publish→last receiver (ms)");
+    parts.push(table(header, rows));
+  }
+  if (r.echo.length > 0) {
+    parts.push("\nEcho round trip (fixed rate)");
+    parts.push(
+      table(
+        ["target", "clients", "rate/s", "sent", "answered", "errors", "p50 ms", "p99 ms", "max ms", "CPU srv %"],
+        r.echo.map((e) => [e.target, n0(e.connected), n0(e.ratePerSec), n0(e.sent), n0(e.answered), n0(e.errors), f(e.rtt.p50), f(e.rtt.p99), f(e.rtt.max), f(cpuServer(e.cpu), 0)]),
+      ),
+    );
+  }
+  if (r.memory.length > 0) {
+    parts.push("\nMemory per idle connection (forced GC before and after)");
+    parts.push(
+      table(
+        ["target", "transport", "clients", "RSS/conn KiB", "heap/conn KiB", "external/conn KiB"],
+        r.memory.map((m) => [m.target, m.transport, n0(m.connected), f(m.rssPerConnection / KIB, 1), f(m.heapPerConnection / KIB, 1), f(m.externalPerConnection / KIB, 1)]),
+      ),
+    );
+  }
+  if (r.ramp) {
+    parts.push(
+      `\nConnection ramp, ${r.ramp.target} (ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}; held without errors ${n0(r.ramp.heldWithoutErrors)})`,
+    );
+    const ng = Object.entries(r.ramp.nginxErrors ?? {}).sort((a, b) => b[1] - a[1]);
+    if (ng.length > 0) parts.push(`  nginx error.log: ${ng.slice(0, 4).map(([k, v]) => `${v}× ${k}`).join("; ")}`);
+    parts.push(
+      table(
+        ["phase", "rate/s", "done/s", "opened", "failed", "p50 ms", "p99 ms", "open"],
+        r.ramp.steps.map((s) => [s.phase, n0(s.ratePerSec), n0(s.achievedPerSec), n0(s.opened), n0(s.failed), f(s.connect.p50), f(s.connect.p99), n0(s.open)]),
+      ),
+    );
+  }
+  if (r.drain) {
+    const d = r.drain;
+    parts.push("\nDrain under load");
+    parts.push(
+      `  ${d.drainedInstance}: SIGTERM→exit ${d.drainMs ?? "–"} ms (deadline ${d.forcedShutdownSec}s), replacement ready after ${d.replacementReadyMs ?? "–"} ms; ${d.published} broadcasts at ${d.publishRatePerSec}/s\n` +
+        `  clients that stayed connected: ${n0(d.stayed.clients)}, messages lost: ${n0(d.stayed.lost)}, not arrived ${d.stayed.lastArrivedAfterMs} ms after the last publish: ${n0(d.stayed.notArrived)}, duplicates: ${n0(d.stayed.duplicates)}\n` +
+        `  reconnect wave: ${n0(d.moved.clients)} clients moved, ${n0(d.reconnectWave.reconnects)} reconnects over ${d.reconnectWave.durationMs ?? "–"} ms, ` +
+        `p50 ${f(d.reconnectWave.time.p50)} ms p99 ${f(d.reconnectWave.time.p99)} ms, ${n0(d.reconnectWave.failedAttempts)} failed attempts, ${n0(d.moved.lostWhileAway)} messages missed while away; open at end ${n0(d.openAtEnd)}/${n0(d.connected)}`,
+    );
+  }
+  const figs = figures(r);
+  if (figs.length > 0) {
+    parts.push("\nFigures (ratios from this run)");
+    parts.push(
+      table(
+        ["figure", "measured", "goal", "met"],
+        figs.map((x) => [x.name, x.display, x.goal, x.met === undefined ? "" : x.met ? "yes" : "NO"]),
+        ["l", "l", "l", "l"],
+      ),
+    );
+  }
+  for (const p of r.profiles) {
+    parts.push(`\nCPU profile ${p.target} / ${p.process} (${n0(p.clients)} clients, saturated; busy ${p.summary.busyPercent}% of samples): by area`);
+    parts.push("  " + p.summary.byArea.slice(0, 8).map((a) => `${a.area} ${a.percent}%`).join(", "));
+    parts.push(table(["self %", "function", "where"], p.summary.top.slice(0, 8).map((l) => [f(l.percent, 1), l.name, l.where]), ["r", "l", "l"]));
+  }
+  if (r.errors.length > 0) {
+    parts.push("\nErrors");
+    for (const e of r.errors) parts.push(`  ${e.scenario} ${e.target}: ${e.message}`);
+  }
+  return parts.join("\n");
+}
+
+const COLORS: Record<TargetName, string> = {
+  raw: "#444444",
+  "raw-once": "#8c564b",
+  "sio-stock": "#e377c2",
+  "sio-stock-nodebug": "#bcbd22",
+  "ws-1": "#1f77b4",
+  "sio-1": "#d62728",
+  "sio-4-direct": "#2ca02c",
+  "sio-4-nginx": "#9467bd",
+};
+
+export function renderChart(r: RunResults): string {
+  const series: Series[] = [];
+  for (const t of TARGET_NAMES) {
+    const cells = r.fanout.filter((c) => c.target === t);
+    if (cells.length === 0) continue;
+    series.push({ name: `${t} p99`, color: COLORS[t], points: cells.map((c) => [c.clients, c.paced.latency.p99]) });
+    series.push({ name: `${t} p50`, color: COLORS[t], dash: "5 4", points: cells.map((c) => [c.clients, c.paced.latency.p50]) });
+  }
+  const floors = [...new Set(r.fanout.map((c) => c.clients))].flatMap((n): [number, number][] => {
+    const fl = floorMs(r, n);
+    return fl === undefined ? [] : [[n, fl]];
+  });
+  if (floors.length > 0) series.push({ name: "floor (clients ÷ base frames/s)", color: "#ff7f0e", dash: "2 3", points: floors });
+  return lineChart({
+    title: "Broadcast latency (publish → receipt, paced) vs clients",
+    xLabel: "connected clients",
+    yLabel: "latency, ms",
+    series,
+    logY: true,
+  });
+}
+
+export function renderMarkdown(r: RunResults): string {
+  const L: string[] = [];
+  L.push(`# Benchmark report (${r.preset})`);
+  L.push("");
+  L.push(
+    `Run ${r.startedAt}, ${round(r.durationSec, 0)} s; ${r.machine.cores} cores, node ${r.machine.node}, fd limit ${r.machine.fdLimit}; load average ${f(r.machine.load1AtStart)} at start, ${f(r.machine.load1AtEnd)} at end; generator: ${r.machine.generatorChildren} processes, room for ${n0(r.machine.generatorCapacity)} connections.`,
+  );
+  if (r.machine.busy.length > 0) L.push(`\n**The machine was busy** (${r.machine.busy.join("; ")}): absolute figures are noisy; the ratios, measured side by side in this run, are what to compare.`);
+  if (r.interrupted) L.push("\n**Interrupted**: partial results.");
+  L.push("");
+  L.push("Everything runs on this one machine: servers, Redis, nginx, the load generator (several processes) and the publisher share its cores.");
+  L.push("Publishing goes through each target's own client path: a text frame on the baseline and on `/ws`, a Socket.IO `message` event (no ack) on Socket.IO, the same transport the receivers use. POST /broadcast-to-all is not used.");
+  L.push("");
+  L.push("## Figures");
+  L.push("");
+  L.push(md(["figure", "measured", "goal", "reference", "met", "basis"], figures(r).map((x) => [x.name, x.display, x.goal, x.reference, x.met === undefined ? "" : x.met ? "yes" : "**no**", x.basis]), [0, 1, 2, 3, 4, 5]));
+  L.push("");
+  L.push("## Targets");
+  L.push("");
+  for (const t of TARGET_NAMES) if (r.fanout.some((c) => c.target === t) || r.memory.some((m) => m.target === t)) L.push(`- \`${t}\`: ${TARGET_LABELS[t]}`);
+  if (r.fanout.length > 0) {
+    L.push("");
+    L.push("## Fan-out");
+    L.push("");
+    L.push(
+      `Each size: a paced phase (one broadcast in flight, ${r.options.pacedCount} at most or ${r.options.pacedMaxMs} ms: latency of every delivery, and completion = publish to last receiver), then ${r.options.trials} saturated trials (${r.options.window} in flight for ${r.options.throughputMs} ms each: frames delivered a second, CPU; the median trial is shown). All targets hold their clients at once and take turns, paced broadcast by broadcast and trial by trial, so a load spike from elsewhere hits them alike. frames/CPU-s = frames delivered per CPU-second of the serving processes (instances, Redis, nginx): what a core buys, whatever share of the shared machine the target got; the steadier basis for ratios here. Payload ${r.options.payloadBytes} bytes of text. Floor = clients ÷ baseline frames/s at that size.`,
+    );
+    L.push("");
+    const { header, rows } = fanoutRows(r);
+    L.push(md(header, rows));
+    L.push("");
+    L.push("![latency percentiles against client count](latency.svg)");
+    L.push("");
+    L.push("CPU in the saturated phase, percent of one core, by process:");
+    L.push("");
+    L.push(
+      md(
+        ["target", "clients", "CPU by process"],
+        r.fanout.map((c) => [
+          c.target,
+          n0(c.clients),
+          Object.entries(c.saturated.cpu)
+            .map(([k, v]) => `${k} ${f(v, 0)}`)
+            .join(", "),
+        ]),
+        [0, 2],
+      ),
+    );
+    const failures = r.fanout.filter((c) => c.connectFailed > 0);
+    if (failures.length > 0) {
+      L.push("");
+      L.push("Connect failures:");
+      for (const c of failures) L.push(`- ${c.target} @${c.clients}: ${c.connectFailed} (${Object.entries(c.connectErrors).map(([k, v]) => `${v}× ${k}`).join("; ")})`);
+    }
+  }
+  if (r.echo.length > 0) {
+    L.push("");
+    L.push("## Echo round trip");
+    L.push("");
+    L.push(
+      md(
+        ["target", "round trip", "clients", "rate/s", "sent", "answered", "errors", "p50 ms", "p99 ms", "max ms", "CPU"],
+        r.echo.map((e) => [
+          e.target,
+          e.path,
+          n0(e.connected),
+          n0(e.ratePerSec),
+          n0(e.sent),
+          n0(e.answered),
+          n0(e.errors),
+          f(e.rtt.p50),
+          f(e.rtt.p99),
+          f(e.rtt.max),
+          Object.entries(e.cpu)
+            .map(([k, v]) => `${k} ${f(v, 0)}`)
+            .join(", "),
+        ]),
+        [0, 1, 10],
+      ),
+    );
+  }
+  if (r.memory.length > 0) {
+    L.push("");
+    L.push("## Memory per idle connection");
+    L.push("");
+    L.push(
+      "A forced full GC (HeapProfiler.collectGarbage over the inspector: the servers run with `--inspect=127.0.0.1:0`, no server change), then RSS (/proc VmRSS) and heap (`process.memoryUsage()`), before and after the idle clients and a settle period. KiB = 1024 bytes.",
+    );
+    L.push("");
+    L.push(
+      md(
+        ["target", "transport", "clients", "RSS before MiB", "RSS after MiB", "RSS/conn KiB", "heap/conn KiB", "external/conn KiB"],
+        r.memory.map((m) => [
+          m.target,
+          m.transport,
+          n0(m.connected),
+          f(m.rssBefore / KIB / KIB, 1),
+          f(m.rssAfter / KIB / KIB, 1),
+          f(m.rssPerConnection / KIB, 2),
+          f(m.heapPerConnection / KIB, 2),
+          f(m.externalPerConnection / KIB, 2),
+        ]),
+      ),
+    );
+  }
+  const grown = r.memory.filter((m) => m.heapGrowth);
+  if (grown.length > 0) {
+    L.push("");
+    L.push("Where the heap per idle connection goes: two heap snapshots (V8 collects garbage first) around the idle clients, self size by constructor, per connection:");
+    for (const m of grown) {
+      L.push("");
+      L.push(`${m.target} (${m.transport}), ${n0(m.heapGrowth!.clients)} clients:`);
+      L.push("");
+      L.push(
+        md(
+          ["what", "bytes/conn", "count/conn"],
+          m.heapGrowth!.rows.filter((x) => x.bytesPerConnection >= 8).map((x) => [`\`${x.what.replace(/[|`]/g, " ")}\``, f(x.bytesPerConnection, 0), f(x.countPerConnection, 2)]),
+        ),
+      );
+    }
+  }
+  if (r.ramp) {
+    L.push("");
+    L.push(`## Connection ramp (${r.ramp.target})`);
+    L.push("");
+    L.push(
+      `Steps of ${r.options.rampStepMs} ms, rate ×${r.options.rampFactor} a step from ${r.options.rampStartRate}/s, connections kept, until an error or p99 connect > 1 s; then, if it stopped on slowness, a fill at the last clean rate until a connect fails. Ramp stopped: ${r.ramp.stoppedBecause}.${r.ramp.fillStoppedBecause ? ` Fill stopped: ${r.ramp.fillStoppedBecause}.` : ""} Held without errors: **${n0(r.ramp.heldWithoutErrors)}** (peak open ${n0(r.ramp.peakOpen)}; after a ${r.ramp.hold.seconds} s hold ${n0(r.ramp.hold.openAfter)} open, ${r.ramp.hold.drops} dropped). Highest clean rate: ${n0(r.ramp.maxCleanRate)}/s.`,
+    );
+    L.push("");
+    L.push(
+      md(
+        ["phase", "rate/s", "done/s", "attempted", "opened", "failed", "p50 ms", "p99 ms", "max ms", "open after"],
+        r.ramp.steps.map((s) => [s.phase, n0(s.ratePerSec), n0(s.achievedPerSec), n0(s.attempted), n0(s.opened), n0(s.failed), f(s.connect.p50), f(s.connect.p99), f(s.connect.max), n0(s.open)]),
+      ),
+    );
+    const errs = r.ramp.steps.flatMap((s) => Object.entries(s.errors).map(([k, v]) => `${v}× ${k} (at ${s.ratePerSec}/s)`));
+    if (errs.length > 0) L.push(`\nClient errors: ${errs.join("; ")}`);
+    const ng = Object.entries(r.ramp.nginxErrors ?? {}).sort((a, b) => b[1] - a[1]);
+    if (ng.length > 0) L.push(`\nnginx error.log: ${ng.slice(0, 6).map(([k, v]) => `${v}× \`${k}\``).join("; ")}`);
+  }
+  if (r.drain) {
+    const d = r.drain;
+    L.push("");
+    L.push("## Drain under load");
+    L.push("");
+    L.push(
+      `${n0(d.connected)} Socket.IO clients through nginx (reconnecting like socket.io-client: 0.5–1.5 s, doubling), a publisher on ws1 at ${d.publishRatePerSec}/s; ${d.drainedInstance} drained and replaced (\`stack.restartInstance\`), FORCED_SHUTDOWN_AFTER_SEC=${d.forcedShutdownSec}.`,
+    );
+    L.push("");
+    L.push(
+      md(
+        ["measure", "value"],
+        [
+          ["SIGTERM → exit (time to drain)", `${d.drainMs ?? "–"} ms`],
+          ["SIGTERM → replacement ready", `${d.replacementReadyMs ?? "–"} ms`],
+          ["broadcasts published", n0(d.published)],
+          ["clients that stayed connected", n0(d.stayed.clients)],
+          ["messages lost by them (skipped: a later one arrived)", n0(d.stayed.lost)],
+          ["…still missing at the end (late, or lost at the tail)", `${n0(d.stayed.notArrived)} (waited ${d.stayed.lastArrivedAfterMs} ms after the last publish)`],
+          ["duplicates they saw", n0(d.stayed.duplicates)],
+          ["clients moved (reconnect wave size)", `${n0(d.moved.clients)} (from ${Object.entries(d.moved.from).map(([k, v]) => `${k}: ${v}`).join(", ")})`],
+          ["reconnect wave duration (first drop → last reconnect)", `${d.reconnectWave.durationMs ?? "–"} ms`],
+          ["time to reconnect p50 / p99 / max", `${f(d.reconnectWave.time.p50)} / ${f(d.reconnectWave.time.p99)} / ${f(d.reconnectWave.time.max)} ms`],
+          [
+            "failed reconnect attempts (retried)",
+            `${n0(d.reconnectWave.failedAttempts)}${Object.keys(d.reconnectWave.errors).length ? ` (${Object.entries(d.reconnectWave.errors).map(([k, v]) => `${v}× ${k.replace(/\|/g, "/")}`).join("; ")})` : ""}`,
+          ],
+          ["messages missed by moved clients while away (no replay)", n0(d.moved.lostWhileAway)],
+          ["open at end / connected", `${n0(d.openAtEnd)} / ${n0(d.connected)}`],
+        ],
+        [0, 1],
+      ),
+    );
+  }
+  if (r.profiles.length > 0) {
+    L.push("");
+    L.push("## CPU profiles (saturated fan-out at the largest size)");
+    L.push("");
+    L.push("Taken over the inspector (Profiler.start/stop around one extra saturated phase, 250 µs sampling), saved as `profiles/<target>-<process>.cpuprofile` (open in Chrome DevTools or speedscope). Self time, idle excluded.");
+    for (const p of r.profiles) {
+      L.push("");
+      L.push(`### ${p.target} / ${p.process}: ${n0(p.clients)} clients, ${n0(p.framesPerSec)} frames/s while profiled, busy ${p.summary.busyPercent}% of samples`);
+      L.push("");
+      L.push(`By area: ${p.summary.byArea.map((a) => `${a.area} ${a.percent}%`).join(", ")}`);
+      L.push("");
+      L.push(md(["self %", "self ms", "function", "where"], p.summary.top.map((l) => [f(l.percent, 1), f(l.selfMs, 1), `\`${l.name}\``, `\`${l.where}\``]), [2, 3]));
+    }
+  }
+  if (r.errors.length > 0) {
+    L.push("");
+    L.push("## Errors");
+    L.push("");
+    for (const e of r.errors) L.push(`- ${e.scenario} ${e.target}: ${e.message}`);
+  }
+  L.push("");
+  L.push(`Options: \`${JSON.stringify({ ...r.options, out: undefined })}\``);
+  L.push("");
+  return L.join("\n");
+}
+
+const OWN_FILES = ["run.json", "REPORT.md", "fanout.json", "latency.svg", "echo.json", "memory.json", "ramp.json", "drain.json"];
+
+/** Writes `<scenario>.json`, `run.json`, `latency.svg` and `REPORT.md` into `dir` (and removes those of an earlier run this one did not make). */
+export async function writeResults(dir: string, r: RunResults): Promise<string[]> {
+  await mkdir(dir, { recursive: true });
+  const files: [string, string][] = [
+    ["run.json", JSON.stringify({ ...r, figures: figures(r) }, null, 2)],
+    ["REPORT.md", renderMarkdown(r)],
+  ];
+  if (r.fanout.length > 0) {
+    files.push(["fanout.json", JSON.stringify({ cells: r.fanout, profiles: r.profiles }, null, 2)]);
+    files.push(["latency.svg", renderChart(r)]);
+  }
+  if (r.echo.length > 0) files.push(["echo.json", JSON.stringify(r.echo, null, 2)]);
+  if (r.memory.length > 0) files.push(["memory.json", JSON.stringify(r.memory, null, 2)]);
+  if (r.ramp) files.push(["ramp.json", JSON.stringify(r.ramp, null, 2)]);
+  if (r.drain) files.push(["drain.json", JSON.stringify(r.drain, null, 2)]);
+  for (const [name, text] of files) await writeFile(path.join(dir, name), text);
+  const made = new Set(files.map(([name]) => name));
+  for (const name of OWN_FILES) if (!made.has(name)) await rm(path.join(dir, name), { force: true });
+  if (r.profiles.length === 0) await rm(path.join(dir, "profiles"), { recursive: true, force: true });
+  return files.map(([name]) => path.join(dir, name));
+}

@@ -1,0 +1,265 @@
+/**
+ * `npm run bench [-- options]`: the benchmark suite. Starts each target as
+ * real processes (the bare ws baseline, one instance for /ws, one for
+ * Socket.IO, four instances + Redis + nginx), drives them with a load
+ * generator of several child processes, prints a table and writes
+ * bench/results/<scenario>.json, REPORT.md and latency.svg. Every process it
+ * starts is stopped at the end, on errors and on Ctrl+C.
+ */
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Fleet } from "./generator/fleet.js";
+import { setEpoch } from "./lib/clock.js";
+import { cleanupAll, installSignalHandlers, isInterrupted } from "./lib/processes.js";
+import { fdLimit, machineLoad } from "./lib/proc.js";
+import { Progress } from "./lib/progress.js";
+import { type Options, parseOptions, USAGE } from "./options.js";
+import { renderConsole, type RunResults, writeResults } from "./report.js";
+import { type Ctx, Interrupted } from "./scenarios/context.js";
+import { runDrain } from "./scenarios/drain.js";
+import { runEcho } from "./scenarios/echo.js";
+import { runFanout } from "./scenarios/fanout.js";
+import { runMemory } from "./scenarios/memory.js";
+import { runRamp } from "./scenarios/ramp.js";
+import { runSelfCheck } from "./self-check.js";
+import { type ClusterHost, type Host, startClusterHost, startScriptHost, startSingleInstance, TARGET_NAMES, type TargetName } from "./targets.js";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** Descriptors a generator child keeps for itself (see worker.ts). */
+const CHILD_FD_MARGIN = 300;
+
+async function main(): Promise<number> {
+  let opts: Options | "help";
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (opts === "help") {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  setEpoch(Math.floor(performance.timeOrigin + performance.now()));
+  const progress = new Progress();
+  installSignalHandlers(() => progress.stop());
+  if (opts.selfCheck) {
+    try {
+      return (await runSelfCheck()) ? 0 : 1;
+    } finally {
+      await cleanupAll();
+    }
+  }
+
+  const started = performance.now();
+  const out = path.resolve(ROOT, opts.out);
+  const load0 = machineLoad();
+  const results: RunResults = {
+    preset: opts.preset,
+    startedAt: new Date().toISOString(),
+    durationSec: 0,
+    options: opts,
+    machine: {
+      cores: load0.cores,
+      node: process.version,
+      fdLimit: fdLimit(),
+      load1AtStart: load0.load1,
+      load1AtEnd: NaN,
+      busy: [],
+      generatorChildren: 0,
+      generatorCapacity: 0,
+    },
+    fanout: [],
+    profiles: [],
+    echo: [],
+    memory: [],
+    ramp: undefined,
+    drain: undefined,
+    errors: [],
+    interrupted: false,
+  };
+  progress.start();
+  const noteLoad = (where: string) => {
+    const l = machineLoad();
+    if (l.busy) {
+      results.machine.busy.push(`${where}: load ${l.load1.toFixed(2)} on ${l.cores} cores`);
+      progress.log(`bench: the machine looks busy before ${where} (load average ${l.load1.toFixed(2)} on ${l.cores} cores): figures will be noisy`);
+    }
+  };
+  noteLoad("start");
+
+  const wants = (t: TargetName) => opts.targets.includes(t);
+  const has = (s: Options["scenarios"][number]) => opts.scenarios.includes(s);
+  const maxSize = opts.sizes[opts.sizes.length - 1] ?? 0;
+  const needed = Math.max(
+    // Fan-out holds every target's clients at once.
+    has("fanout") ? maxSize * opts.targets.length : 0,
+    has("echo") ? opts.echoClients : 0,
+    has("memory") ? opts.memoryClients : 0,
+    has("ramp") ? opts.rampMax : 0,
+    has("drain") ? opts.drainClients : 0,
+    1,
+  );
+  const perChild = Math.max(1_000, fdLimit() - CHILD_FD_MARGIN);
+  const childCount = opts.children || Math.max(2, Math.ceil(needed / perChild));
+  if (maxSize > fdLimit() - 200 && (wants("raw") || wants("ws-1") || wants("sio-1"))) {
+    progress.log(`bench: ${maxSize} clients on one server process is close to its descriptor limit (${fdLimit()}): expect refused connections`);
+  }
+
+  progress.phase(`starting ${childCount} load-generator processes`);
+  const fleet = await Fleet.start(childCount);
+  results.machine.generatorChildren = fleet.children.length;
+  results.machine.generatorCapacity = fleet.capacity;
+  if (fleet.capacity < needed) progress.log(`bench: the generator has room for ${fleet.capacity} connections; ${needed} asked: larger steps will be cut`);
+
+  let seq = 0;
+  const ctx: Ctx = { opts, fleet, progress, nextSeq: () => ++seq, out };
+  const inspect = has("memory") || opts.profile;
+
+  /** Runs one scenario; an error is recorded and the run goes on (Ctrl+C stops it). */
+  const attempt = async <T>(scenario: string, target: string, fn: () => Promise<T>): Promise<T | undefined> => {
+    if (isInterrupted()) throw new Interrupted();
+    try {
+      return await fn();
+    } catch (err) {
+      if (isInterrupted() || err instanceof Interrupted) throw new Interrupted();
+      const message = (err as Error).message?.split("\n")[0] ?? String(err);
+      results.errors.push({ scenario, target, message });
+      progress.log(`bench: ${scenario} on ${target} failed: ${message}`);
+      await fleet.closeAll().catch(() => undefined);
+      return undefined;
+    }
+  };
+
+  const hosts = new Map<string, Host>();
+  const startHost = async (name: string, start: () => Promise<Host>): Promise<Host | undefined> => {
+    const host = await attempt("start", name, start);
+    if (host) hosts.set(name, host);
+    return host;
+  };
+  const stopHost = async (name: string): Promise<void> => {
+    const host = hosts.get(name);
+    if (!host) return;
+    hosts.delete(name);
+    progress.phase(`stopping ${name}`);
+    await host.stop().catch((err: unknown) => results.errors.push({ scenario: "stop", target: name, message: (err as Error).message }));
+  };
+
+  let code = 0;
+  try {
+    // The single-process targets, started together.
+    const single = has("fanout") || has("echo") || has("memory");
+    const singles: [TargetName, string, () => Promise<Host>][] = [
+      ["raw", "baseline server", () => startScriptHost("raw", { inspect })],
+      ["raw-once", "baseline server framing once", () => startScriptHost("raw-once", { inspect })],
+      ["sio-stock", "stock Socket.IO server", () => startScriptHost("sio-stock", { inspect })],
+      ["sio-stock-nodebug", "stock Socket.IO server, debug off", () => startScriptHost("sio-stock-nodebug", { inspect })],
+      ["ws-1", "instance for /ws", () => startSingleInstance("ws-1", { inspect })],
+      ["sio-1", "instance for Socket.IO", () => startSingleInstance("sio-1", { inspect })],
+    ];
+    const wantedSingles = single ? singles.filter(([t]) => wants(t)) : [];
+    // Two stacks (one a cluster target): on one stack, a broadcast on either target would
+    // also reach the other's clients.
+    const broadcastScenarios = has("fanout") || has("echo");
+    const wantDirect = broadcastScenarios && wants("sio-4-direct");
+    const wantNginx = (broadcastScenarios && wants("sio-4-nginx")) || has("ramp") || has("drain");
+    const clusterOpts = { inspect: opts.profile, forcedShutdownSec: opts.drainForcedSec };
+    // Everything starts at once (the stacks take a while on 2 cores); the memory scenario
+    // runs on the single-process targets meanwhile: it counts bytes, not time.
+    noteLoad("starting the targets");
+    progress.phase(`starting ${[...wantedSingles.map(([, n]) => n), ...(wantDirect ? ["stack for direct clients"] : []), ...(wantNginx ? ["stack behind nginx"] : [])].join(", ")}`);
+    const stacks = Promise.all([
+      wantDirect ? startHost("stack for direct clients", () => startClusterHost("sio-4-direct", clusterOpts)) : undefined,
+      wantNginx ? startHost("stack behind nginx", () => startClusterHost("sio-4-nginx", clusterOpts)) : undefined,
+    ]);
+    stacks.catch(() => undefined); // awaited below; a rejection now must not count as unhandled
+    await Promise.all(wantedSingles.map(([, name, start]) => startHost(name, start)));
+    // In TARGET_NAMES order, whichever started first.
+    const singleTargets = [...hosts.values()]
+      .flatMap((h) => h.targets)
+      .filter((t) => wantedSingles.some(([name]) => name === t.name))
+      .sort((a, b) => TARGET_NAMES.indexOf(a.name) - TARGET_NAMES.indexOf(b.name));
+
+    // Memory first, on fresh processes.
+    if (has("memory")) {
+      for (const t of singleTargets) {
+        const m = await attempt("memory", t.name, () => runMemory(ctx, t));
+        if (m) results.memory.push(m);
+      }
+    }
+
+    if (wantDirect || wantNginx) progress.phase("waiting for the four-instance stacks");
+    const [direct, cluster] = (await stacks) as (ClusterHost | undefined)[];
+    const all = [
+      ...singleTargets,
+      ...(direct?.targets ?? []),
+      ...(broadcastScenarios && wants("sio-4-nginx") ? (cluster?.targets ?? []) : []),
+    ];
+
+    if (has("fanout") && all.length > 0) {
+      noteLoad("fan-out");
+      const f = await attempt("fanout", all.map((t) => t.name).join(","), () => runFanout(ctx, all));
+      if (f) {
+        results.fanout.push(...f.cells);
+        results.profiles.push(...f.profiles);
+        for (const e of f.errors) results.errors.push({ scenario: "fanout", target: e.target, message: e.message });
+      }
+    }
+    if (has("echo")) {
+      for (const t of all) {
+        if (t.name === "sio-4-direct") continue; // the cluster's echo goes through nginx
+        const e = await attempt("echo", t.name, () => runEcho(ctx, t));
+        if (e) results.echo.push(e);
+      }
+    }
+    for (const [, name] of wantedSingles) await stopHost(name);
+    await stopHost("stack for direct clients");
+
+    if (cluster) {
+      const viaNginx = cluster.targets[0]!;
+      if (has("ramp")) {
+        noteLoad("the ramp");
+        const host = cluster;
+        results.ramp = await attempt("ramp", viaNginx.name, () => runRamp(ctx, viaNginx, () => host.nginxErrors()));
+      }
+      if (has("drain")) {
+        const host = cluster;
+        results.drain = await attempt("drain", viaNginx.name, () => runDrain(ctx, host));
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Interrupted)) {
+      results.errors.push({ scenario: "run", target: "-", message: (err as Error).message });
+      code = 1;
+    } else {
+      results.interrupted = true;
+    }
+  } finally {
+    for (const name of [...hosts.keys()]) await stopHost(name);
+    progress.phase("stopping the load generator");
+    await fleet.stop().catch(() => undefined);
+    await cleanupAll();
+  }
+  if (isInterrupted()) return 130;
+
+  results.durationSec = (performance.now() - started) / 1000;
+  results.machine.load1AtEnd = machineLoad().load1;
+  progress.stop();
+  const files = await writeResults(out, results);
+  process.stdout.write(`${renderConsole(results)}\n\nwrote ${files.map((f) => path.relative(process.cwd(), f)).join(", ")}\n`);
+  if (results.errors.length > 0) code = 1;
+  return code;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    // Timers of finished clients may linger a moment; nothing we started is left.
+    setTimeout(() => process.exit(code), 500).unref();
+  },
+  async (err: unknown) => {
+    process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+    await cleanupAll();
+    process.exit(1);
+  },
+);

@@ -1,0 +1,237 @@
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { spawnChild, stopChild } from "../scripts/lib/child.js";
+import { type InstanceProcess, startInstance } from "../scripts/lib/instance.js";
+import { type Stack, type StackEvent, startStack } from "../scripts/lib/stack.js";
+import type { Kind } from "./generator/protocol.js";
+import { sleep } from "./lib/clock.js";
+import { inspectorUrlFrom } from "./lib/inspector.js";
+import { serverPorts } from "./lib/ports.js";
+import { onCleanup } from "./lib/processes.js";
+import { childPids, pidsListeningOn } from "./lib/proc.js";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+export const TARGET_NAMES = ["raw", "raw-once", "sio-stock", "sio-stock-nodebug", "ws-1", "sio-1", "sio-4-direct", "sio-4-nginx"] as const;
+/** What a run measures unless --targets says otherwise (raw-once and sio-stock-nodebug are experiments, on request). */
+export const DEFAULT_TARGETS: readonly TargetName[] = ["raw", "sio-stock", "ws-1", "sio-1", "sio-4-direct", "sio-4-nginx"];
+export type TargetName = (typeof TARGET_NAMES)[number];
+
+export const TARGET_LABELS: Record<TargetName, string> = {
+  raw: "baseline: bare ws broadcast server (bench/raw-ws-server.ts)",
+  "raw-once": "experiment: the baseline framing each broadcast once (RAW_FRAME_ONCE=1)",
+  "sio-stock": "reference: stock Socket.IO, nothing of ours (bench/sio-stock-server.ts)",
+  "sio-stock-nodebug": "experiment: stock Socket.IO with its `debug` calls made no-ops (SIO_NO_DEBUG=1)",
+  "ws-1": "1 instance, /ws",
+  "sio-1": "1 instance, Socket.IO (websocket)",
+  "sio-4-direct": "4 instances + Redis, Socket.IO, direct",
+  "sio-4-nginx": "4 instances + Redis, Socket.IO, via nginx",
+};
+
+/** One thing to measure: where clients connect, where the publisher connects, which processes serve it. */
+export interface Target {
+  readonly name: TargetName;
+  readonly label: string;
+  readonly kind: Kind;
+  /** Clients go round-robin over these base URLs. */
+  readonly clientUrls: string[];
+  readonly publishUrl: string;
+  /** Serving processes by role, for CPU figures (read each time: instances may be replaced). */
+  processes(): Record<string, number[]>;
+  /** Inspector ws:// URLs of the serving Node processes, by name (when started with inspect). */
+  inspectors(): { name: string; url: string }[];
+}
+
+/** Processes that serve one or more targets; stop() ends all of them. */
+export interface Host {
+  readonly targets: Target[];
+  stop(): Promise<void>;
+}
+
+export interface HostOptions {
+  /** Start Node servers with --inspect=127.0.0.1:0 (forced GC, memory, profiles over the inspector). */
+  inspect: boolean;
+}
+
+const nodeOptions = (inspect: boolean): Record<string, string> =>
+  inspect ? { NODE_OPTIONS: [process.env.NODE_OPTIONS, "--inspect=127.0.0.1:0"].filter(Boolean).join(" ") } : {};
+
+async function waitForInspector(lines: readonly string[], timeoutMs = 5_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const url = inspectorUrlFrom(lines);
+    if (url) return url;
+    await sleep(20);
+  }
+  throw new Error("the process printed no inspector URL");
+}
+
+/** A reference server of ours (bench/raw-ws-server.ts, bench/sio-stock-server.ts) as a process of its own. */
+export async function startScriptHost(which: "raw" | "raw-once" | "sio-stock" | "sio-stock-nodebug", opts: HostOptions): Promise<Host> {
+  const sio = which === "sio-stock" || which === "sio-stock-nodebug";
+  const script = sio ? "bench/sio-stock-server.ts" : "bench/raw-ws-server.ts";
+  const port = await serverPorts(1);
+  let listening!: () => void;
+  const up = new Promise<void>((r) => (listening = r));
+  const child = spawnChild(process.execPath, ["--import", "tsx", script], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      ...(which === "raw-once" ? { RAW_FRAME_ONCE: "1" } : {}),
+      ...(which === "sio-stock-nodebug" ? { SIO_NO_DEBUG: "1" } : {}),
+      ...nodeOptions(opts.inspect),
+    },
+    onLine: (line) => {
+      if (line.startsWith("listening ")) listening();
+    },
+  });
+  const stop = () => stopChild(child.proc, child.exited, 3_000);
+  const forget = onCleanup(script, stop);
+  const failed = child.exited.then((e) => {
+    throw new Error(`${script} exited while starting (${JSON.stringify(e)}): ${child.output.slice(-5).join(" | ")}`);
+  });
+  await Promise.race([up, failed, sleep(30_000).then(() => Promise.reject(new Error(`${script} did not listen within 30 s`)))]);
+  failed.catch(() => undefined);
+  const inspector = opts.inspect ? await waitForInspector(child.output) : undefined;
+  const url = `http://127.0.0.1:${port}`;
+  const pid = child.proc.pid ?? -1;
+  return {
+    targets: [
+      {
+        name: which,
+        label: TARGET_LABELS[which],
+        kind: sio ? "sio" : "raw",
+        clientUrls: [url],
+        publishUrl: url,
+        processes: () => ({ server: [pid] }),
+        inspectors: () => (inspector ? [{ name: which, url: inspector }] : []),
+      },
+    ],
+    async stop() {
+      await stop();
+      forget();
+    },
+  };
+}
+
+const INSTANCE_ENV = { PERIODIC_INTERVAL_SEC: "0", LOG_LEVEL: "warn" };
+
+/** One instance of the service without Redis; its /ws or its Socket.IO is the target. */
+export async function startSingleInstance(which: "ws-1" | "sio-1", opts: HostOptions): Promise<Host> {
+  const port = await serverPorts(1);
+  const instance: InstanceProcess = await startInstance({
+    env: { ...INSTANCE_ENV, PORT: String(port), INSTANCE_ID: `bench-${which}`, ...nodeOptions(opts.inspect) },
+  });
+  const forget = onCleanup(`instance ${which}`, () => instance.stop(5_000));
+  const inspector = opts.inspect ? await waitForInspector(instance.otherOutput) : undefined;
+  return {
+    targets: [
+      {
+        name: which,
+        label: TARGET_LABELS[which],
+        kind: which === "ws-1" ? "ws" : "sio",
+        clientUrls: [instance.url],
+        publishUrl: instance.url,
+        processes: () => ({ instance: [instance.pid] }),
+        inspectors: () => (inspector ? [{ name: instance.id, url: inspector }] : []),
+      },
+    ],
+    async stop() {
+      await instance.stop(5_000);
+      forget();
+    },
+  };
+}
+
+export interface ClusterHost extends Host {
+  readonly stack: Stack;
+  /** nginx's error.log, summarised: message (addresses and ids stripped) → count. */
+  nginxErrors(): Record<string, number>;
+  /** Stack lifecycle events, for the drain scenario. */
+  onEvent(listener: (e: StackEvent) => void): () => void;
+}
+
+/**
+ * Four instances, Redis and nginx (scripts/lib/stack.ts), as one target:
+ * clients straight to the instances (spread evenly, the publisher on ws1), or
+ * everyone through nginx. The two targets need stacks of their own: on one,
+ * a broadcast of either would also reach the other's clients.
+ */
+export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", opts: HostOptions & { forcedShutdownSec: number }): Promise<ClusterHost> {
+  const listeners = new Set<(e: StackEvent) => void>();
+  const stack = await startStack({
+    // Below the ephemeral range: see serverPorts().
+    basePort: await serverPorts(5),
+    // LOG_LEVEL info: startStack waits for each instance's "listening" line. Nothing on the
+    // message path logs at info, so this costs nothing in the measurements.
+    env: { ...INSTANCE_ENV, LOG_LEVEL: "info", FORCED_SHUTDOWN_AFTER_SEC: String(opts.forcedShutdownSec), ...nodeOptions(opts.inspect) },
+    onEvent: (e) => {
+      for (const l of listeners) l(e);
+    },
+  });
+  const forget = onCleanup("stack", () => stack.stop({ graceMs: 5_000 }));
+  const redisPids = stack.redis ? pidsListeningOn(stack.redis.port) : [];
+  const inspectorOf = new Map<InstanceProcess, string>();
+  const inspectors = (): { name: string; url: string }[] => {
+    const out: { name: string; url: string }[] = [];
+    for (const inst of stack.instances) {
+      let url = inspectorOf.get(inst);
+      if (!url) {
+        url = inspectorUrlFrom(inst.otherOutput);
+        if (url) inspectorOf.set(inst, url);
+      }
+      if (url) out.push({ name: inst.id, url });
+    }
+    return out;
+  };
+  const processes = (): Record<string, number[]> => {
+    const groups: Record<string, number[]> = {};
+    for (const inst of stack.instances) groups[inst.id] = [inst.pid];
+    groups.redis = redisPids;
+    groups.nginx = [stack.nginxPid, ...childPids(stack.nginxPid)];
+    return groups;
+  };
+  const direct = stack.instances.map((_, i) => stack.instanceUrl(i));
+  // The stack runs nginx with `-e <its temp dir>/error.log`: read it from the master's command line.
+  let errorLog: string | undefined;
+  try {
+    // nginx rewrites its title ("nginx: master process nginx -c … -e …"): match, don't split.
+    errorLog = /(?:^|[\s\0])-e[\s\0]+([^\s\0]+)/.exec(readFileSync(`/proc/${stack.nginxPid}/cmdline`, "utf8"))?.[1];
+  } catch {
+    errorLog = undefined;
+  }
+  return {
+    stack,
+    nginxErrors() {
+      const out: Record<string, number> = {};
+      if (!errorLog) return out;
+      let text = "";
+      try {
+        text = readFileSync(errorLog, "utf8");
+      } catch {
+        return out;
+      }
+      for (const line of text.split("\n")) {
+        const m = /\[(\w+)\] \d+#\d+: (?:\*\d+ )?(.*?)(?:, client: .*)?$/.exec(line);
+        if (!m || m[1] === "notice" || m[1] === "info") continue;
+        const key = `[${m[1]}] ${m[2]!.replace(/\d+\.\d+\.\d+\.\d+(:\d+)?/g, "<addr>").replace(/\(\d+: /, "(").slice(0, 140)}`;
+        out[key] = (out[key] ?? 0) + 1;
+      }
+      return out;
+    },
+    onEvent(listener) {
+      listeners.add(listener);
+      return () => void listeners.delete(listener);
+    },
+    targets: [
+      which === "sio-4-direct"
+        ? { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: direct, publishUrl: direct[0]!, processes, inspectors }
+        : { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: [stack.url], publishUrl: stack.url, processes, inspectors },
+    ],
+    async stop() {
+      await stack.stop({ graceMs: 5_000 });
+      forget();
+    },
+  };
+}
