@@ -83,61 +83,73 @@ export function createSocketIoGateway(
     const id = (wanted as string | undefined) ?? registry.newId();
     const lease = await registry.claim(id, "socket.io");
     if (!lease) return refuse(new ServiceError("DUPLICATE_CLIENT_ID", id), next);
+    // The client may have gone while we awaited Redis: then it never connects
+    // and "disconnect" never fires. Otherwise Socket.IO connects it on the next tick.
+    if (socket.conn.readyState !== "open") {
+      registry.release(lease);
+      return next(new Error("client left during the handshake"));
+    }
     socket.data.lease = lease;
-    // The client may have gone while we awaited Redis; then "disconnect" never fires.
-    socket.conn.once("close", () => registry.release(lease));
     next();
   });
 
-  io.on("connection", (socket: Socket) => {
-    const lease = socket.data.lease as Lease;
-    // No child logger a connection: at tens of thousands of sockets its bindings cost memory.
-    log.debug({ clientId: lease.id, transport: socket.conn.transport.name }, "connected");
-    const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
-    socket.emit("welcome", welcome);
-
-    const handle = (event: string, work: (...args: unknown[]) => Promise<Record<string, unknown> | void> | Record<string, unknown> | void) => {
-      socket.on(event, async (...args: unknown[]) => {
-        const last = args[args.length - 1];
-        const ack: Ack | undefined = typeof last === "function" ? (args.pop() as Ack) : undefined;
-        try {
-          const extra = await work(...args);
-          ack?.({ ok: true, ...(extra ?? {}) });
-        } catch (err) {
-          if (err instanceof ServiceError) {
-            metrics.refusals.inc({ code: err.code });
-            ack?.({ ok: false, error: err.message, code: err.code });
-          } else {
-            log.error({ clientId: lease.id, err, event }, "handler failed");
-            ack?.({ ok: false, error: "internal error" });
-          }
+  type Work = (socket: Socket, lease: Lease, ...args: unknown[]) => Promise<Record<string, unknown> | void> | Record<string, unknown> | void;
+  // One listener an event for every socket (Socket.IO calls it with `this` set
+  // to the socket), not closures a connection: at tens of thousands of
+  // sockets those cost memory. The ack, when given, answers { ok, ... }.
+  const listener = (event: string, work: Work) =>
+    async function (this: Socket, ...args: unknown[]): Promise<void> {
+      const lease = this.data.lease as Lease;
+      const last = args[args.length - 1];
+      const ack: Ack | undefined = typeof last === "function" ? (args.pop() as Ack) : undefined;
+      try {
+        const extra = await work(this, lease, ...args);
+        ack?.({ ok: true, ...(extra ?? {}) });
+      } catch (err) {
+        if (err instanceof ServiceError) {
+          metrics.refusals.inc({ code: err.code });
+          ack?.({ ok: false, error: err.message, code: err.code });
+        } else {
+          log.error({ clientId: lease.id, err, event }, "handler failed");
+          ack?.({ ok: false, error: "internal error" });
         }
-      });
+      }
     };
 
-    handle("message", async (payload) => {
+  const listeners = {
+    message: listener("message", async (_socket, lease, payload) => {
       metrics.messagesIn.inc({ transport: "socket.io" });
       const { text, room } =
         typeof payload === "object" && payload !== null ? (payload as { text?: unknown; room?: unknown }) : { text: payload, room: undefined };
       await domain.handleClientText({ from: lease.id, origin: "socket.io", text, room });
-    });
-    handle("join", (room) => {
+    }),
+    join: listener("join", (socket, _lease, room) => {
       socket.join(roomKey(validRoom(room)));
       return { room };
-    });
-    handle("leave", (room) => {
+    }),
+    leave: listener("leave", (socket, _lease, room) => {
       socket.leave(roomKey(validRoom(room)));
       return { room };
-    });
+    }),
     // The demo page's status button: the same notification as sending "ping", without the chat line.
-    handle("status", async () => {
+    status: listener("status", async (_socket, lease) => {
       await domain.publishStatus(lease.id);
-    });
+    }),
+  };
 
-    socket.on("disconnect", (reason) => {
-      registry.release(lease);
-      log.debug({ clientId: lease.id, reason }, "disconnected");
-    });
+  function onDisconnect(this: Socket, reason: string): void {
+    const lease = this.data.lease as Lease;
+    registry.release(lease);
+    log.debug({ clientId: lease.id, reason }, "disconnected");
+  }
+
+  io.on("connection", (socket: Socket) => {
+    const lease = socket.data.lease as Lease;
+    log.debug({ clientId: lease.id, transport: socket.conn.transport.name }, "connected");
+    const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
+    socket.emit("welcome", welcome);
+    for (const [event, fn] of Object.entries(listeners)) socket.on(event, fn);
+    socket.on("disconnect", onDisconnect);
   });
 
   const sink: LocalSink = {

@@ -38,11 +38,11 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
   const { config, log, drain, registry, domain, metrics } = opts;
   // maxPayload makes ws close an oversized frame's connection with 1009 by itself.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes, clientTracking: false, perMessageDeflate: false });
-  const clients = new Set<Client>();
+  const clients = new Map<WebSocket, Client>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
   const heartbeat = setInterval(() => {
-    for (const c of clients) {
+    for (const c of clients.values()) {
       if (!c.alive) {
         c.ws.terminate();
         continue;
@@ -62,6 +62,45 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     if (c.ws.readyState === c.ws.OPEN) c.ws.send(c.format === "json" ? renderJson(type, data) : text);
   };
 
+  // One listener an event for every client (ws calls it with `this` set to the
+  // socket), not closures a connection: at tens of thousands of clients those cost memory.
+  function onPong(this: WebSocket): void {
+    const c = clients.get(this);
+    if (c) c.alive = true;
+  }
+  function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+    const c = clients.get(this);
+    if (!c) return;
+    if (isBinary) {
+      metrics.refusals.inc({ code: "UNSUPPORTED_DATA" });
+      this.close(1003, "binary frames are not supported");
+      return;
+    }
+    metrics.messagesIn.inc({ transport: "ws" });
+    const raw = data.toString();
+    if (c.mode === "echo") {
+      send(c, "echo", { text: raw }, renderEcho(raw));
+      return;
+    }
+    const { text, room } = c.format === "json" ? parseJsonFrame(raw) : { text: raw, room: undefined };
+    domain.handleClientText({ from: c.lease.id, origin: "ws", text, room }).catch((err: unknown) => {
+      if (!(err instanceof ServiceError)) return log.error({ clientId: c.lease.id, err }, "message failed");
+      metrics.refusals.inc({ code: err.code });
+      // A bad message is answered, not punished: the connection stays open.
+      send(c, "error", err.toJSON(), `Error: ${err.message}`);
+    });
+  }
+  function onError(this: WebSocket, err: Error): void {
+    log.debug({ clientId: clients.get(this)?.lease.id, err: err.message }, "socket error");
+  }
+  function onClose(this: WebSocket, code: number): void {
+    const c = clients.get(this);
+    if (!c) return;
+    clients.delete(this);
+    registry.release(c.lease);
+    log.debug({ clientId: c.lease.id, code }, "disconnected");
+  }
+
   const accept = (req: IncomingMessage, socket: Duplex, head: Buffer, mode: Mode, format: Format, lease: Lease | undefined, wanted: string) => {
     wss.handleUpgrade(req, socket, head, (ws) => {
       if (!lease) {
@@ -73,40 +112,15 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         return;
       }
       const client: Client = { lease, ws, mode, format, alive: true };
-      clients.add(client);
+      clients.set(ws, client);
       log.debug({ clientId: lease.id, transport: "ws", mode }, "connected");
       const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
       send(client, "welcome", welcome, renderWelcome(welcome));
 
-      ws.on("pong", () => {
-        client.alive = true;
-      });
-      ws.on("message", (data, isBinary) => {
-        if (isBinary) {
-          metrics.refusals.inc({ code: "UNSUPPORTED_DATA" });
-          ws.close(1003, "binary frames are not supported");
-          return;
-        }
-        metrics.messagesIn.inc({ transport: "ws" });
-        const raw = data.toString();
-        if (mode === "echo") {
-          send(client, "echo", { text: raw }, renderEcho(raw));
-          return;
-        }
-        const { text, room } = format === "json" ? parseJsonFrame(raw) : { text: raw, room: undefined };
-        domain.handleClientText({ from: lease.id, origin: "ws", text, room }).catch((err: unknown) => {
-          if (!(err instanceof ServiceError)) return log.error({ clientId: lease.id, err }, "message failed");
-          metrics.refusals.inc({ code: err.code });
-          // A bad message is answered, not punished: the connection stays open.
-          send(client, "error", err.toJSON(), `Error: ${err.message}`);
-        });
-      });
-      ws.on("error", (err) => log.debug({ clientId: lease.id, err: err.message }, "socket error"));
-      ws.on("close", (code) => {
-        clients.delete(client);
-        registry.release(lease);
-        log.debug({ clientId: lease.id, code }, "disconnected");
-      });
+      ws.on("pong", onPong);
+      ws.on("message", onMessage);
+      ws.on("error", onError);
+      ws.on("close", onClose);
     });
   };
 
@@ -158,7 +172,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         let text: string | undefined;
         let json: string | undefined;
         let n = 0;
-        for (const c of clients) {
+        for (const c of clients.values()) {
           if (c.ws.readyState !== c.ws.OPEN) continue;
           c.ws.send(c.format === "json" ? (json ??= renderJson(event.event, event.data)) : (text ??= renderText(event as DomainEvent)));
           n++;
@@ -172,12 +186,12 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     },
 
     closeAll(code, reason) {
-      for (const c of clients) c.ws.close(code, reason);
+      for (const c of clients.values()) c.ws.close(code, reason);
     },
 
     close() {
       clearInterval(heartbeat);
-      for (const c of clients) c.ws.terminate();
+      for (const c of clients.values()) c.ws.terminate();
       wss.close();
     },
   };
