@@ -102,8 +102,9 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
         // io.close() closes the remaining transports and unsubscribes through
         // Redis, which may be away: bound the wait.
         await Promise.race([io.close(), new Promise((r) => setTimeout(r, 1_000).unref())]);
-        // Let requests in flight (an HTTP broadcast, a poll) finish; then cut what is left.
-        await Promise.race([drained, new Promise((r) => setTimeout(r, 500).unref())]);
+        // Let requests in flight (an HTTP broadcast waits up to the cluster
+        // timeout for the other instances) finish; then cut what is left.
+        await Promise.race([drained, new Promise((r) => setTimeout(r, CLUSTER_TIMEOUT_MS + 1_000).unref())]);
         server.closeAllConnections();
         await drained;
         await registry.stop();

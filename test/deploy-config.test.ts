@@ -1,12 +1,12 @@
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { expect } from "chai";
+import { canConnect } from "../scripts/lib/free-port.js";
 import { INSTANCE_COUNT, NGINX_CONF, type Stack, childPids, renderNginxConf, startStack } from "../scripts/lib/stack.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -125,19 +125,6 @@ function cmdline(pid: number): string {
   }
 }
 
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
-    socket.setTimeout(1_000);
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.once("connect", () => done(true));
-    socket.once("error", () => done(false));
-    socket.once("timeout", () => done(false));
-  });
-}
 
 describe("deployment configuration", function () {
   this.timeout(60_000);
@@ -302,7 +289,7 @@ describe("deployment configuration", function () {
       stack = undefined;
       await s.stop();
       expect(pids.filter(alive).map((pid) => `${pid} ${cmdline(pid)}`), "left running").to.deep.equal([]);
-      for (const port of ports) expect(await accepts(port), `port ${port} after stop`).to.equal(false);
+      for (const port of ports) expect(await canConnect(port), `port ${port} after stop`).to.equal(false);
       await s.stop(); // idempotent
     });
   });

@@ -55,20 +55,8 @@ export function openFds(): number {
 }
 
 /** Live children of `ppid`, from /proc. */
-export function childPids(ppid: number): number[] {
-  const out: number[] = [];
-  for (const name of safeReaddir("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) === ppid && fields[0] !== "Z") out.push(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
+/** Live children of `ppid`, from /proc (the stack's helper). */
+export { childPids } from "../../scripts/lib/stack.js";
 
 /**
  * Processes holding the listening TCP socket of 127.0.0.1:`port` (a Redis we

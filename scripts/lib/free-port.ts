@@ -31,3 +31,18 @@ function isFree(port: number, host: string): Promise<boolean> {
     srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
 }
+
+/** Whether something accepts a TCP connection on `host:port` right now (1 s at most). */
+export function canConnect(port: number, host = "127.0.0.1"): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    socket.setTimeout(1_000);
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+    socket.once("timeout", () => done(false));
+  });
+}

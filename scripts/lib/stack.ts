@@ -7,7 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type Exit, spawnChild } from "./child.js";
-import { freePortRange } from "./free-port.js";
+import { canConnect, freePortRange } from "./free-port.js";
 import { type InstanceProcess, startInstance } from "./instance.js";
 import { type RedisProcess, startRedis } from "./redis-server.js";
 
@@ -484,19 +484,6 @@ function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
-    socket.setTimeout(1_000);
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.once("connect", () => done(true));
-    socket.once("error", () => done(false));
-    socket.once("timeout", () => done(false));
-  });
-}
 
 /**
  * The hard RLIMIT_NOFILE of this process when nginx could not raise its
