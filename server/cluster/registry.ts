@@ -58,12 +58,6 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     return [...this.#local.keys()];
   }
 
-  count(transport: Transport): number {
-    let n = 0;
-    for (const lease of this.#local.values()) if (lease.transport === transport) n++;
-    return n;
-  }
-
   /** A fresh server-assigned id, for clients that bring none. */
   newId(): string {
     return `anon-${randomBytes(6).toString("base64url")}`;

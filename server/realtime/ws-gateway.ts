@@ -72,8 +72,9 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     const c = clients.get(this);
     if (!c) return;
     if (isBinary) {
-      metrics.refusals.inc({ code: "UNSUPPORTED_DATA" });
-      this.close(1003, "binary frames are not supported");
+      const err = new ServiceError("UNSUPPORTED_DATA");
+      metrics.refusals.inc({ code: err.code });
+      this.close(err.closeCode, "binary frames are not supported");
       return;
     }
     metrics.messagesIn.inc({ transport: "ws" });
