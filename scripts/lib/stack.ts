@@ -1,13 +1,12 @@
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type Exit, spawnChild } from "./child.js";
-import { canConnect, freePortRange } from "./free-port.js";
+import { canConnect, freePortRange, isFree } from "./free-port.js";
 import { type InstanceProcess, startInstance } from "./instance.js";
 import { type RedisProcess, startRedis } from "./redis-server.js";
 
@@ -130,7 +129,7 @@ export function renderNginxConf(source: string, basePort: number, tmpDir: string
 
 /** Starts redis (unless given), ws1..ws4 and nginx in front of them on loopback. */
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  const basePort = opts.basePort ?? (await defaultBasePort());
+  const basePort = opts.basePort ?? (await freePortRange(INSTANCE_COUNT + 1));
   const onEvent = opts.onEvent ?? (() => undefined);
   const forcedSec = Number(opts.env?.FORCED_SHUTDOWN_AFTER_SEC || process.env.FORCED_SHUTDOWN_AFTER_SEC || 1800);
   const defaultGraceMs = (Number.isFinite(forcedSec) && forcedSec > 0 ? forcedSec * 1000 : 1_800_000) + 15_000;
@@ -320,31 +319,6 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   }
 }
 
-/**
- * INSTANCE_COUNT + 1 consecutive free ports. freePortRange looks in the
- * ephemeral range, which heavy connection churn (load tests) can fill; then
- * look below it.
- */
-async function defaultBasePort(): Promise<number> {
-  try {
-    return await freePortRange(INSTANCE_COUNT + 1);
-  } catch (err) {
-    let low = 32768;
-    try {
-      low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || low;
-    } catch {
-      // not Linux: the usual default
-    }
-    const from = 10_000;
-    const to = Math.max(from + 1000, low) - (INSTANCE_COUNT + 1);
-    for (let attempt = 0; attempt < 100; attempt++) {
-      const base = from + Math.floor(Math.random() * (to - from));
-      const free = await Promise.all(Array.from({ length: INSTANCE_COUNT + 1 }, (_, i) => portIsFree(base + i)));
-      if (free.every(Boolean)) return base;
-    }
-    throw err;
-  }
-}
 
 /** GET /readyz until it answers 200 (bounded; fails at once if the instance exits). */
 async function waitForReady(inst: InstanceProcess, timeoutMs: number): Promise<void> {
@@ -387,7 +361,7 @@ async function startNginx(o: { confPath: string; tmpDir: string; port: number; o
   }
 
   // nginx retries a taken port for seconds before it gives up: say so at once.
-  if (!(await portIsFree(o.port))) throw new Error(`nginx: 127.0.0.1:${o.port} is already in use`);
+  if (!(await isFree(o.port))) throw new Error(`nginx: 127.0.0.1:${o.port} is already in use`);
 
   let expected = false;
   const child = spawnChild("nginx", [...args, "-g", `daemon off; ${globals}`], {});
@@ -476,13 +450,6 @@ function listensOn(pid: number, port: number): boolean | undefined {
   }
 }
 
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once("error", () => resolve(false));
-    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
-  });
-}
 
 
 /**
