@@ -197,9 +197,14 @@ describe("deployment configuration", function () {
       await composeConfig(compose, "-q");
     });
 
-    it("runs ws1..ws4 as nginx.conf routes them, each health-checked on /readyz and given longer than its drain to stop", async function () {
+    it("runs ws1..ws4 as nginx.conf routes them, each health-checked on /readyz, given longer than its drain to stop, at a fixed address", async function () {
       if (!compose) this.skip();
-      const services = serviceBlocks(await composeConfig(compose));
+      const config = await composeConfig(compose);
+      const services = serviceBlocks(config);
+      // nginx resolves ws1..ws4 once: a replaced container must come back where nginx looks.
+      const subnet = /^networks:[\s\S]*?subnet: (\d+\.\d+\.\d+)\.0\/24\s*$/m.exec(config)?.[1];
+      expect(subnet, "a /24 subnet for the backend network").to.be.a("string");
+      const addresses = new Set<string>();
       const { sidPrefixes, upstreams } = nginxRouting(await readFile(NGINX_CONF, "utf8"));
       expect([...sidPrefixes.keys()].sort()).to.deep.equal(["ws1", "ws2", "ws3", "ws4"]);
 
@@ -225,7 +230,12 @@ describe("deployment configuration", function () {
         expect(grace, `${name} stop_grace_period`).to.be.a("string");
         expect(durationSec(grace!), `${name} stop_grace_period ${grace} vs drain ${forced}s`).to.be.greaterThan(forced);
         expect(subBlock(block, "depends_on") ?? "", `${name} depends_on`).to.match(/redis:\s+condition:\s+service_healthy/);
+        const address = scalar(block, "ipv4_address");
+        expect(address, `${name} ipv4_address`).to.be.a("string");
+        expect(address!.startsWith(`${subnet}.`), `${name} ${address} in ${subnet}.0/24`).to.equal(true);
+        addresses.add(address!);
       }
+      expect(addresses.size, "distinct instance addresses").to.equal(instances.length);
       expect(instances.map(([name]) => name).sort()).to.deep.equal(["ws1", "ws2", "ws3", "ws4"]);
 
       const nginx = services.get("nginx");
