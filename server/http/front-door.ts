@@ -5,6 +5,7 @@ import { ServiceError } from "../errors.js";
 import type { Metrics } from "../metrics.js";
 import type { WsGateway } from "../realtime/ws-gateway.js";
 import { DRAIN_HEADERS, rejectUpgrade } from "./reject.js";
+import { guardUpgrade } from "./upgrade-guard.js";
 
 const ENGINE_PATH = "/socket.io/";
 
@@ -47,7 +48,7 @@ export function installFrontDoor(
   });
 
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on("error", () => socket.destroy()); // a peer that resets mid-handshake must not crash us
+    guardUpgrade(socket);
     if ((req.url ?? "").startsWith(ENGINE_PATH)) {
       if (drain.draining && opensSession(req)) {
         metrics.refusals.inc({ code: draining.code });

@@ -6,6 +6,7 @@ import type { Lease } from "../cluster/registry.js";
 import { CLIENT_ID_PATTERN, ServiceError } from "../errors.js";
 import { originAllowed } from "../http/origin.js";
 import { DRAIN_HEADERS, rejectUpgrade } from "../http/reject.js";
+import { releaseUpgradeGuard } from "../http/upgrade-guard.js";
 import type { GatewayDeps, LocalSink } from "./domain.js";
 import { COMMANDS, type DomainEvent, type Welcome, now, renderEcho, renderJson, renderText, renderWelcome } from "./messages.js";
 
@@ -38,6 +39,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
   const { config, log, drain, registry, domain, metrics } = opts;
   // maxPayload makes ws close an oversized frame's connection with 1009 by itself.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes, clientTracking: false, perMessageDeflate: false });
+  wss.on("headers", (_headers: string[], req: IncomingMessage) => releaseUpgradeGuard(req.socket));
   const clients = new Map<WebSocket, Client>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
