@@ -5,7 +5,7 @@
  *   STACK_PORT   nginx port, instances on STACK_PORT+1..+4 (default 8080)
  *   REDIS_URL    use this Redis instead of starting redis-server
  *   LOG_LEVEL, FORCED_SHUTDOWN_AFTER_SEC, PROGRESS_LOG_EVERY_SEC,
- *   PERIODIC_INTERVAL_SEC, MAX_MESSAGE_BYTES, CORS_ORIGINS, ADMIN_TOKEN
+ *   PERIODIC_INTERVAL_SEC, MAX_MESSAGE_BYTES, MAX_BUFFERED_BYTES, CORS_ORIGINS, ADMIN_TOKEN
  *                passed to every instance
  *
  * Signals: SIGUSR2 rolling restart (drain ws1, start it again, then ws2...).
@@ -143,6 +143,7 @@ async function runStack(): Promise<void> {
     "PROGRESS_LOG_EVERY_SEC",
     "PERIODIC_INTERVAL_SEC",
     "MAX_MESSAGE_BYTES",
+    "MAX_BUFFERED_BYTES",
     "CORS_ORIGINS",
     "ADMIN_TOKEN",
   ] as const;

@@ -99,6 +99,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
         if (server.listening) server.close();
         server.closeIdleConnections();
         wsg.close();
+        sio.close();
         // io.close() closes the remaining transports and unsubscribes through
         // Redis, which may be away: bound the wait.
         await Promise.race([io.close(), new Promise((r) => setTimeout(r, 1_000).unref())]);

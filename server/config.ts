@@ -44,6 +44,12 @@ const schema = z.object({
     .default("65536")
     .transform(Number)
     .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(16, "must be at least 16").max(16 * 1024 * 1024, "must be at most 16 MiB")),
+  MAX_BUFFERED_BYTES: z
+    .string()
+    .trim()
+    .optional()
+    .transform((v) => (v === undefined ? undefined : Number(v)))
+    .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(0, "must be 0 or more").max(1024 * 1024 * 1024, "must be at most 1 GiB").optional()),
   CORS_ORIGINS: z
     .string()
     .optional()
@@ -94,6 +100,8 @@ export interface Config {
   readonly periodicIntervalMs: number;
   /** Largest message text (and /ws frame), bytes. @default 65536 */
   readonly maxMessageBytes: number;
+  /** Unsent bytes a client may have queued here before it is cut as too slow; 0 turns the check off. @default max(8 MiB, 4 × maxMessageBytes) */
+  readonly maxBufferedBytes: number;
   /** Extra allowed browser origins; same-origin and localhost are always allowed. */
   readonly corsOrigins: readonly string[] | undefined;
   readonly adminToken: string | undefined;
@@ -125,6 +133,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(problems);
   }
   const c = parsed.data;
+  // Unset: 8 MiB, or room for four messages of the largest size.
+  const maxBufferedBytes = c.MAX_BUFFERED_BYTES ?? Math.max(8 * 1024 * 1024, 4 * c.MAX_MESSAGE_BYTES);
+  if (maxBufferedBytes !== 0 && maxBufferedBytes < c.MAX_MESSAGE_BYTES) {
+    // Otherwise one message of the largest size would cut every client.
+    throw new ConfigError([`MAX_BUFFERED_BYTES=${JSON.stringify(env.MAX_BUFFERED_BYTES ?? "")} must be 0 (off) or at least MAX_MESSAGE_BYTES (${c.MAX_MESSAGE_BYTES})`]);
+  }
   return Object.freeze({
     port: c.PORT,
     host: c.HOST,
@@ -134,6 +148,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     progressLogEveryMs: Math.round(c.PROGRESS_LOG_EVERY_SEC * 1000),
     periodicIntervalMs: Math.round(c.PERIODIC_INTERVAL_SEC * 1000),
     maxMessageBytes: c.MAX_MESSAGE_BYTES,
+    maxBufferedBytes,
     corsOrigins: c.CORS_ORIGINS ? Object.freeze([...c.CORS_ORIGINS]) : undefined,
     adminToken: c.ADMIN_TOKEN,
     redisUrl: c.REDIS_URL,

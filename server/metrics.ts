@@ -49,6 +49,12 @@ export function createMetrics(read: { connections(): Record<string, number>; dra
       labelNames: ["origin"] as const,
       registers: [registry],
     }),
+    slowClientsCut: new Counter({
+      name: "wbs_slow_clients_cut_total",
+      help: "Clients disconnected because their unsent data passed MAX_BUFFERED_BYTES, by transport",
+      labelNames: ["transport"] as const,
+      registers: [registry],
+    }),
     refusals: new Counter({
       name: "wbs_refusals_total",
       help: "Refused connections and messages, by code",

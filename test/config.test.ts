@@ -16,6 +16,7 @@ describe("configuration", () => {
       progressLogEveryMs: 5_000,
       periodicIntervalMs: 10_000,
       maxMessageBytes: 65_536,
+      maxBufferedBytes: 8 * 1024 * 1024,
       corsOrigins: undefined,
       adminToken: undefined,
       redisUrl: undefined,
@@ -28,6 +29,14 @@ describe("configuration", () => {
     const c = loadConfig({ FORCED_SHUTDOWN_AFTER_SEC: "0.2", PROGRESS_LOG_EVERY_SEC: "0.05", PERIODIC_INTERVAL_SEC: "0", CORS_ORIGINS: "https://a.example, http://b.example:8080" });
     expect(c).to.deep.include({ forcedShutdownAfterMs: 200, progressLogEveryMs: 50, periodicIntervalMs: 0 });
     expect(c.corsOrigins).to.deep.equal(["https://a.example", "http://b.example:8080"]);
+  });
+
+  it("takes MAX_BUFFERED_BYTES of 0 (off) or at least MAX_MESSAGE_BYTES", () => {
+    expect(loadConfig({ MAX_BUFFERED_BYTES: "0" }).maxBufferedBytes).to.equal(0);
+    expect(loadConfig({ MAX_MESSAGE_BYTES: String(16 * 1024 * 1024) }).maxBufferedBytes, "unset: room for 4 of the largest").to.equal(64 * 1024 * 1024);
+    expect(loadConfig({ MAX_BUFFERED_BYTES: "65536" }).maxBufferedBytes).to.equal(65_536);
+    expect(() => loadConfig({ MAX_BUFFERED_BYTES: "1000" })).to.throw(ConfigError, /MAX_BUFFERED_BYTES="1000" must be 0 \(off\) or at least MAX_MESSAGE_BYTES/);
+    expect(() => loadConfig({ MAX_BUFFERED_BYTES: "-1" })).to.throw(ConfigError, /MAX_BUFFERED_BYTES/);
   });
 
   it("names every bad variable in one error", () => {

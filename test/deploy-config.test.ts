@@ -42,7 +42,7 @@ async function composeCommand(): Promise<string[] | undefined> {
 /** The resolved compose model as YAML, with the defaults of every ${VAR:-default} (those variables unset). */
 async function composeConfig(compose: string[], ...extra: string[]): Promise<string> {
   const env = { ...process.env };
-  for (const key of Object.keys(env)) if (/^(FORCED_SHUTDOWN_AFTER_SEC|STOP_GRACE_PERIOD|LOG_LEVEL|PROGRESS_LOG_EVERY_SEC|PERIODIC_INTERVAL_SEC|MAX_MESSAGE_BYTES|CORS_ORIGINS|ADMIN_TOKEN|COMPOSE_.*)$/.test(key)) delete env[key];
+  for (const key of Object.keys(env)) if (/^(FORCED_SHUTDOWN_AFTER_SEC|STOP_GRACE_PERIOD|LOG_LEVEL|PROGRESS_LOG_EVERY_SEC|PERIODIC_INTERVAL_SEC|MAX_MESSAGE_BYTES|MAX_BUFFERED_BYTES|CORS_ORIGINS|ADMIN_TOKEN|COMPOSE_.*)$/.test(key)) delete env[key];
   const [cmd, ...args] = compose;
   return (await sh(cmd!, [...args, "-f", COMPOSE_FILE, "config", ...extra], { env })).stdout;
 }

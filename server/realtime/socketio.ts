@@ -9,6 +9,7 @@ import { releaseUpgradeGuard } from "../http/upgrade-guard.js";
 import type { Metrics } from "../metrics.js";
 import type { GatewayDeps, LocalSink } from "./domain.js";
 import { COMMANDS, type Welcome, now } from "./messages.js";
+import { guardSlowClients } from "./slow-clients.js";
 
 type Ack = (answer: { ok: true; [k: string]: unknown } | { ok: false; error: string; code?: string }) => void;
 
@@ -28,6 +29,8 @@ export interface SocketIoGateway {
   connectionsByTransport(): Record<string, number>;
   /** Closes every transport, so socket.io-client reconnects by itself (to a live instance). */
   closeTransports(): void;
+  /** Stops the gateway's timers. */
+  close(): void;
 }
 
 /** The Socket.IO server on `httpServer`, with our origin policy, limits and sticky session ids. */
@@ -179,6 +182,17 @@ export function createSocketIoGateway(
     socket.on("disconnect", onDisconnect);
   });
 
+  const slow = guardSlowClients({
+    transport: "socket.io",
+    limit: config.maxBufferedBytes,
+    log,
+    metrics,
+    clients: () => io.of("/").sockets.values(),
+    queued: queuedBytes,
+    idOf: (socket) => (socket.data.lease as Lease | undefined)?.id,
+    cut: cutConnection,
+  });
+
   const sink: LocalSink = {
     transport: "socket.io",
     deliver({ event, room }: Envelope): number {
@@ -207,7 +221,39 @@ export function createSocketIoGateway(
     closeTransports() {
       for (const socket of io.of("/").sockets.values()) socket.conn.close();
     },
+    close() {
+      slow.stop();
+    },
   };
+}
+
+/** The parts of Engine.IO's connection that hold unsent data; it has no public accessor for them. */
+interface EngineQueues {
+  writeBuffer?: { data?: unknown }[];
+  transport?: { socket?: { bufferedAmount?: number; terminate?: () => void } };
+}
+
+/**
+ * Bytes queued here for a Socket.IO client: Engine.IO's packet queue (where
+ * frames wait while a write is in flight) and what its WebSocket holds. Read
+ * defensively: if Engine.IO renames them this reads 0, and the slow-client
+ * test fails.
+ */
+function queuedBytes(socket: Socket): number {
+  const conn = socket.conn as unknown as EngineQueues;
+  let bytes = conn.transport?.socket?.bufferedAmount ?? 0;
+  for (const packet of conn.writeBuffer ?? []) {
+    const data = packet.data;
+    bytes += typeof data === "string" ? data.length : ((data as { byteLength?: number } | undefined)?.byteLength ?? 0);
+  }
+  return bytes;
+}
+
+/** Drops the connection at once; socket.io-client sees "transport close" and reconnects by itself. */
+function cutConnection(socket: Socket): void {
+  const ws = (socket.conn as unknown as EngineQueues).transport?.socket;
+  if (typeof ws?.terminate === "function") ws.terminate();
+  else socket.conn.close(true);
 }
 
 function validRoom(room: unknown): string {

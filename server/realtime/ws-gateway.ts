@@ -8,6 +8,7 @@ import { originAllowed } from "../http/origin.js";
 import { DRAIN_HEADERS, rejectUpgrade } from "../http/reject.js";
 import { releaseUpgradeGuard } from "../http/upgrade-guard.js";
 import type { GatewayDeps, LocalSink } from "./domain.js";
+import { guardSlowClients } from "./slow-clients.js";
 import { COMMANDS, type DomainEvent, type Welcome, now, renderEcho, renderJson, renderText, renderWelcome } from "./messages.js";
 
 /** `/ws` broadcasts what the client sends (old service A); `/ws/{id}` echoes it (old service B). */
@@ -54,6 +55,17 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     }
   }, HEARTBEAT_MS);
   heartbeat.unref();
+
+  const slow = guardSlowClients({
+    transport: "ws",
+    limit: config.maxBufferedBytes,
+    log,
+    metrics,
+    clients: () => clients.values(),
+    queued: (c) => c.ws.bufferedAmount,
+    idOf: (c) => c.lease.id,
+    cut: (c) => c.ws.terminate(),
+  });
 
   const refuse = (socket: Duplex, err: ServiceError, extraHeaders?: Record<string, string>) => {
     metrics.refusals.inc({ code: err.code });
@@ -194,6 +206,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
 
     close() {
       clearInterval(heartbeat);
+      slow.stop();
       for (const c of clients.values()) c.ws.terminate();
       wss.close();
     },
