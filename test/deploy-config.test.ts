@@ -204,6 +204,12 @@ describe("deployment configuration", function () {
       // nginx resolves ws1..ws4 once: a replaced container must come back where nginx looks.
       const subnet = /^networks:[\s\S]*?subnet: (\d+\.\d+\.\d+)\.0\/24\s*$/m.exec(config)?.[1];
       expect(subnet, "a /24 subnet for the backend network").to.be.a("string");
+      // Containers without a fixed address draw from ip_range: it must not hold an instance's.
+      const range = /^\s+(?:- )?ip_range: (\d+\.\d+\.\d+)\.(\d+)\/(\d+)\s*$/m.exec(config);
+      expect(range, "an ip_range for containers without a fixed address").to.not.equal(null);
+      expect(range![1], "ip_range inside the subnet").to.equal(subnet);
+      const rangeFirst = Number(range![2]);
+      const rangeLast = rangeFirst + 2 ** (32 - Number(range![3])) - 1;
       const addresses = new Set<string>();
       const { sidPrefixes, upstreams } = nginxRouting(await readFile(NGINX_CONF, "utf8"));
       expect([...sidPrefixes.keys()].sort()).to.deep.equal(["ws1", "ws2", "ws3", "ws4"]);
@@ -233,6 +239,8 @@ describe("deployment configuration", function () {
         const address = scalar(block, "ipv4_address");
         expect(address, `${name} ipv4_address`).to.be.a("string");
         expect(address!.startsWith(`${subnet}.`), `${name} ${address} in ${subnet}.0/24`).to.equal(true);
+        const host = Number(address!.split(".")[3]);
+        expect(host >= rangeFirst && host <= rangeLast, `${name} ${address} outside ip_range`).to.equal(false);
         addresses.add(address!);
       }
       expect(addresses.size, "distinct instance addresses").to.equal(instances.length);
