@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { epoch } from "../lib/clock.js";
 import { type Histogram, mergeEncoded } from "../lib/hist.js";
 import { track } from "../lib/processes.js";
+import { PendingReplies } from "../lib/replies.js";
 import type { ConnectOrder, ConnectResult, Delivery, DeliveryBucket, EchoResult, Order, Report, Stats } from "./protocol.js";
 
 const WORKER = fileURLToPath(new URL("./worker.ts", import.meta.url));
@@ -12,7 +13,7 @@ interface Child {
   pid: number;
   capacity: number;
   fdLimit: number;
-  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
+  pending: PendingReplies;
   beat: { open: number; frames: number; failed: number; connecting: number };
 }
 
@@ -39,7 +40,6 @@ export class Fleet {
   readonly children: Child[] = [];
   /** Connection index per group, so source addresses and client ids never repeat within one. */
   readonly #nextIndex = new Map<string, number>();
-  #nextId = 1;
   /** Called for every `done` a child reports (a broadcast reached all of its clients). */
   onDone: ((seq: number, last: number, child: number) => void) | undefined;
 
@@ -84,7 +84,7 @@ export class Fleet {
       pid: proc.pid ?? -1,
       capacity: 0,
       fdLimit: 0,
-      pending: new Map(),
+      pending: new PendingReplies(),
       beat: { open: 0, frames: 0, failed: 0, connecting: 0 },
     };
     await new Promise<void>((resolve, reject) => {
@@ -96,11 +96,7 @@ export class Fleet {
           child.fdLimit = report.fdLimit;
           resolve();
         } else if (report.type === "reply") {
-          const p = child.pending.get(report.id);
-          if (!p) return;
-          child.pending.delete(report.id);
-          if (report.error) p.reject(new Error(report.error));
-          else p.resolve(report.result);
+          child.pending.settle(report.id, report.error || undefined, report.result);
         } else if (report.type === "done") {
           this.onDone?.(report.seq, report.last, this.children.indexOf(child));
         } else if (report.type === "beat") {
@@ -110,8 +106,7 @@ export class Fleet {
       proc.once("exit", (code, signal) => {
         clearTimeout(timer);
         const err = new Error(`generator child ${child.pid} exited (${code ?? signal})`);
-        for (const p of child.pending.values()) p.reject(err);
-        child.pending.clear();
+        child.pending.failAll(err);
         reject(err);
       });
     });
@@ -119,34 +114,16 @@ export class Fleet {
   }
 
   #ask<T>(child: Child, order: Order, timeoutMs = 120_000): Promise<T> {
-    const id = this.#nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        child.pending.delete(id);
-        reject(new Error(`generator child ${child.pid}: no answer to ${order.op} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      child.pending.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as T);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      if (!child.proc.connected) {
-        child.pending.delete(id);
-        clearTimeout(timer);
-        return reject(new Error(`generator child ${child.pid} is gone`));
-      }
-      child.proc.send({ id, order }, (err) => {
-        if (!err || !child.pending.has(id)) return;
-        child.pending.delete(id);
-        clearTimeout(timer);
-        reject(new Error(`generator child ${child.pid}: ${err.message}`));
-      });
-    });
+    return child.pending.request<T>(
+      timeoutMs,
+      () => `generator child ${child.pid}: no answer to ${order.op} within ${timeoutMs} ms`,
+      (id) => {
+        if (!child.proc.connected) throw new Error(`generator child ${child.pid} is gone`);
+        child.proc.send({ id, order }, (err) => {
+          if (err) child.pending.fail(id, new Error(`generator child ${child.pid}: ${err.message}`));
+        });
+      },
+    );
   }
 
   #all<T>(order: Order, timeoutMs?: number): Promise<T[]> {

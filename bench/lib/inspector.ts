@@ -1,4 +1,5 @@
 import WebSocket from "ws";
+import { PendingReplies } from "./replies.js";
 
 /**
  * A minimal Chrome DevTools Protocol client for a process started with
@@ -8,8 +9,7 @@ import WebSocket from "ws";
  */
 export class Inspector {
   readonly #ws: WebSocket;
-  #nextId = 1;
-  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly #pending = new PendingReplies();
   readonly #listeners = new Map<string, (params: unknown) => void>();
 
   private constructor(ws: WebSocket) {
@@ -20,16 +20,9 @@ export class Inspector {
         if (msg.method) this.#listeners.get(msg.method)?.(msg.params);
         return;
       }
-      const p = this.#pending.get(msg.id);
-      if (!p) return;
-      this.#pending.delete(msg.id);
-      if (msg.error) p.reject(new Error(msg.error.message));
-      else p.resolve(msg.result);
+      this.#pending.settle(msg.id, msg.error?.message, msg.result);
     });
-    ws.on("close", () => {
-      for (const p of this.#pending.values()) p.reject(new Error("inspector closed"));
-      this.#pending.clear();
-    });
+    ws.on("close", () => this.#pending.failAll(new Error("inspector closed")));
   }
 
   static async connect(url: string): Promise<Inspector> {
@@ -42,24 +35,11 @@ export class Inspector {
   }
 
   send<T = unknown>(method: string, params: Record<string, unknown> = {}, timeoutMs = 60_000): Promise<T> {
-    const id = this.#nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(new Error(`inspector: ${method} took over ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#pending.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as T);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.#ws.send(JSON.stringify({ id, method, params }));
-    });
+    return this.#pending.request<T>(
+      timeoutMs,
+      () => `inspector: ${method} took over ${timeoutMs} ms`,
+      (id) => this.#ws.send(JSON.stringify({ id, method, params })),
+    );
   }
 
   /** Full GCs until the heap stops shrinking (at most 4). */

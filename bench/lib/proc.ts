@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import os from "node:os";
 import { execFileSync } from "node:child_process";
 
@@ -54,59 +54,9 @@ export function openFds(): number {
   }
 }
 
-/** Live children of `ppid`, from /proc. */
-/** Live children of `ppid`, from /proc (the stack's helper). */
+/** Live children of `ppid`, and the processes listening on a port, from /proc (the stack's helpers). */
 export { childPids } from "../../scripts/lib/stack.js";
-
-/**
- * Processes holding the listening TCP socket of 127.0.0.1:`port` (a Redis we
- * did not spawn ourselves, say). Reads /proc/net/tcp for the socket inode and
- * then each process's fd table; only call this before the sockets pile up.
- */
-export function pidsListeningOn(port: number): number[] {
-  const inodes = new Set<string>();
-  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text = "";
-    try {
-      text = readFileSync(file, "utf8");
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n").slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10 || f[3] !== "0A") continue; // 0A: LISTEN
-      const local = f[1] ?? "";
-      if (parseInt(local.slice(local.indexOf(":") + 1), 16) === port) inodes.add(f[9] ?? "");
-    }
-  }
-  const pids: number[] = [];
-  if (inodes.size === 0) return pids;
-  for (const name of safeReaddir("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    for (const fd of safeReaddir(`/proc/${name}/fd`)) {
-      let link = "";
-      try {
-        link = readlinkSync(`/proc/${name}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      const m = /^socket:\[(\d+)\]$/.exec(link);
-      if (m && inodes.has(m[1]!)) {
-        pids.push(Number(name));
-        break;
-      }
-    }
-  }
-  return pids;
-}
-
-function safeReaddir(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
+export { pidsListeningOn } from "../../scripts/lib/listeners.js";
 
 /** 1-minute load average and the number of cores. */
 export function machineLoad(): { load1: number; load5: number; cores: number; busy: boolean } {

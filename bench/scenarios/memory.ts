@@ -37,6 +37,21 @@ export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
   const pid = Object.values(target.processes())[0]?.[0];
   if (!insp || pid === undefined) throw new Error(`${target.name}: no inspector (start it with inspect)`);
   const inspector = await Inspector.connect(insp.url);
+  /** `count` idle clients in the fleet group `<kind>-<target>`, connected as fast as they go. */
+  const connectIdle = (kind: "memory" | "heap", count: number) =>
+    fleet.connect({
+      group: `${kind}-${target.name}`,
+      kind: target.kind,
+      mode: "idle",
+      urls: target.clientUrls,
+      count,
+      ratePerSec: 0,
+      concurrency: 200,
+      spreadAfter: opts.spreadAfter,
+      reconnect: false,
+      idPrefix: kind === "memory" ? "idle" : "heap",
+      timeoutMs: 15_000,
+    });
   try {
     progress.phase(`memory ${target.name}: baseline after GC`);
     await inspector.collectGarbage();
@@ -44,19 +59,7 @@ export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
     const m0 = await inspector.memoryUsage();
     const rss0 = rssBytes(pid) ?? NaN;
         progress.phase(`memory ${target.name}: ${opts.memoryClients} idle clients`, () => `${fleet.live.open} open, ${fleet.live.failed} failed`);
-    const conn = await fleet.connect({
-      group: `memory-${target.name}`,
-      kind: target.kind,
-      mode: "idle",
-      urls: target.clientUrls,
-      count: opts.memoryClients,
-      ratePerSec: 0,
-      concurrency: 200,
-      spreadAfter: opts.spreadAfter,
-      reconnect: false,
-      idPrefix: "idle",
-      timeoutMs: 15_000,
-    });
+    const conn = await connectIdle("memory", opts.memoryClients);
     progress.phase(`memory ${target.name}: settling ${opts.memorySettleMs} ms, then GC`, () => `${fleet.live.open} open`);
     await sleep(opts.memorySettleMs);
     await inspector.collectGarbage();
@@ -90,19 +93,7 @@ export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
       await sleep(1_500);
       await inspector.collectGarbage();
       const before = await inspector.heapByConstructor();
-      const r = await fleet.connect({
-        group: `heap-${target.name}`,
-        kind: target.kind,
-        mode: "idle",
-        urls: target.clientUrls,
-        count: opts.heapDiff,
-        ratePerSec: 0,
-        concurrency: 200,
-        spreadAfter: opts.spreadAfter,
-        reconnect: false,
-        idPrefix: "heap",
-        timeoutMs: 15_000,
-      });
+      const r = await connectIdle("heap", opts.heapDiff);
       await sleep(Math.min(opts.memorySettleMs, 1_000));
       const after = await inspector.heapByConstructor();
       cell.heapGrowth = { clients: r.opened, rows: heapDiff(before, after, Math.max(1, r.opened)) };

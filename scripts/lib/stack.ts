@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type Exit, spawnChild } from "./child.js";
 import { canConnect, freePortRange, isFree } from "./free-port.js";
+import { listensOn } from "./listeners.js";
 import { type InstanceProcess, startInstance } from "./instance.js";
 import { type RedisProcess, startRedis } from "./redis-server.js";
 
@@ -417,38 +418,6 @@ async function waitForPort(pid: number, port: number, exited: Promise<Exit>, tim
   throw new Error(`nginx did not accept connections on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
 
-/** Whether `pid` holds a TCP socket listening on `port`, per /proc; undefined when /proc cannot tell. */
-function listensOn(pid: number, port: number): boolean | undefined {
-  const inodes = new Set<string>();
-  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
-  try {
-    for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-      let text: string;
-      try {
-        text = readFileSync(table, "utf8");
-      } catch {
-        continue;
-      }
-      for (const row of text.split("\n").slice(1)) {
-        const f = row.trim().split(/\s+/);
-        // sl local_address rem_address st ... inode: LISTEN is 0A
-        if (f.length > 9 && f[1]!.endsWith(`:${hexPort}`) && f[3] === "0A") inodes.add(f[9]!);
-      }
-    }
-    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-      try {
-        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
-        if (inode && inodes.has(inode)) return true;
-      } catch {
-        // closed meanwhile
-      }
-    }
-    return false;
-  } catch {
-    return undefined;
-  }
-}
 
 
 
