@@ -8,6 +8,7 @@ import { ClientRegistry } from "./cluster/registry.js";
 import type { Config } from "./config.js";
 import { DrainState } from "./drain.js";
 import { installFrontDoor } from "./http/front-door.js";
+import { createOriginPolicy, isLoopbackHost } from "./http/origin.js";
 import { createHttpApp } from "./http/routes.js";
 import { type Logger, createLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
@@ -58,18 +59,28 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   server.keepAliveTimeout = 75_000;
 
   let connections = (): Record<string, number> => ({});
-  const metrics = createMetrics({ connections: () => connections(), draining: () => drain.draining });
+  const metrics = createMetrics({ connections: () => connections(), clientIds: () => registry.size, draining: () => drain.draining });
 
+  const origins = createOriginPolicy(config);
+  if (config.publicOrigins === undefined && !isLoopbackHost(config.host)) {
+    log.warn({ host: config.host }, "PUBLIC_ORIGINS is unset: browser pages are accepted from loopback origins only; set it to the origin(s) users load the page from");
+  }
   const io = createIo(server, {
     config,
     metrics,
+    origins,
     adapter: redis ? createAdapter(redis.pub, redis.sub, { key: "wbs", requestsTimeout: CLUSTER_TIMEOUT_MS }) : undefined,
   });
   const bus: ClusterBus = redis
-    ? redisBus(io, { timeoutMs: CLUSTER_TIMEOUT_MS, redisReady: () => redis.ready, log: log.child({ component: "bus" }) })
+    ? redisBus(io, {
+        timeoutMs: CLUSTER_TIMEOUT_MS,
+        redisReady: () => redis.ready,
+        log: log.child({ component: "bus" }),
+        onSkipped: () => metrics.clusterPublishesSkipped.inc(),
+      })
     : localBus;
   const domain = new BroadcastDomain({ instanceId: config.instanceId, bus, registry, drain, log, metrics, maxMessageBytes: config.maxMessageBytes });
-  const deps = { config, drain, registry, domain, metrics };
+  const deps = { config, origins, drain, registry, domain, metrics };
   const sio = createSocketIoGateway(io, { ...deps, log: log.child({ component: "socket.io" }) });
   const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });
   domain.addSink(sio.sink);
@@ -77,7 +88,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   connections = () => ({ ...sio.connectionsByTransport(), ws: wsg.size });
 
   const httpApp = createHttpApp({ ...deps, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
-  installFrontDoor(server, { drain, ws: wsg, metrics, app: httpApp });
+  installFrontDoor(server, { drain, ws: wsg, metrics, log: log.child({ component: "http" }), app: httpApp });
 
   const shutdown = new ShutdownCoordinator({
     drain,

@@ -14,6 +14,29 @@ const seconds = (fallback: number, { allowZero = false } = {}) =>
         : z.number({ error: "must be a number of seconds" }).finite().positive("must be more than 0"),
     );
 
+/** A comma list of browser origins (`https://app.example.com`), `*` where allowed. */
+const originList = ({ allowAny }: { allowAny: boolean }) =>
+  z
+    .string()
+    .optional()
+    .transform((v) =>
+      v === undefined || v.trim() === ""
+        ? undefined
+        : v
+            .split(",")
+            .map((s) => s.trim())
+            .filter(Boolean),
+    )
+    .pipe(
+      z
+        .array(
+          allowAny
+            ? z.union([z.literal("*"), z.url({ protocol: /^https?$/, error: "each entry must be * or an origin such as https://app.example.com" })])
+            : z.url({ protocol: /^https?$/, error: "each entry must be an origin such as https://chat.example.com" }),
+        )
+        .optional(),
+    );
+
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 const schema = z.object({
@@ -50,22 +73,8 @@ const schema = z.object({
     .optional()
     .transform((v) => (v === undefined ? undefined : Number(v)))
     .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(0, "must be 0 or more").max(1024 * 1024 * 1024, "must be at most 1 GiB").optional()),
-  CORS_ORIGINS: z
-    .string()
-    .optional()
-    .transform((v) =>
-      v === undefined || v.trim() === ""
-        ? undefined
-        : v
-            .split(",")
-            .map((s) => s.trim())
-            .filter(Boolean),
-    )
-    .pipe(
-      z
-        .array(z.union([z.literal("*"), z.url({ error: "each entry must be * or an origin such as https://app.example.com" })]))
-        .optional(),
-    ),
+  CORS_ORIGINS: originList({ allowAny: true }),
+  PUBLIC_ORIGINS: originList({ allowAny: false }),
   ADMIN_TOKEN: z
     .string()
     .optional()
@@ -102,7 +111,9 @@ export interface Config {
   readonly maxMessageBytes: number;
   /** Unsent bytes a client may have queued here before it is cut as too slow; 0 turns the check off. @default max(8 MiB, 4 × maxMessageBytes) */
   readonly maxBufferedBytes: number;
-  /** Extra allowed browser origins; same-origin and localhost are always allowed. */
+  /** The origins the service is served at (its own pages). Unset: any loopback origin. */
+  readonly publicOrigins: readonly string[] | undefined;
+  /** Other sites' origins allowed to connect (`*` for any). */
   readonly corsOrigins: readonly string[] | undefined;
   readonly adminToken: string | undefined;
   /** Unset: one instance with Socket.IO's in-memory adapter. */
@@ -149,6 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     periodicIntervalMs: Math.round(c.PERIODIC_INTERVAL_SEC * 1000),
     maxMessageBytes: c.MAX_MESSAGE_BYTES,
     maxBufferedBytes,
+    publicOrigins: c.PUBLIC_ORIGINS ? Object.freeze([...c.PUBLIC_ORIGINS]) : undefined,
     corsOrigins: c.CORS_ORIGINS ? Object.freeze([...c.CORS_ORIGINS]) : undefined,
     adminToken: c.ADMIN_TOKEN,
     redisUrl: c.REDIS_URL,

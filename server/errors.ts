@@ -17,6 +17,7 @@ export const ERRORS = {
   BAD_REQUEST: { status: 400, close: 1007, message: (why?: string) => why ?? "bad request" },
   TOO_LARGE: { status: 413, close: 1009, message: (limit?: string) => `message is larger than ${limit} bytes` },
   UNSUPPORTED_DATA: { status: 415, close: 1003, message: () => "binary frames are not supported; send text" },
+  INTERNAL: { status: 500, close: 1011, message: () => "internal error" },
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -6,7 +6,7 @@ export type Metrics = ReturnType<typeof createMetrics>;
  * Prometheus metrics, on a registry of this app's own (so two apps in one
  * process, as in tests, keep separate figures).
  */
-export function createMetrics(read: { connections(): Record<string, number>; draining(): boolean }) {
+export function createMetrics(read: { connections(): Record<string, number>; clientIds(): number; draining(): boolean }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const connections = new Gauge({
@@ -27,9 +27,18 @@ export function createMetrics(read: { connections(): Record<string, number>; dra
       this.set(read.draining() ? 1 : 0);
     },
   });
+  const clientIds = new Gauge({
+    name: "wbs_client_ids",
+    help: "ClientIds this instance holds; equals the sum of wbs_connections unless an id leaked",
+    registers: [registry],
+    collect() {
+      this.set(read.clientIds());
+    },
+  });
   return {
     registry,
     connections,
+    clientIds,
     draining,
     messagesIn: new Counter({
       name: "wbs_messages_received_total",
@@ -53,6 +62,22 @@ export function createMetrics(read: { connections(): Record<string, number>; dra
       name: "wbs_slow_clients_cut_total",
       help: "Clients disconnected because their unsent data passed MAX_BUFFERED_BYTES, by transport",
       labelNames: ["transport"] as const,
+      registers: [registry],
+    }),
+    clusterPublishesSkipped: new Counter({
+      name: "wbs_cluster_publishes_skipped_total",
+      help: "Broadcasts delivered to this instance's clients only because Redis was away",
+      registers: [registry],
+    }),
+    unexpectedErrors: new Counter({
+      name: "wbs_unexpected_errors_total",
+      help: "Exceptions caught by the last-resort guard (answered 500 to that request alone), by where (request, upgrade)",
+      labelNames: ["where"] as const,
+      registers: [registry],
+    }),
+    malformedRequests: new Counter({
+      name: "wbs_malformed_requests_total",
+      help: "Requests Node's HTTP parser refused (answered 400, 408 or 431)",
       registers: [registry],
     }),
     refusals: new Counter({

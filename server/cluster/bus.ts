@@ -48,7 +48,9 @@ const QUERY = "wbs:query";
  * @param timeoutMs the adapter's `requestsTimeout`; the wrapper adds a margin
  *   because the adapter first counts subscribers, which waits on Redis.
  */
-export function redisBus(io: Server, opts: { timeoutMs: number; redisReady: () => boolean; log: Logger }): ClusterBus {
+export function redisBus(io: Server, opts: { timeoutMs: number; redisReady: () => boolean; log: Logger; onSkipped: () => void }): ClusterBus {
+  // Publishes skipped in the current outage: logged once at its start and once at its end.
+  let skipped = 0;
   const gather = <T>(event: string, arg: unknown): Promise<Gathered<T>> => {
     if (!opts.redisReady()) return Promise.resolve({ answers: [], partial: true });
     return new Promise((resolve) => {
@@ -65,8 +67,14 @@ export function redisBus(io: Server, opts: { timeoutMs: number; redisReady: () =
     publish(envelope) {
       // While Redis is away the adapter would queue the publish and replay it
       // minutes later; the local clients already have it, so skip instead.
-      if (opts.redisReady()) io.serverSideEmit(PUBLISH, envelope);
-      else opts.log.warn("redis away: message delivered to this instance's clients only");
+      if (opts.redisReady()) {
+        if (skipped > 0) opts.log.info({ skipped }, "redis is back: cross-instance publishes resume");
+        skipped = 0;
+        io.serverSideEmit(PUBLISH, envelope);
+        return;
+      }
+      if (skipped++ === 0) opts.log.warn("redis away: cross-instance publishes skipped until it returns");
+      opts.onSkipped();
     },
     publishCounted: (envelope) => gather<number>(PUBLISH, envelope),
     query: <T>(name: QueryName) => gather<T>(QUERY, name),

@@ -1,64 +1,123 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { DrainState } from "../drain.js";
 import { ServiceError } from "../errors.js";
+import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { WsGateway } from "../realtime/ws-gateway.js";
 import { DRAIN_HEADERS, rejectUpgrade } from "./reject.js";
+import { type RequestTarget, parseTarget } from "./request-target.js";
 import { guardUpgrade } from "./upgrade-guard.js";
 
+// Engine.IO's own test (a prefix of the raw target), so we route exactly what it would serve.
 const ENGINE_PATH = "/socket.io/";
 
-/** A request that would open a new Engine.IO session: the handshake, polling or WebSocket, without a sid. */
-function opensSession(req: IncomingMessage): boolean {
-  const url = new URL(req.url ?? "/", "http://localhost");
-  return url.pathname === ENGINE_PATH && !url.searchParams.has("sid");
-}
+type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 /**
- * Puts the drain gate in front of everything on the HTTP server, once Socket.IO
- * has attached (its listeners serve /socket.io/, the HTTP app the rest): while draining, a new Engine.IO session gets 503 with
- * Retry-After (nginx then tries a live instance; socket.io-client retries
- * with back-off) and requests of existing sessions pass. Upgrades go to
- * Engine.IO or the /ws gateway; any other upgrade gets 404.
+ * Parses an Engine.IO target once and hands Engine.IO that very query
+ * (`req._query`, which it uses when present), so the drain gate and Engine.IO
+ * can never read a different sid from the same request (`sid=x&sid=`).
+ */
+function engineTarget(req: IncomingMessage): RequestTarget | undefined {
+  const target = parseTarget(req.url);
+  if (target) (req as IncomingMessage & { _query?: Record<string, string> })._query = { ...target.query };
+  return target;
+}
+
+/** A request that would open a new Engine.IO session: no sid, or an empty one (Engine.IO reads both as new). */
+const opensSession = (target: RequestTarget): boolean => !target.query.sid;
+
+/**
+ * Puts the front door on the HTTP server, once Socket.IO has attached (its
+ * listeners serve /socket.io/, the HTTP app the rest):
+ * - the drain gate: a new Engine.IO session gets 503 with Retry-After (nginx
+ *   then tries a live instance); requests of existing sessions pass;
+ * - upgrades go to Engine.IO or the /ws gateway; any other upgrade gets 404,
+ *   an unreadable target 400;
+ * - the last-resort guard: an exception from any listener becomes a 500 for
+ *   that request alone, logged with its stack and counted; malformed HTTP
+ *   (`clientError`) is answered and counted. Nothing a client sends ends the process.
  */
 export function installFrontDoor(
   server: Server,
-  opts: { drain: DrainState; ws: WsGateway; metrics: Metrics; app: (req: IncomingMessage, res: ServerResponse) => void },
+  opts: { drain: DrainState; ws: WsGateway; metrics: Metrics; log: Logger; app: RequestListener },
 ): void {
-  const { drain, ws, metrics, app } = opts;
-  const requestListeners = server.listeners("request") as ((req: IncomingMessage, res: ServerResponse) => void)[];
-  const upgradeListeners = server.listeners("upgrade") as ((req: IncomingMessage, socket: Duplex, head: Buffer) => void)[];
+  const { drain, ws, metrics, log, app } = opts;
+  const requestListeners = server.listeners("request") as RequestListener[];
+  const upgradeListeners = server.listeners("upgrade") as UpgradeListener[];
   server.removeAllListeners("request");
   server.removeAllListeners("upgrade");
 
-  const draining = new ServiceError("DRAINING");
-  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+  const refuse = (err: ServiceError): ServiceError => {
+    metrics.refusals.inc({ code: err.code });
+    return err;
+  };
+  const unexpected = (where: string, req: IncomingMessage, err: unknown): void => {
+    metrics.unexpectedErrors.inc({ where });
+    log.error({ err, where, method: req.method, url: req.url?.slice(0, 256) }, "unexpected error; answered 500 to this request only");
+  };
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     // While draining, connections are not kept alive after a response, so a
     // proxy holds none that the final close would cut under a request.
     if (drain.draining) res.setHeader("Connection", "close");
     if (!(req.url ?? "").startsWith(ENGINE_PATH)) return app(req, res);
-    if (drain.draining && opensSession(req)) {
-      metrics.refusals.inc({ code: draining.code });
-      res.writeHead(draining.status, { "Content-Type": "application/json", Connection: "close", ...DRAIN_HEADERS });
-      res.end(JSON.stringify(draining.toJSON()));
+    const target = engineTarget(req);
+    const refusal = !target ? new ServiceError("BAD_REQUEST", "malformed request target") : drain.draining && opensSession(target) ? new ServiceError("DRAINING") : undefined;
+    if (refusal) {
+      refuse(refusal);
+      res.writeHead(refusal.status, { "Content-Type": "application/json", Connection: "close", ...(refusal.code === "DRAINING" ? DRAIN_HEADERS : {}) });
+      res.end(JSON.stringify(refusal.toJSON()));
       return;
     }
     for (const listener of requestListeners) listener.call(server, req, res);
-  });
+  };
 
-  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     guardUpgrade(socket);
-    if ((req.url ?? "").startsWith(ENGINE_PATH)) {
-      if (drain.draining && opensSession(req)) {
-        metrics.refusals.inc({ code: draining.code });
-        rejectUpgrade(socket, draining, DRAIN_HEADERS);
-        return;
-      }
+    const isEngine = (req.url ?? "").startsWith(ENGINE_PATH);
+    const target = isEngine ? engineTarget(req) : parseTarget(req.url);
+    if (!target) return rejectUpgrade(socket, refuse(new ServiceError("BAD_REQUEST", "malformed request target")));
+    if (isEngine) {
+      if (drain.draining && opensSession(target)) return rejectUpgrade(socket, refuse(new ServiceError("DRAINING")), DRAIN_HEADERS);
       for (const listener of upgradeListeners) listener.call(server, req, socket, head);
       return;
     }
-    if (ws.handleUpgrade(req, socket, head)) return;
-    rejectUpgrade(socket, new ServiceError("NOT_FOUND", (req.url ?? "").split("?")[0]));
+    if (ws.handleUpgrade(req, socket, head, target)) return;
+    rejectUpgrade(socket, refuse(new ServiceError("NOT_FOUND", target.pathname)));
+  };
+
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    try {
+      onRequest(req, res);
+    } catch (err) {
+      unexpected("request", req, err);
+      if (res.headersSent) return void res.destroy();
+      const body = JSON.stringify(new ServiceError("INTERNAL").toJSON());
+      res.writeHead(500, { "Content-Type": "application/json", Connection: "close" }).end(body);
+    }
+  });
+
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    try {
+      onUpgrade(req, socket, head);
+    } catch (err) {
+      unexpected("upgrade", req, err);
+      // Once a library wrote its 101, an HTTP answer would corrupt the stream.
+      if ((socket as Socket).bytesWritten > 0) socket.destroy();
+      else rejectUpgrade(socket, new ServiceError("INTERNAL"));
+    }
+  });
+
+  // Node's own answers to malformed HTTP, counted; the socket always ends.
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    metrics.malformedRequests.inc();
+    if (!socket.writable || err.code === "ECONNRESET") return void socket.destroy();
+    const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request";
+    socket.once("finish", () => socket.destroy());
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
   });
 }

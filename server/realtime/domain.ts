@@ -3,6 +3,7 @@ import type { ClientRegistry } from "../cluster/registry.js";
 import type { Config } from "../config.js";
 import type { DrainState } from "../drain.js";
 import { ROOM_PATTERN, ServiceError } from "../errors.js";
+import type { OriginPolicy } from "../http/origin.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import {
@@ -36,6 +37,7 @@ export interface DomainOptions {
 /** What a gateway (Socket.IO, /ws) needs: the instance's config, state and domain. */
 export interface GatewayDeps {
   config: Config;
+  origins: OriginPolicy;
   log: Logger;
   drain: DrainState;
   registry: ClientRegistry;

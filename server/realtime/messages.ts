@@ -74,15 +74,29 @@ export function renderWelcome(w: Welcome): string {
   return ` Welcome! Connected to Instance [${w.instance}] as ${w.clientId} at ${clock(w.at)}. Commands: 'test' or 'ping' for status check.`;
 }
 
-export const renderEcho = (text: string): string => `Server echo: ${text}`;
+// C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+const CONTROLS = new RegExp(CONTROL.source, "g");
+const SHORT: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+/**
+ * A client's text made safe for one line of a terminal: control characters
+ * shown escaped (`\n`, `\u001b`), so no text can forge a line of its own
+ * (`[22:00:00] SYSTEM …`) or drive the terminal. Text mode only; JSON and
+ * Socket.IO carry the text as sent.
+ */
+export const visible = (text: string): string =>
+  CONTROL.test(text) ? text.replace(CONTROLS, (c) => SHORT[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`) : text;
+
+export const renderEcho = (text: string): string => `Server echo: ${visible(text)}`;
 
 /** One human-readable line per event, for /ws text mode. */
 export function renderText(e: DomainEvent): string {
   if (e.event === "message") {
     const m = e.data;
-    if (m.origin === "http") return m.text;
+    if (m.origin === "http") return visible(m.text);
     const where = m.room ? ` in #${m.room}` : "";
-    return `User ${m.from} (via ${m.instance}) says${where}: ${m.text}`;
+    return `User ${m.from} (via ${m.instance}) says${where}: ${visible(m.text)}`;
   }
   const n = e.data;
   switch (n.type) {

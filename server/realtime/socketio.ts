@@ -4,7 +4,7 @@ import type { Envelope } from "../cluster/bus.js";
 import type { Lease } from "../cluster/registry.js";
 import type { Config } from "../config.js";
 import { CLIENT_ID_PATTERN, ROOM_PATTERN, ServiceError } from "../errors.js";
-import { originAllowed } from "../http/origin.js";
+import type { OriginPolicy } from "../http/origin.js";
 import { releaseUpgradeGuard } from "../http/upgrade-guard.js";
 import type { Metrics } from "../metrics.js";
 import type { GatewayDeps, LocalSink } from "./domain.js";
@@ -36,9 +36,9 @@ export interface SocketIoGateway {
 /** The Socket.IO server on `httpServer`, with our origin policy, limits and sticky session ids. */
 export function createIo(
   httpServer: HttpServer,
-  opts: { config: Config; metrics: Metrics; adapter?: Parameters<Server["adapter"]>[0] },
+  opts: { config: Config; metrics: Metrics; origins: OriginPolicy; adapter?: Parameters<Server["adapter"]>[0] },
 ): Server {
-  const { config, metrics } = opts;
+  const { config, metrics, origins } = opts;
   const io = new Server(httpServer, {
     path: "/socket.io",
     serveClient: true,
@@ -47,10 +47,10 @@ export function createIo(
     // The upgrade listener is ours (front-door.ts): never let Engine.IO destroy /ws upgrades.
     destroyUpgrade: false,
     cors: {
-      origin: (origin, cb) => cb(null, originAllowed(origin, undefined, config.corsOrigins)),
+      origin: (origin, cb) => cb(null, origins.allows(origin)),
     },
     allowRequest: (req, cb) => {
-      const ok = originAllowed(req.headers.origin, req.headers.host, config.corsOrigins);
+      const ok = origins.allows(req.headers.origin);
       if (!ok) metrics.refusals.inc({ code: "ORIGIN_NOT_ALLOWED" });
       cb(ok ? null : `origin ${req.headers.origin} is not allowed`, ok);
     },
@@ -95,7 +95,13 @@ export function createSocketIoGateway(
     next(err);
   };
 
-  io.use(async (socket, next) => {
+  io.use((socket, next) => {
+    admit(socket, next).catch((err: unknown) => {
+      log.error({ err }, "admission failed");
+      refuse(new ServiceError("INTERNAL"), next);
+    });
+  });
+  const admit = async (socket: Socket, next: (err?: Error) => void): Promise<void> => {
     if (drain.draining) return refuse(new ServiceError("DRAINING"), next);
     const wanted: unknown = socket.handshake.auth?.clientId;
     if (wanted !== undefined && (typeof wanted !== "string" || !CLIENT_ID_PATTERN.test(wanted))) {
@@ -112,7 +118,7 @@ export function createSocketIoGateway(
     }
     socket.data.lease = lease;
     next();
-  });
+  };
 
   type Work = (socket: Socket, lease: Lease, ...args: unknown[]) => Promise<Record<string, unknown> | void> | Record<string, unknown> | void;
   // One listener an event for every socket (Socket.IO calls it with `this` set

@@ -4,8 +4,8 @@ import { WebSocketServer, type WebSocket } from "ws";
 import type { Envelope } from "../cluster/bus.js";
 import type { Lease } from "../cluster/registry.js";
 import { CLIENT_ID_PATTERN, ServiceError } from "../errors.js";
-import { originAllowed } from "../http/origin.js";
 import { DRAIN_HEADERS, rejectUpgrade } from "../http/reject.js";
+import { type RequestTarget, decodePathSegment } from "../http/request-target.js";
 import { releaseUpgradeGuard } from "../http/upgrade-guard.js";
 import type { GatewayDeps, LocalSink } from "./domain.js";
 import { guardSlowClients } from "./slow-clients.js";
@@ -28,7 +28,7 @@ const HEARTBEAT_MS = 25_000;
 
 export interface WsGateway {
   /** Answers whether the upgrade was for /ws (and so handled here). */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: RequestTarget): boolean;
   sink: LocalSink;
   readonly size: number;
   /** Closes every client with `code` (1001 at the drain deadline). */
@@ -37,10 +37,7 @@ export interface WsGateway {
 }
 
 export function createWsGateway(opts: GatewayDeps): WsGateway {
-  const { config, log, drain, registry, domain, metrics } = opts;
-  // maxPayload makes ws close an oversized frame's connection with 1009 by itself.
-  const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes, clientTracking: false, perMessageDeflate: false });
-  wss.on("headers", (_headers: string[], req: IncomingMessage) => releaseUpgradeGuard(req.socket));
+  const { config, log, drain, registry, domain, metrics, origins } = opts;
   const clients = new Map<WebSocket, Client>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
@@ -116,65 +113,106 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     log.debug({ clientId: c.lease.id, code }, "disconnected");
   }
 
-  const accept = (req: IncomingMessage, socket: Duplex, head: Buffer, mode: Mode, format: Format, lease: Lease | undefined, wanted: string) => {
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      if (!lease) {
-        // The old service B's answer to a duplicate id: an error frame, then 1008.
-        const err = new ServiceError("DUPLICATE_CLIENT_ID", wanted);
-        metrics.refusals.inc({ code: err.code });
-        ws.send(JSON.stringify({ type: "error", code: 1008, message: err.message }));
-        ws.close(1008, "duplicate clientId");
-        return;
-      }
-      const client: Client = { lease, ws, mode, format, alive: true };
-      clients.set(ws, client);
-      log.debug({ clientId: lease.id, transport: "ws", mode }, "connected");
-      const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
-      send(client, "welcome", welcome, renderWelcome(welcome));
+  // Between a successful claim (in verifyClient, after ws checked the whole
+  // handshake) and ws's callback, the lease lives here, keyed by the upgrading
+  // socket. ws can still drop the socket in that gap without calling back
+  // (the peer left, the server closed): the socket's "close" gives it back.
+  const pending = new WeakMap<Duplex, { lease: Lease | undefined; wanted: string; mode: Mode; format: Format }>();
+  function releasePending(this: Duplex): void {
+    const p = pending.get(this);
+    pending.delete(this);
+    if (p?.lease) registry.release(p.lease);
+  }
 
-      ws.on("pong", onPong);
-      ws.on("message", onMessage);
-      ws.on("error", onError);
-      ws.on("close", onClose);
-    });
+  const admission = new WeakMap<IncomingMessage, { wanted: string | undefined; mode: Mode; format: Format }>();
+
+  /**
+   * ws calls this only once every handshake check (method, headers, key,
+   * version) has passed, so nothing is claimed for a handshake that fails.
+   */
+  const verifyClient = (info: { req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string, headers?: Record<string, string>) => void): void => {
+    const { req } = info;
+    const socket = req.socket;
+    const a = admission.get(req);
+    admission.delete(req);
+    if (!a) return done(false, 500);
+    const id = a.wanted ?? registry.newId();
+    const deny = (err: ServiceError, headers: Record<string, string> = {}) => {
+      metrics.refusals.inc({ code: err.code });
+      done(false, err.status, JSON.stringify(err.toJSON()), { "Content-Type": "application/json", ...headers });
+    };
+    registry.claim(id, "ws").then(
+      (lease) => {
+        // The peer may have gone, or a drain begun, while we awaited Redis.
+        if (socket.destroyed) {
+          if (lease) registry.release(lease);
+          return;
+        }
+        if (drain.draining) {
+          if (lease) registry.release(lease);
+          return deny(new ServiceError("DRAINING"), DRAIN_HEADERS);
+        }
+        pending.set(socket, { lease, wanted: id, mode: a.mode, format: a.format });
+        socket.once("close", releasePending);
+        done(true);
+      },
+      (err: unknown) => {
+        log.error({ err }, "claim failed");
+        deny(new ServiceError("INTERNAL"));
+      },
+    );
+  };
+  // maxPayload makes ws close an oversized frame's connection with 1009 by itself.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes, clientTracking: false, perMessageDeflate: false, verifyClient });
+  wss.on("headers", (_headers: string[], req: IncomingMessage) => releaseUpgradeGuard(req.socket));
+
+  const accept = (ws: WebSocket, req: IncomingMessage): void => {
+    const socket = req.socket;
+    const p = pending.get(socket);
+    pending.delete(socket);
+    socket.removeListener("close", releasePending);
+    if (!p) return void ws.terminate();
+    const { lease, wanted, mode, format } = p;
+    if (!lease) {
+      // The old service B's answer to a duplicate id: an error frame, then 1008.
+      const err = new ServiceError("DUPLICATE_CLIENT_ID", wanted);
+      metrics.refusals.inc({ code: err.code });
+      ws.send(JSON.stringify({ type: "error", code: 1008, message: err.message }));
+      ws.close(1008, "duplicate clientId");
+      return;
+    }
+    const client: Client = { lease, ws, mode, format, alive: true };
+    clients.set(ws, client);
+    log.debug({ clientId: lease.id, transport: "ws", mode }, "connected");
+    const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
+    send(client, "welcome", welcome, renderWelcome(welcome));
+
+    ws.on("pong", onPong);
+    ws.on("message", onMessage);
+    ws.on("error", onError);
+    ws.on("close", onClose);
   };
 
   return {
-    handleUpgrade(req, socket, head) {
-      const url = new URL(req.url ?? "/", "http://localhost");
-      const match = PATH.exec(url.pathname);
+    handleUpgrade(req, socket, head, target) {
+      const match = PATH.exec(target.pathname);
       if (!match) return false;
       if (drain.draining) {
         refuse(socket, new ServiceError("DRAINING"), DRAIN_HEADERS);
         return true;
       }
-      if (!originAllowed(req.headers.origin, req.headers.host, config.corsOrigins)) {
+      if (!origins.allows(req.headers.origin)) {
         refuse(socket, new ServiceError("ORIGIN_NOT_ALLOWED", req.headers.origin));
         return true;
       }
-      const format: Format = url.searchParams.get("format") === "json" ? "json" : "text";
-      const wanted = match[1] === undefined ? undefined : decodeURIComponent(match[1]);
-      if (wanted !== undefined && !CLIENT_ID_PATTERN.test(wanted)) {
-        refuse(socket, new ServiceError("INVALID_CLIENT_ID", wanted));
+      const format: Format = target.query.format === "json" ? "json" : "text";
+      const wanted = match[1] === undefined ? undefined : decodePathSegment(match[1]);
+      if (match[1] !== undefined && (wanted === undefined || !CLIENT_ID_PATTERN.test(wanted))) {
+        refuse(socket, new ServiceError("INVALID_CLIENT_ID", wanted ?? match[1]));
         return true;
       }
-      const mode: Mode = wanted === undefined ? "broadcast" : "echo";
-      const id = wanted ?? registry.newId();
-      registry.claim(id, "ws").then(
-        (lease) => {
-          // The peer may have gone, or a drain begun, while we awaited Redis.
-          if (socket.destroyed || drain.draining) {
-            if (lease) registry.release(lease);
-            if (!socket.destroyed) refuse(socket, new ServiceError("DRAINING"), DRAIN_HEADERS);
-            return;
-          }
-          accept(req, socket, head, mode, format, lease, id);
-        },
-        (err: unknown) => {
-          log.error({ err }, "claim failed");
-          socket.destroy();
-        },
-      );
+      admission.set(req, { wanted, mode: wanted === undefined ? "broadcast" : "echo", format });
+      wss.handleUpgrade(req, socket, head, accept);
       return true;
     },
 
