@@ -15,6 +15,8 @@ import { createMetrics } from "./metrics.js";
 import { BroadcastDomain } from "./realtime/domain.js";
 import { now } from "./realtime/messages.js";
 import { createIo, createSocketIoGateway } from "./realtime/socketio.js";
+import { createTokenVerifier } from "./realtime/client-auth.js";
+import { createRateLimiter } from "./realtime/rate-limit.js";
 import { createWsGateway } from "./realtime/ws-gateway.js";
 import { ShutdownCoordinator } from "./shutdown.js";
 
@@ -62,6 +64,9 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   const metrics = createMetrics({ connections: () => connections(), clientIds: () => registry.size, draining: () => drain.draining });
 
   const origins = createOriginPolicy(config);
+  if (config.adminToken === undefined && !config.adminOpen && !isLoopbackHost(config.host)) {
+    log.warn({ host: config.host }, "admin endpoints disabled (POST /broadcast-to-all, GET /clients answer 403): set ADMIN_TOKEN, or ADMIN_OPEN=true on a trusted network");
+  }
   if (config.publicOrigins === undefined && !isLoopbackHost(config.host)) {
     log.warn({ host: config.host }, "PUBLIC_ORIGINS is unset: browser pages are accepted from loopback origins only; set it to the origin(s) users load the page from");
   }
@@ -79,8 +84,21 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
         onSkipped: () => metrics.clusterPublishesSkipped.inc(),
       })
     : localBus;
-  const domain = new BroadcastDomain({ instanceId: config.instanceId, bus, registry, drain, log, metrics, maxMessageBytes: config.maxMessageBytes });
-  const deps = { config, origins, drain, registry, domain, metrics };
+  const domain = new BroadcastDomain({
+    instanceId: config.instanceId,
+    bus,
+    registry,
+    drain,
+    log,
+    metrics,
+    maxMessageBytes: config.maxMessageBytes,
+    statusIntervalMs: config.statusIntervalMs,
+  });
+  const limiter = createRateLimiter({ perSec: config.rateLimitPerSec, burst: config.rateLimitBurst, disconnectAfter: config.rateLimitDisconnectAfter });
+  const verifyToken = await createTokenVerifier(config.auth);
+  // Engine.IO sessions (polling handshakes included) and /ws connections.
+  const full = () => config.maxConnections > 0 && io.engine.clientsCount + wsg.size >= config.maxConnections;
+  const deps = { config, origins, limiter, verifyToken, full, drain, registry, domain, metrics };
   const sio = createSocketIoGateway(io, { ...deps, log: log.child({ component: "socket.io" }) });
   const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });
   domain.addSink(sio.sink);
@@ -88,7 +106,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   connections = () => ({ ...sio.connectionsByTransport(), ws: wsg.size });
 
   const httpApp = createHttpApp({ ...deps, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
-  installFrontDoor(server, { drain, ws: wsg, metrics, log: log.child({ component: "http" }), app: httpApp });
+  installFrontDoor(server, { drain, full, maxConnections: config.maxConnections, ws: wsg, metrics, log: log.child({ component: "http" }), app: httpApp });
 
   const shutdown = new ShutdownCoordinator({
     drain,

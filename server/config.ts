@@ -14,6 +14,28 @@ const seconds = (fallback: number, { allowZero = false } = {}) =>
         : z.number({ error: "must be a number of seconds" }).finite().positive("must be more than 0"),
     );
 
+/** A whole number in [min, max]. */
+const whole = (fallback: number, min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .default(String(fallback))
+    .transform(Number)
+    .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+
+const flag = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .default("false")
+  .pipe(z.enum(["true", "false", "1", "0", "yes", "no"], { error: "must be true or false" }))
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+
+const optionalText = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === "" ? undefined : v));
+
 /** A comma list of browser origins (`https://app.example.com`), `*` where allowed. */
 const originList = ({ allowAny }: { allowAny: boolean }) =>
   z
@@ -36,6 +58,8 @@ const originList = ({ allowAny }: { allowAny: boolean }) =>
         )
         .optional(),
     );
+
+const JWT_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"] as const;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -75,6 +99,28 @@ const schema = z.object({
     .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(0, "must be 0 or more").max(1024 * 1024 * 1024, "must be at most 1 GiB").optional()),
   CORS_ORIGINS: originList({ allowAny: true }),
   PUBLIC_ORIGINS: originList({ allowAny: false }),
+  RATE_LIMIT_MESSAGES_PER_SEC: z
+    .string()
+    .trim()
+    .default("20")
+    .transform(Number)
+    .pipe(z.number({ error: "must be a number" }).finite().min(0, "must be 0 (off) or more").max(1_000_000)),
+  RATE_LIMIT_BURST: whole(40, 1, 1_000_000),
+  RATE_LIMIT_DISCONNECT_AFTER: whole(100, 0, 1_000_000),
+  STATUS_INTERVAL_SEC: seconds(1, { allowZero: true }),
+  MAX_ROOMS_PER_CONNECTION: whole(100, 0, 1_000_000),
+  MAX_CONNECTIONS: whole(20_000, 0, 10_000_000),
+  ADMIN_OPEN: flag,
+  AUTH_JWT_SECRET: optionalText,
+  AUTH_JWT_PUBLIC_KEY: optionalText,
+  AUTH_JWT_ALGORITHM: z
+    .string()
+    .trim()
+    .optional()
+    .transform((v) => (v === undefined || v === "" ? undefined : v))
+    .pipe(z.enum(JWT_ALGORITHMS, { error: `must be one of ${JWT_ALGORITHMS.join(", ")}` }).optional()),
+  AUTH_JWT_ISSUER: optionalText,
+  AUTH_JWT_AUDIENCE: optionalText,
   ADMIN_TOKEN: z
     .string()
     .optional()
@@ -115,9 +161,34 @@ export interface Config {
   readonly publicOrigins: readonly string[] | undefined;
   /** Other sites' origins allowed to connect (`*` for any). */
   readonly corsOrigins: readonly string[] | undefined;
+  /** Bearer token of the admin endpoints (POST /broadcast-to-all, GET /clients). */
   readonly adminToken: string | undefined;
+  /** Admin endpoints open without a token on a non-loopback address (trusted networks only). @default false */
+  readonly adminOpen: boolean;
+  /** Per-connection inbound messages a second (token bucket); 0 turns the limit off. @default 20 */
+  readonly rateLimitPerSec: number;
+  /** Token bucket size: messages a connection may send at once. @default 40 */
+  readonly rateLimitBurst: number;
+  /** Refused messages in a row after which the connection is closed; 0: never. @default 100 */
+  readonly rateLimitDisconnectAfter: number;
+  /** Least time between two status notifications of this instance; 0: no spacing. @default 1_000 */
+  readonly statusIntervalMs: number;
+  /** Rooms one Socket.IO connection may be in; 0: no cap. @default 100 */
+  readonly maxRoomsPerConnection: number;
+  /** Connections (Engine.IO sessions and /ws) this instance accepts; 0: no cap. @default 20_000 */
+  readonly maxConnections: number;
+  /** Client tokens: required when a key is set. */
+  readonly auth: JwtConfig | undefined;
   /** Unset: one instance with Socket.IO's in-memory adapter. */
   readonly redisUrl: string | undefined;
+}
+
+export interface JwtConfig {
+  /** HMAC secret (HS*) or a PEM public key (SPKI), as given. */
+  readonly key: { kind: "secret"; secret: string } | { kind: "public"; pem: string };
+  readonly algorithm: (typeof JWT_ALGORITHMS)[number];
+  readonly issuer: string | undefined;
+  readonly audience: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -150,6 +221,26 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // Otherwise one message of the largest size would cut every client.
     throw new ConfigError([`MAX_BUFFERED_BYTES=${JSON.stringify(env.MAX_BUFFERED_BYTES ?? "")} must be 0 (off) or at least MAX_MESSAGE_BYTES (${c.MAX_MESSAGE_BYTES})`]);
   }
+  let auth: JwtConfig | undefined;
+  if (c.AUTH_JWT_SECRET !== undefined && c.AUTH_JWT_PUBLIC_KEY !== undefined) {
+    throw new ConfigError(["AUTH_JWT_SECRET and AUTH_JWT_PUBLIC_KEY: set one, not both"]);
+  }
+  if (c.AUTH_JWT_SECRET !== undefined || c.AUTH_JWT_PUBLIC_KEY !== undefined) {
+    const algorithm = c.AUTH_JWT_ALGORITHM ?? (c.AUTH_JWT_SECRET !== undefined ? "HS256" : "RS256");
+    const hmac = algorithm.startsWith("HS");
+    if (hmac !== (c.AUTH_JWT_SECRET !== undefined)) {
+      throw new ConfigError([`AUTH_JWT_ALGORITHM=${JSON.stringify(algorithm)} ${hmac ? "needs AUTH_JWT_SECRET" : "needs AUTH_JWT_PUBLIC_KEY"}`]);
+    }
+    if (c.AUTH_JWT_SECRET !== undefined && Buffer.byteLength(c.AUTH_JWT_SECRET) < 32) {
+      throw new ConfigError(["AUTH_JWT_SECRET must be at least 32 bytes"]);
+    }
+    auth = Object.freeze({
+      key: c.AUTH_JWT_SECRET !== undefined ? { kind: "secret" as const, secret: c.AUTH_JWT_SECRET } : { kind: "public" as const, pem: c.AUTH_JWT_PUBLIC_KEY as string },
+      algorithm,
+      issuer: c.AUTH_JWT_ISSUER,
+      audience: c.AUTH_JWT_AUDIENCE,
+    });
+  }
   return Object.freeze({
     port: c.PORT,
     host: c.HOST,
@@ -163,6 +254,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     publicOrigins: c.PUBLIC_ORIGINS ? Object.freeze([...c.PUBLIC_ORIGINS]) : undefined,
     corsOrigins: c.CORS_ORIGINS ? Object.freeze([...c.CORS_ORIGINS]) : undefined,
     adminToken: c.ADMIN_TOKEN,
+    adminOpen: c.ADMIN_OPEN,
+    rateLimitPerSec: c.RATE_LIMIT_MESSAGES_PER_SEC,
+    rateLimitBurst: c.RATE_LIMIT_BURST,
+    rateLimitDisconnectAfter: c.RATE_LIMIT_DISCONNECT_AFTER,
+    statusIntervalMs: Math.round(c.STATUS_INTERVAL_SEC * 1000),
+    maxRoomsPerConnection: c.MAX_ROOMS_PER_CONNECTION,
+    maxConnections: c.MAX_CONNECTIONS,
+    auth,
     redisUrl: c.REDIS_URL,
   });
 }

@@ -64,6 +64,18 @@ export function createMetrics(read: { connections(): Record<string, number>; cli
       labelNames: ["transport"] as const,
       registers: [registry],
     }),
+    rateLimited: new Counter({
+      name: "wbs_rate_limited_total",
+      help: "Client messages refused by the per-connection rate limit, by transport",
+      labelNames: ["transport"] as const,
+      registers: [registry],
+    }),
+    rateLimitDisconnects: new Counter({
+      name: "wbs_rate_limit_disconnects_total",
+      help: "Connections closed for sending on while rate limited (RATE_LIMIT_DISCONNECT_AFTER refusals in a row), by transport",
+      labelNames: ["transport"] as const,
+      registers: [registry],
+    }),
     clusterPublishesSkipped: new Counter({
       name: "wbs_cluster_publishes_skipped_total",
       help: "Broadcasts delivered to this instance's clients only because Redis was away",

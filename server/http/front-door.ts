@@ -43,9 +43,12 @@ const opensSession = (target: RequestTarget): boolean => !target.query.sid;
  */
 export function installFrontDoor(
   server: Server,
-  opts: { drain: DrainState; ws: WsGateway; metrics: Metrics; log: Logger; app: RequestListener },
+  opts: { drain: DrainState; full: () => boolean; maxConnections: number; ws: WsGateway; metrics: Metrics; log: Logger; app: RequestListener },
 ): void {
-  const { drain, ws, metrics, log, app } = opts;
+  const { drain, full, ws, metrics, log, app } = opts;
+  /** Why a request that opens a new Engine.IO session is turned away (503: nginx tries another instance), if it is. */
+  const sessionRefusal = (): ServiceError | undefined =>
+    drain.draining ? new ServiceError("DRAINING") : full() ? new ServiceError("OVER_CAPACITY", String(opts.maxConnections)) : undefined;
   const requestListeners = server.listeners("request") as RequestListener[];
   const upgradeListeners = server.listeners("upgrade") as UpgradeListener[];
   server.removeAllListeners("request");
@@ -66,10 +69,10 @@ export function installFrontDoor(
     if (drain.draining) res.setHeader("Connection", "close");
     if (!(req.url ?? "").startsWith(ENGINE_PATH)) return app(req, res);
     const target = engineTarget(req);
-    const refusal = !target ? new ServiceError("BAD_REQUEST", "malformed request target") : drain.draining && opensSession(target) ? new ServiceError("DRAINING") : undefined;
+    const refusal = !target ? new ServiceError("BAD_REQUEST", "malformed request target") : opensSession(target) ? sessionRefusal() : undefined;
     if (refusal) {
       refuse(refusal);
-      res.writeHead(refusal.status, { "Content-Type": "application/json", Connection: "close", ...(refusal.code === "DRAINING" ? DRAIN_HEADERS : {}) });
+      res.writeHead(refusal.status, { "Content-Type": "application/json", Connection: "close", ...(refusal.status === 503 ? DRAIN_HEADERS : {}) });
       res.end(JSON.stringify(refusal.toJSON()));
       return;
     }
@@ -82,7 +85,8 @@ export function installFrontDoor(
     const target = isEngine ? engineTarget(req) : parseTarget(req.url);
     if (!target) return rejectUpgrade(socket, refuse(new ServiceError("BAD_REQUEST", "malformed request target")));
     if (isEngine) {
-      if (drain.draining && opensSession(target)) return rejectUpgrade(socket, refuse(new ServiceError("DRAINING")), DRAIN_HEADERS);
+      const refusal = opensSession(target) ? sessionRefusal() : undefined;
+      if (refusal) return rejectUpgrade(socket, refuse(refusal), DRAIN_HEADERS);
       for (const listener of upgradeListeners) listener.call(server, req, socket, head);
       return;
     }

@@ -3,6 +3,7 @@ import path from "node:path";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { Config } from "../config.js";
 import type { DrainState } from "../drain.js";
+import { isLoopbackHost } from "./origin.js";
 import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
@@ -25,7 +26,11 @@ export function createHttpApp(opts: {
   app.disable("x-powered-by");
   app.set("etag", false);
 
+  // Secure by default: without a token, the admin endpoints answer only on a
+  // loopback address, unless ADMIN_OPEN says the network is trusted.
+  const adminLocked = config.adminToken === undefined && !config.adminOpen && !isLoopbackHost(config.host);
   const admin = (req: Request, _res: Response, next: NextFunction) => {
+    if (adminLocked) return next(new ServiceError("ADMIN_DISABLED"));
     if (config.adminToken === undefined) return next();
     const given = /^Bearer (.+)$/.exec(req.get("authorization") ?? "")?.[1] ?? "";
     // Compare digests so neither the length nor the content leaks through timing.

@@ -4,6 +4,8 @@ import type { Config } from "../config.js";
 import type { DrainState } from "../drain.js";
 import { ROOM_PATTERN, ServiceError } from "../errors.js";
 import type { OriginPolicy } from "../http/origin.js";
+import type { TokenVerifier } from "./client-auth.js";
+import type { RateLimiter } from "./rate-limit.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import {
@@ -32,12 +34,19 @@ export interface DomainOptions {
   log: Logger;
   metrics: Metrics;
   maxMessageBytes: number;
+  /** Least time between two status notifications. @default 0 */
+  statusIntervalMs?: number;
 }
 
 /** What a gateway (Socket.IO, /ws) needs: the instance's config, state and domain. */
 export interface GatewayDeps {
   config: Config;
   origins: OriginPolicy;
+  limiter: RateLimiter;
+  /** Set when client tokens are required. */
+  verifyToken: TokenVerifier | undefined;
+  /** True when this instance holds MAX_CONNECTIONS: new sessions go elsewhere. */
+  full(): boolean;
   log: Logger;
   drain: DrainState;
   registry: ClientRegistry;
@@ -60,6 +69,9 @@ export class BroadcastDomain {
   readonly #sinks: LocalSink[] = [];
   readonly #opts: DomainOptions;
   #periodic: NodeJS.Timeout | undefined;
+  /** The next (or current) status notification; requests meanwhile share it. */
+  #status: Promise<void> | undefined;
+  #statusAt = -Infinity;
 
   constructor(opts: DomainOptions) {
     this.#opts = opts;
@@ -137,9 +149,26 @@ export class BroadcastDomain {
     return message;
   }
 
-  async publishStatus(requestedBy: string): Promise<void> {
-    const status = await this.clusterStatus();
-    this.publish({ event: { event: "notification", data: { type: "status", requestedBy, ...status, at: now() } } });
+  /**
+   * A status notification to everyone, coalesced: at most one cluster query
+   * in flight, at most one notification per `statusIntervalMs`. A request
+   * that arrives while one is pending or in flight shares it, so a `ping`
+   * flood costs one query an interval, not one a ping.
+   */
+  publishStatus(requestedBy: string): Promise<void> {
+    return (this.#status ??= this.#nextStatus(requestedBy));
+  }
+
+  async #nextStatus(requestedBy: string): Promise<void> {
+    try {
+      const wait = this.#statusAt + (this.#opts.statusIntervalMs ?? 0) - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait).unref());
+      const status = await this.clusterStatus();
+      this.publish({ event: { event: "notification", data: { type: "status", requestedBy, ...status, at: now() } } });
+    } finally {
+      this.#statusAt = performance.now();
+      this.#status = undefined;
+    }
   }
 
   localStatus(): InstanceStatus {

@@ -88,7 +88,7 @@ export function createSocketIoGateway(
   io: Server,
   opts: GatewayDeps,
 ): SocketIoGateway {
-  const { config, log, drain, registry, domain, metrics } = opts;
+  const { config, log, drain, registry, domain, metrics, limiter, verifyToken } = opts;
 
   const refuse = (err: ServiceError, next: (err?: Error) => void) => {
     metrics.refusals.inc({ code: err.code });
@@ -103,11 +103,23 @@ export function createSocketIoGateway(
   });
   const admit = async (socket: Socket, next: (err?: Error) => void): Promise<void> => {
     if (drain.draining) return refuse(new ServiceError("DRAINING"), next);
-    const wanted: unknown = socket.handshake.auth?.clientId;
+    const auth: Record<string, unknown> = socket.handshake.auth ?? {};
+    const wanted: unknown = auth.clientId;
     if (wanted !== undefined && (typeof wanted !== "string" || !CLIENT_ID_PATTERN.test(wanted))) {
       return refuse(new ServiceError("INVALID_CLIENT_ID", String(wanted)), next);
     }
-    const id = (wanted as string | undefined) ?? registry.newId();
+    let id = (wanted as string | undefined) ?? registry.newId();
+    if (verifyToken) {
+      let sub: string;
+      try {
+        sub = await verifyToken(auth.token);
+      } catch (err) {
+        if (err instanceof ServiceError) return refuse(err, next);
+        throw err;
+      }
+      if (wanted !== undefined && wanted !== sub) return refuse(new ServiceError("UNAUTHORIZED", "clientId does not match the client token"), next);
+      id = sub;
+    }
     const lease = await registry.claim(id, "socket.io");
     if (!lease) return refuse(new ServiceError("DUPLICATE_CLIENT_ID", id), next);
     // The client may have gone while we awaited Redis: then it never connects
@@ -117,6 +129,7 @@ export function createSocketIoGateway(
       return next(new Error("client left during the handshake"));
     }
     socket.data.lease = lease;
+    socket.data.bucket = limiter.bucket();
     next();
   };
 
@@ -151,7 +164,12 @@ export function createSocketIoGateway(
       await domain.handleClientText({ from: lease.id, origin: "socket.io", text, room });
     }),
     join: listener("join", (socket, _lease, room) => {
-      socket.join(roomKey(validRoom(room)));
+      const key = roomKey(validRoom(room));
+      // socket.rooms also holds the socket's own private room.
+      if (config.maxRoomsPerConnection > 0 && !socket.rooms.has(key) && socket.rooms.size - 1 >= config.maxRoomsPerConnection) {
+        throw new ServiceError("TOO_MANY_ROOMS", String(config.maxRoomsPerConnection));
+      }
+      socket.join(key);
       return { room };
     }),
     leave: listener("leave", (socket, _lease, room) => {
@@ -165,8 +183,19 @@ export function createSocketIoGateway(
   };
 
   const byEvent = new Map<string, (this: Socket, ...args: unknown[]) => Promise<void>>(Object.entries(listeners));
+  const rateLimited = new ServiceError("RATE_LIMITED", limiter.description);
   function dispatch(this: Socket, event: string, ...args: unknown[]): void {
-    void byEvent.get(event)?.apply(this, args);
+    const verdict = limiter.take(this.data.bucket);
+    if (verdict === "ok") return void byEvent.get(event)?.apply(this, args);
+    // Refused: not handled, not broadcast; answered when the client asked for an ack.
+    metrics.rateLimited.inc({ transport: "socket.io" });
+    const ack = args[args.length - 1];
+    if (typeof ack === "function") (ack as Ack)({ ok: false, error: rateLimited.message, code: rateLimited.code });
+    if (verdict === "disconnect") {
+      metrics.rateLimitDisconnects.inc({ transport: "socket.io" });
+      log.warn({ clientId: (this.data.lease as Lease).id, transport: "socket.io" }, "rate limit: client kept sending while refused; disconnected");
+      this.disconnect(true);
+    }
   }
 
   function onDisconnect(this: Socket, reason: string): void {

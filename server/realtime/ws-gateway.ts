@@ -8,6 +8,7 @@ import { DRAIN_HEADERS, rejectUpgrade } from "../http/reject.js";
 import { type RequestTarget, decodePathSegment } from "../http/request-target.js";
 import { releaseUpgradeGuard } from "../http/upgrade-guard.js";
 import type { GatewayDeps, LocalSink } from "./domain.js";
+import type { Bucket } from "./rate-limit.js";
 import { guardSlowClients } from "./slow-clients.js";
 import { COMMANDS, type DomainEvent, type Welcome, now, renderEcho, renderJson, renderText, renderWelcome } from "./messages.js";
 
@@ -21,6 +22,7 @@ interface Client {
   mode: Mode;
   format: Format;
   alive: boolean;
+  bucket: Bucket | undefined;
 }
 
 const PATH = /^\/ws(?:\/([^/]*))?\/?$/;
@@ -37,7 +39,7 @@ export interface WsGateway {
 }
 
 export function createWsGateway(opts: GatewayDeps): WsGateway {
-  const { config, log, drain, registry, domain, metrics, origins } = opts;
+  const { config, log, drain, registry, domain, metrics, origins, limiter, verifyToken, full } = opts;
   const clients = new Map<WebSocket, Client>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
@@ -73,6 +75,8 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     if (c.ws.readyState === c.ws.OPEN) c.ws.send(c.format === "json" ? renderJson(type, data) : text);
   };
 
+  const rateLimited = new ServiceError("RATE_LIMITED", limiter.description);
+
   // One listener an event for every client (ws calls it with `this` set to the
   // socket), not closures a connection: at tens of thousands of clients those cost memory.
   function onPong(this: WebSocket): void {
@@ -86,6 +90,16 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       const err = new ServiceError("UNSUPPORTED_DATA");
       metrics.refusals.inc({ code: err.code });
       this.close(err.closeCode, "binary frames are not supported");
+      return;
+    }
+    const verdict = limiter.take(c.bucket);
+    if (verdict !== "ok") {
+      // Refused: not echoed, not broadcast.
+      metrics.rateLimited.inc({ transport: "ws" });
+      if (verdict === "refused") return send(c, "error", rateLimited.toJSON(), `Error: ${rateLimited.message}`);
+      metrics.rateLimitDisconnects.inc({ transport: "ws" });
+      log.warn({ clientId: c.lease.id, transport: "ws" }, "rate limit: client kept sending while refused; disconnected");
+      this.close(rateLimited.closeCode, "rate limited");
       return;
     }
     metrics.messagesIn.inc({ transport: "ws" });
@@ -124,44 +138,52 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     if (p?.lease) registry.release(p.lease);
   }
 
-  const admission = new WeakMap<IncomingMessage, { wanted: string | undefined; mode: Mode; format: Format }>();
+  const admission = new WeakMap<IncomingMessage, { wanted: string | undefined; token: string | undefined; mode: Mode; format: Format }>();
 
   /**
    * ws calls this only once every handshake check (method, headers, key,
    * version) has passed, so nothing is claimed for a handshake that fails.
    */
   const verifyClient = (info: { req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string, headers?: Record<string, string>) => void): void => {
-    const { req } = info;
-    const socket = req.socket;
-    const a = admission.get(req);
-    admission.delete(req);
-    if (!a) return done(false, 500);
-    const id = a.wanted ?? registry.newId();
+    const socket = info.req.socket;
+    const a = admission.get(info.req);
+    admission.delete(info.req);
     const deny = (err: ServiceError, headers: Record<string, string> = {}) => {
       metrics.refusals.inc({ code: err.code });
       done(false, err.status, JSON.stringify(err.toJSON()), { "Content-Type": "application/json", ...headers });
     };
-    registry.claim(id, "ws").then(
-      (lease) => {
-        // The peer may have gone, or a drain begun, while we awaited Redis.
-        if (socket.destroyed) {
-          if (lease) registry.release(lease);
-          return;
-        }
-        if (drain.draining) {
-          if (lease) registry.release(lease);
-          return deny(new ServiceError("DRAINING"), DRAIN_HEADERS);
-        }
-        pending.set(socket, { lease, wanted: id, mode: a.mode, format: a.format });
-        socket.once("close", releasePending);
-        done(true);
-      },
-      (err: unknown) => {
-        log.error({ err }, "claim failed");
-        deny(new ServiceError("INTERNAL"));
-      },
-    );
+    if (!a) return deny(new ServiceError("INTERNAL"));
+    void (async () => {
+      let id: string;
+      let lease: Lease | undefined;
+      try {
+        id = await clientIdOf(a);
+        lease = await registry.claim(id, "ws");
+      } catch (err) {
+        if (err instanceof ServiceError) return deny(err);
+        log.error({ err }, "admission failed");
+        return deny(new ServiceError("INTERNAL"));
+      }
+      // The peer may have gone, or a drain begun, while we awaited Redis.
+      if (socket.destroyed || drain.draining) {
+        if (lease) registry.release(lease);
+        if (!socket.destroyed) deny(new ServiceError("DRAINING"), DRAIN_HEADERS);
+        return;
+      }
+      pending.set(socket, { lease, wanted: id, mode: a.mode, format: a.format });
+      socket.once("close", releasePending);
+      done(true);
+    })();
   };
+
+  /** The id a /ws connection asks for: its token's subject when tokens are required, else the path's id or a new one. */
+  const clientIdOf = async (a: { wanted: string | undefined; token: string | undefined }): Promise<string> => {
+    if (!verifyToken) return a.wanted ?? registry.newId();
+    const sub = await verifyToken(a.token);
+    if (a.wanted !== undefined && a.wanted !== sub) throw new ServiceError("UNAUTHORIZED", "clientId does not match the client token");
+    return sub;
+  };
+
   // maxPayload makes ws close an oversized frame's connection with 1009 by itself.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes, clientTracking: false, perMessageDeflate: false, verifyClient });
   wss.on("headers", (_headers: string[], req: IncomingMessage) => releaseUpgradeGuard(req.socket));
@@ -181,7 +203,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       ws.close(1008, "duplicate clientId");
       return;
     }
-    const client: Client = { lease, ws, mode, format, alive: true };
+    const client: Client = { lease, ws, mode, format, alive: true, bucket: limiter.bucket() };
     clients.set(ws, client);
     log.debug({ clientId: lease.id, transport: "ws", mode }, "connected");
     const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
@@ -201,6 +223,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         refuse(socket, new ServiceError("DRAINING"), DRAIN_HEADERS);
         return true;
       }
+      if (full()) {
+        refuse(socket, new ServiceError("OVER_CAPACITY", String(config.maxConnections)), DRAIN_HEADERS);
+        return true;
+      }
       if (!origins.allows(req.headers.origin)) {
         refuse(socket, new ServiceError("ORIGIN_NOT_ALLOWED", req.headers.origin));
         return true;
@@ -211,7 +237,8 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         refuse(socket, new ServiceError("INVALID_CLIENT_ID", wanted ?? match[1]));
         return true;
       }
-      admission.set(req, { wanted, mode: wanted === undefined ? "broadcast" : "echo", format });
+      const token = verifyToken ? (target.query.token ?? /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1]) : undefined;
+      admission.set(req, { wanted, token, mode: wanted === undefined ? "broadcast" : "echo", format });
       wss.handleUpgrade(req, socket, head, accept);
       return true;
     },

@@ -1,0 +1,52 @@
+/**
+ * Per-connection inbound rate limit: a token bucket (rate `perSec`, size
+ * `burst`) refilled lazily on each message, so it costs three numbers a
+ * connection and no timer. A connection that keeps sending while refused is
+ * told to go after `disconnectAfter` refusals in a row.
+ *
+ * Hand-written rather than rate-limiter-flexible: that library keys every
+ * limiter by a string in a shared store with its own expiry timers, which
+ * costs memory and a lookup per message at tens of thousands of connections;
+ * the bucket below lives on the connection and dies with it.
+ */
+export interface Bucket {
+  tokens: number;
+  /** performance.now() of the last refill. */
+  at: number;
+  /** Refusals since the last accepted message. */
+  refused: number;
+}
+
+export type Verdict = "ok" | "refused" | "disconnect";
+
+export interface RateLimiter {
+  /** A full bucket for a new connection; undefined when the limit is off. */
+  bucket(): Bucket | undefined;
+  take(bucket: Bucket | undefined): Verdict;
+  /** For refusals: "20 messages a second (burst 40)". */
+  readonly description: string;
+}
+
+export function createRateLimiter(opts: { perSec: number; burst: number; disconnectAfter: number }): RateLimiter {
+  const { perSec, burst, disconnectAfter } = opts;
+  const description = `${perSec} messages a second (burst ${burst})`;
+  if (perSec <= 0) return { bucket: () => undefined, take: () => "ok", description };
+  const perMs = perSec / 1000;
+  return {
+    description,
+    bucket: () => ({ tokens: burst, at: performance.now(), refused: 0 }),
+    take(b) {
+      if (!b) return "ok";
+      const t = performance.now();
+      b.tokens = Math.min(burst, b.tokens + (t - b.at) * perMs);
+      b.at = t;
+      if (b.tokens >= 1) {
+        b.tokens -= 1;
+        b.refused = 0;
+        return "ok";
+      }
+      b.refused++;
+      return disconnectAfter > 0 && b.refused >= disconnectAfter ? "disconnect" : "refused";
+    },
+  };
+}
