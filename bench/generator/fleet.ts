@@ -4,7 +4,7 @@ import { epoch } from "../lib/clock.js";
 import { type Histogram, mergeEncoded } from "../lib/hist.js";
 import { track } from "../lib/processes.js";
 import { PendingReplies } from "../lib/replies.js";
-import type { ConnectOrder, ConnectResult, Delivery, DeliveryBucket, EchoResult, Order, Report, Stats } from "./protocol.js";
+import type { ConnectOrder, ConnectResult, Delivery, DeliveryBucket, EchoResult, FloodOrder, FloodResult, Order, Report, Stats } from "./protocol.js";
 
 const WORKER = fileURLToPath(new URL("./worker.ts", import.meta.url));
 
@@ -239,6 +239,17 @@ export class Fleet {
       open: sum((d) => d.open),
       pendingReconnects: sum((d) => d.pendingReconnects),
     };
+  }
+
+  /**
+   * An abusive client on the first child (see FloodOrder); resolves when its
+   * time is up. Give it a fleet of its own, so that its busy event loop delays
+   * no receiver's timestamps.
+   */
+  async flood(o: Omit<FloodOrder, "op">): Promise<FloodResult> {
+    const child = this.children[0];
+    if (!child) throw new Error("the fleet has no children");
+    return this.#ask<FloodResult>(child, { ...o, op: "flood" }, o.durationMs + o.timeoutMs + 30_000);
   }
 
   /** Closes every connection of a group, or all (and stops reconnecting them). */

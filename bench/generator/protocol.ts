@@ -48,7 +48,38 @@ export type Order =
   | { op: "delivery"; group?: string }
   /** Stop reconnecting and close every connection of a group (all when not given). */
   | { op: "close"; group?: string }
+  | FloodOrder
   | { op: "exit" };
+
+/**
+ * An abusive client: one connection at a time that sends `text` as fast as its
+ * socket takes it, and when the server cuts it, connects again at once (like
+ * an attacker would), until `durationMs` has passed.
+ */
+export interface FloodOrder {
+  op: "flood";
+  /** Its connections are counted under this group (they also receive broadcasts). */
+  group: string;
+  kind: Kind;
+  url: string;
+  /** A chat text (sent as a text frame on /ws, a `message` event on Socket.IO). */
+  text: string;
+  durationMs: number;
+  timeoutMs: number;
+}
+
+export interface FloodResult {
+  /** Frames handed to the socket (those still queued when the server cut it are lost). */
+  sent: number;
+  /** Connections opened (the first and every reconnect). */
+  connects: number;
+  connectFailures: number;
+  /** Why connects failed, and how often. */
+  connectErrors: Record<string, number>;
+  /** Connections the server closed (or that dropped), by WebSocket close code. */
+  closedByServer: Record<string, number>;
+  elapsedMs: number;
+}
 
 export interface ConnectResult {
   opened: number;

@@ -17,6 +17,8 @@ import {
   ECHO_MARK,
   ECHO_ROOM,
   type EchoResult,
+  type FloodOrder,
+  type FloodResult,
   type Kind,
   type Mode,
   type Order,
@@ -80,6 +82,8 @@ interface Client {
   movedFrom: string | undefined;
   closedAtUs: number;
   attempts: number;
+  /** WebSocket close code of the last close (the flood counts why the server cut it). */
+  closeCode: number | undefined;
 }
 
 let clients: Client[] = [];
@@ -192,7 +196,8 @@ function open(client: Client, order: Pick<ConnectOrder, "idPrefix" | "timeoutMs"
       if (client.mode === "fanout") client.group.openFanout++;
       settle(true);
     };
-    const onClose = () => {
+    const onClose = (code?: number) => {
+      client.closeCode = code;
       // Socket.IO: `ready` rejects with the reason (an HTTP status, a connect_error, …).
       if (!client.open) return client.kind === "sio" ? undefined : settle(new Error("closed while connecting"));
       client.open = false;
@@ -270,11 +275,33 @@ function scheduleReconnect(client: Client, order: Pick<ConnectOrder, "idPrefix" 
   }, delay).unref();
 }
 
+/** A client record, in `clients` (not connected yet: `open()` it). */
+function newClient(o: Pick<Client, "groupName" | "kind" | "mode" | "index" | "url" | "localAddress" | "reconnect">): Client {
+  const client: Client = {
+    ...o,
+    group: groupNamed(o.groupName),
+    closing: false,
+    conn: undefined,
+    open: false,
+    instance: undefined,
+    got: 0,
+    skipped: 0,
+    dups: 0,
+    lastSeq: -1,
+    disconnected: false,
+    movedFrom: undefined,
+    closedAtUs: 0,
+    attempts: 0,
+    closeCode: undefined,
+  };
+  clients.push(client);
+  return client;
+}
+
 async function connect(order: ConnectOrder): Promise<ConnectResult> {
   if (openTotal + connecting + order.count > capacity) {
     throw new Error(`child ${process.pid}: ${openTotal + order.count} connections asked, capacity ${capacity} (fd limit ${limit})`);
   }
-  const group = groupNamed(order.group);
   const hist = newHistogram();
   const errors: Record<string, number> = {};
   let launched = 0;
@@ -288,29 +315,15 @@ async function connect(order: ConnectOrder): Promise<ConnectResult> {
       const due = order.ratePerSec > 0 ? Math.min(order.count, Math.floor(((performance.now() - t0) / 1000) * order.ratePerSec) + 1) : order.count;
       while (launched < due && inflight < order.concurrency) {
         const index = order.startIndex + launched++;
-        const client: Client = {
-          group,
+        const client = newClient({
           groupName: order.group,
-          closing: false,
           kind: order.kind,
           mode: order.mode,
           index,
           url: order.urls[index % order.urls.length]!,
           localAddress: sourceAddress(order, index),
-          conn: undefined,
-          open: false,
           reconnect: order.reconnect,
-          instance: undefined,
-          got: 0,
-          skipped: 0,
-          dups: 0,
-          lastSeq: -1,
-          disconnected: false,
-          movedFrom: undefined,
-          closedAtUs: 0,
-          attempts: 0,
-        };
-        clients.push(client);
+        });
         inflight++;
         connecting++;
         const started = nowUs();
@@ -397,6 +410,67 @@ async function echo(ratePerSec: number, durationMs: number, payloadBytes: number
   const deadline = performance.now() + 3_000;
   while (performance.now() < deadline && acked + echoAnswered + errors < sent) await new Promise((r) => setTimeout(r, 20));
   return { sent, answered: acked + echoAnswered, errors, rttHist: encodeHistogram(echoHist) };
+}
+
+/** Unsent bytes above which the flood waits for its socket to drain (it never queues without bound). */
+const FLOOD_HIGH_WATER = 256 * 1024;
+/** Frames sent before the flood yields to the event loop. */
+const FLOOD_BATCH = 1_000;
+
+/**
+ * An abusive client (see FloodOrder): sends as fast as the socket drains,
+ * reconnects at once when cut (after 50 ms when a connect fails), stops at
+ * the deadline.
+ */
+async function flood(order: FloodOrder): Promise<FloodResult> {
+  const r: FloodResult = { sent: 0, connects: 0, connectFailures: 0, connectErrors: {}, closedByServer: {}, elapsedMs: 0 };
+  // The Engine.IO/Socket.IO packet of a `message` event, encoded once.
+  const frame = order.kind === "sio" ? `42${JSON.stringify(["message", order.text])}` : order.text;
+  const t0 = performance.now();
+  const deadline = t0 + order.durationMs;
+  for (let index = 0; performance.now() < deadline; index++) {
+    const client = newClient({ groupName: order.group, kind: order.kind, mode: "idle", index, url: order.url, localAddress: undefined, reconnect: false });
+    const opened = await open(client, { idPrefix: order.group, timeoutMs: Math.min(order.timeoutMs, Math.max(100, deadline - performance.now())) });
+    if (opened !== true) {
+      client.closing = true;
+      client.conn?.terminate();
+      clients = clients.filter((c) => c !== client);
+      // Cut short by the deadline: not a refusal.
+      if (performance.now() >= deadline) break;
+      r.connectFailures++;
+      const key = opened.message.replace(/\d+\.\d+\.\d+\.\d+:\d+/g, "<addr>").slice(0, 120);
+      r.connectErrors[key] = (r.connectErrors[key] ?? 0) + 1;
+      await new Promise((res) => setTimeout(res, 50));
+      continue;
+    }
+    r.connects++;
+    const ws = client.conn instanceof EngineClient ? client.conn.ws : client.conn!;
+    await new Promise<void>((resolve) => {
+      const pump = (): void => {
+        if (!client.open || performance.now() >= deadline) return resolve();
+        let n = 0;
+        while (n < FLOOD_BATCH && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < FLOOD_HIGH_WATER) {
+          ws.send(frame);
+          n++;
+        }
+        r.sent += n;
+        // A full batch: yield and go on; a full socket (or one closing): wait a little.
+        if (n === FLOOD_BATCH) setImmediate(pump);
+        else setTimeout(pump, 1);
+      };
+      pump();
+    });
+    if (client.open) {
+      client.closing = true;
+      client.conn?.terminate();
+    } else {
+      const code = String(client.closeCode ?? "?");
+      r.closedByServer[code] = (r.closedByServer[code] ?? 0) + 1;
+    }
+    clients = clients.filter((c) => c !== client);
+  }
+  r.elapsedMs = performance.now() - t0;
+  return r;
 }
 
 async function closeAll(group?: string): Promise<void> {
@@ -495,6 +569,8 @@ async function handle(order: Order): Promise<unknown> {
       return delivery(order.group);
     case "close":
       return closeAll(order.group);
+    case "flood":
+      return flood(order);
     case "exit":
       await closeAll();
       setImmediate(() => process.exit(0));

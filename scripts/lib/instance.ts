@@ -27,14 +27,20 @@ export interface InstanceProcess {
  * resolves once it is listening (its "listening" line, or /healthz answering). PORT must be a real port (not 0) so the
  * caller knows where it is.
  */
-export async function startInstance(opts: { env: Record<string, string | undefined>; waitForListening?: boolean }): Promise<InstanceProcess> {
+export async function startInstance(opts: {
+  env: Record<string, string | undefined>;
+  waitForListening?: boolean;
+  /** "source" (default): server/main.ts through tsx; "dist": the compiled build (`npm run build` first). */
+  build?: "source" | "dist";
+}): Promise<InstanceProcess> {
   const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: "info", ...opts.env };
   const port = Number(env.PORT);
   const host = env.HOST ?? "127.0.0.1";
   const logs: LogRecord[] = [];
   const otherOutput: string[] = [];
   const waiters = new Set<{ match: (r: LogRecord) => boolean; resolve: (r: LogRecord) => void }>();
-  const child = spawnChild(process.execPath, ["--import", "tsx", "server/main.ts"], {
+  const args = opts.build === "dist" ? ["dist/server/main.js"] : ["--import", "tsx", "server/main.ts"];
+  const child = spawnChild(process.execPath, args, {
     cwd: ROOT,
     env,
     onLine(line) {

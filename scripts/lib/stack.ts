@@ -72,6 +72,23 @@ export interface StackOptions {
   redisUrl?: string;
   /** Lifecycle notifications (the CLI prints them). Must not throw. */
   onEvent?: (event: StackEvent) => void;
+  /** Other nginx per-address limits than shipped (tests use small ones); see NginxLimits. Unset: as shipped. */
+  nginxLimits?: NginxLimits;
+}
+
+/**
+ * nginx's per-address limits, substituted into the shipped directives
+ * `limit_conn per_addr <n>;`, `limit_req_zone <key> zone=new_sessions:<size> rate=<n>r/s;`
+ * and `limit_req zone=new_sessions burst=<n> ...;` (every location that has
+ * it). A field left unset keeps the shipped value.
+ */
+export interface NginxLimits {
+  /** Concurrent proxied requests, WebSockets included, per client address (`limit_conn per_addr`). */
+  connPerAddress?: number;
+  /** New sessions (Engine.IO handshakes without a sid, /ws upgrades) per second per address (`rate=`). */
+  sessionsPerSec?: number;
+  /** New sessions allowed over the rate at once (`burst=`). */
+  burst?: number;
 }
 
 /**
@@ -80,9 +97,11 @@ export interface StackOptions {
  * `listen 127.0.0.1:<basePort>`, and nginx's temp paths move into `tmpDir`
  * (the packaged defaults under /var/lib/nginx are not ours to write).
  * `maxNofile` lowers worker_rlimit_nofile to what this process may have.
- * Nothing else changes. Throws if the source no longer has the expected shape.
+ * `limits` replaces the numbers of the per-address limit directives (see
+ * NginxLimits). Nothing else changes. Throws if the source no longer has the
+ * expected shape, or lacks a directive that `limits` asks to change.
  */
-export function renderNginxConf(source: string, basePort: number, tmpDir: string, opts: { maxNofile?: number } = {}): string {
+export function renderNginxConf(source: string, basePort: number, tmpDir: string, opts: { maxNofile?: number; limits?: NginxLimits } = {}): string {
   if (!Number.isInteger(basePort) || basePort < 1 || basePort + INSTANCE_COUNT > 65535) throw new Error(`bad basePort ${basePort}`);
   // Strip comments for matching only, so a comment cannot satisfy (or break) a check.
   const code = source.replace(/#[^\n]*/g, "");
@@ -95,6 +114,37 @@ export function renderNginxConf(source: string, basePort: number, tmpDir: string
   if ((code.match(/\blisten\s+8080\s*;/g) ?? []).length !== 1) throw new Error("nginx.conf: expected exactly one `listen 8080;`");
   if (!/^\s*http\s*\{/m.test(code)) throw new Error("nginx.conf: no http { } block");
   if (/\b(client_body|proxy|fastcgi|uwsgi|scgi)_temp_path\b/.test(code)) throw new Error("nginx.conf: sets a *_temp_path; renderNginxConf would duplicate it");
+
+  const limits = opts.limits ?? {};
+  for (const [name, value] of Object.entries(limits)) {
+    if (value !== undefined && (!Number.isInteger(value) || value < (name === "burst" ? 0 : 1))) throw new Error(`nginxLimits.${name}: bad value ${value}`);
+  }
+  // Each directive asked for must be there, outside comments, in the shape nginx.conf writes it.
+  const limitDirectives: { field: keyof NginxLimits; re: RegExp; put: (m: string[], n: number) => string; shape: string }[] = [
+    {
+      field: "connPerAddress",
+      re: /\blimit_conn(\s+)per_addr(\s+)\d+(\s*);/g,
+      put: (m, n) => `limit_conn${m[1]}per_addr${m[2]}${n}${m[3]};`,
+      shape: "limit_conn per_addr <n>;",
+    },
+    {
+      field: "sessionsPerSec",
+      re: /\blimit_req_zone(\s+)(\S+)(\s+)zone=new_sessions:(\w+)(\s+)rate=\d+r\/s(\s*);/g,
+      put: (m, n) => `limit_req_zone${m[1]}${m[2]}${m[3]}zone=new_sessions:${m[4]}${m[5]}rate=${n}r/s${m[6]};`,
+      shape: "limit_req_zone <key> zone=new_sessions:<size> rate=<n>r/s;",
+    },
+    {
+      field: "burst",
+      re: /\blimit_req(\s+)zone=new_sessions(\s+)burst=\d+([^;]*);/g,
+      put: (m, n) => `limit_req${m[1]}zone=new_sessions${m[2]}burst=${n}${m[3]};`,
+      shape: "limit_req zone=new_sessions burst=<n> ...;",
+    },
+  ];
+  for (const d of limitDirectives) {
+    if (limits[d.field] !== undefined && !new RegExp(d.re.source).test(code)) {
+      throw new Error(`nginx.conf: nginxLimits.${d.field} is set but there is no \`${d.shape}\` directive to change`);
+    }
+  }
 
   const tmp = tmpDir.replace(/\/+$/, "");
   if (/[\s;{}"'#$]/.test(tmp)) throw new Error(`tmpDir ${JSON.stringify(tmpDir)} cannot be used in nginx.conf unquoted`);
@@ -112,6 +162,10 @@ export function renderNginxConf(source: string, basePort: number, tmpDir: string
     codePart = codePart
       .replace(/\bserver(\s+)ws(\d+):8000\b/g, (_m, sp: string, n: string) => `server${sp}127.0.0.1:${basePort + Number(n)}`)
       .replace(/\blisten(\s+)8080(\s*);/, (_m, sp: string, sp2: string) => `listen${sp}127.0.0.1:${basePort}${sp2};`);
+    for (const d of limitDirectives) {
+      const n = limits[d.field];
+      if (n !== undefined) codePart = codePart.replace(d.re, (...m: string[]) => d.put(m, n));
+    }
     if (opts.maxNofile !== undefined) {
       codePart = codePart.replace(/\bworker_rlimit_nofile(\s+)(\d+)(\s*);/, (m, sp: string, n: string, sp2: string) =>
         Number(n) > opts.maxNofile! ? `worker_rlimit_nofile${sp}${opts.maxNofile}${sp2};` : m,
@@ -250,7 +304,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 
     const confPath = path.join(tmpDir, "nginx.conf");
     const source = await readFile(NGINX_CONF, "utf8");
-    await writeFile(confPath, renderNginxConf(source, basePort, tmpDir, { maxNofile: await hardNofileLimit() }));
+    await writeFile(confPath, renderNginxConf(source, basePort, tmpDir, { maxNofile: await hardNofileLimit(), limits: opts.nginxLimits }));
 
     // The four instances and nginx in parallel; the first failure stops the others at once.
     const parts: Promise<unknown>[] = [
