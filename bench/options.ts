@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_TARGETS, TARGET_NAMES, type TargetName } from "./targets.js";
 
-export const SCENARIOS = ["memory", "fanout", "echo", "ramp", "drain"] as const;
+export const SCENARIOS = ["memory", "fanout", "echo", "ramp", "drain", "abuse"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface Options {
@@ -33,6 +33,13 @@ export interface Options {
   drainClients: number;
   drainRate: number;
   drainForcedSec: number;
+  /** Abuse scenario: receivers per target, and the length of each phase (baseline, message flood, `ping` flood). */
+  abuseReceivers: number;
+  abuseBaselineMs: number;
+  abuseFloodMs: number;
+  abusePingMs: number;
+  /** The well-behaved probe publishes one message every this many ms (under the 20/s default rate limit). */
+  abuseProbeGapMs: number;
   /** CPU profile (over the inspector) of one extra saturated phase at the largest size. */
   profile: boolean;
   /** Generator children; 0 = as many as the connections need (at least 2). */
@@ -66,6 +73,11 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     drainClients: 400,
     drainRate: 10,
     drainForcedSec: 2,
+    abuseReceivers: 50,
+    abuseBaselineMs: 1_500,
+    abuseFloodMs: 2_000,
+    abusePingMs: 3_000,
+    abuseProbeGapMs: 60,
     profile: false,
   },
   full: {
@@ -91,6 +103,11 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     // 12k frames/s: well under what the stack delivers on 2 cores (the wave, not an overload).
     drainRate: 3,
     drainForcedSec: 3,
+    abuseReceivers: 200,
+    abuseBaselineMs: 3_000,
+    abuseFloodMs: 6_000,
+    abusePingMs: 10_000,
+    abuseProbeGapMs: 60,
     profile: true,
   },
 };
@@ -111,6 +128,7 @@ export const USAGE = `npm run bench -- [options]
   --memory-clients N  --memory-settle MS
   --heap-diff N           heap snapshots around N idle clients, growth by constructor (0: off; full run: 1000)
   --drain-clients N  --drain-rate N/s  --drain-forced SEC
+  --abuse-receivers N  --abuse-baseline MS  --abuse-flood MS  --abuse-ping MS  --abuse-probe-gap MS
   --profile / --no-profile   CPU profiles of each target (default: on in the full run)
   --children N            generator processes (default: as needed, at least 2)
   --spread-after N        connections to one destination from 127.0.0.1; the rest from 127.0.0.2–61 (default 4000)
@@ -163,6 +181,11 @@ export function parseOptions(argv: string[]): Options | "help" {
       "drain-clients": { type: "string" },
       "drain-rate": { type: "string" },
       "drain-forced": { type: "string" },
+      "abuse-receivers": { type: "string" },
+      "abuse-baseline": { type: "string" },
+      "abuse-flood": { type: "string" },
+      "abuse-ping": { type: "string" },
+      "abuse-probe-gap": { type: "string" },
       profile: { type: "boolean" },
       "no-profile": { type: "boolean" },
       children: { type: "string" },
@@ -206,6 +229,11 @@ export function parseOptions(argv: string[]): Options | "help" {
     drainClients: num(values["drain-clients"], "drain-clients", p.drainClients, { min: 4 }),
     drainRate: num(values["drain-rate"], "drain-rate", p.drainRate, { min: 1 }),
     drainForcedSec: num(values["drain-forced"], "drain-forced", p.drainForcedSec, { min: 0.1 }),
+    abuseReceivers: Math.round(num(values["abuse-receivers"], "abuse-receivers", p.abuseReceivers, { min: 1 })),
+    abuseBaselineMs: num(values["abuse-baseline"], "abuse-baseline", p.abuseBaselineMs, { min: 200 }),
+    abuseFloodMs: num(values["abuse-flood"], "abuse-flood", p.abuseFloodMs, { min: 200 }),
+    abusePingMs: num(values["abuse-ping"], "abuse-ping", p.abusePingMs, { min: 200 }),
+    abuseProbeGapMs: num(values["abuse-probe-gap"], "abuse-probe-gap", p.abuseProbeGapMs, { min: 5 }),
     profile: values["no-profile"] ? false : values.profile ? true : p.profile,
     children: num(values.children, "children", 0),
     // 127.0.0.1's source ports are shared with nginx's connections to the instances (and

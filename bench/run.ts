@@ -15,6 +15,7 @@ import { fdLimit, machineLoad } from "./lib/proc.js";
 import { Progress } from "./lib/progress.js";
 import { type Options, parseOptions, USAGE } from "./options.js";
 import { renderConsole, type RunResults, writeResults } from "./report.js";
+import { runAbuse } from "./scenarios/abuse.js";
 import { type Ctx, Interrupted } from "./scenarios/context.js";
 import { runDrain } from "./scenarios/drain.js";
 import { runEcho } from "./scenarios/echo.js";
@@ -22,7 +23,7 @@ import { runFanout } from "./scenarios/fanout.js";
 import { runMemory } from "./scenarios/memory.js";
 import { runRamp } from "./scenarios/ramp.js";
 import { runSelfCheck } from "./self-check.js";
-import { type ClusterHost, type Host, startClusterHost, startScriptHost, startSingleInstance, TARGET_NAMES, type TargetName } from "./targets.js";
+import { type ClusterHost, type Host, startClusterHost, startScriptHost, startSingleInstance, type Target, TARGET_NAMES, type TargetName } from "./targets.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** Descriptors a generator child keeps for itself (see worker.ts). */
@@ -75,6 +76,7 @@ async function main(): Promise<number> {
     memory: [],
     ramp: undefined,
     drain: undefined,
+    abuse: [],
     errors: [],
     interrupted: false,
   };
@@ -98,6 +100,7 @@ async function main(): Promise<number> {
     has("memory") ? opts.memoryClients : 0,
     has("ramp") ? opts.rampMax : 0,
     has("drain") ? opts.drainClients : 0,
+    has("abuse") ? opts.abuseReceivers : 0,
     1,
   );
   const perChild = Math.max(1_000, fdLimit() - CHILD_FD_MARGIN);
@@ -164,15 +167,28 @@ async function main(): Promise<number> {
     const wantDirect = broadcastScenarios && wants("sio-4-direct");
     const wantNginx = (broadcastScenarios && wants("sio-4-nginx")) || has("ramp") || has("drain");
     const clusterOpts = { inspect: opts.profile, forcedShutdownSec: opts.drainForcedSec };
+    // The abuse scenario's targets: instances of their own with the abuse limits at their
+    // defaults (the others run with them off: see targets.ts).
+    const abuseHosts: [TargetName, string, () => Promise<Host>][] = [
+      ["ws-1", "abuse: instance for /ws", () => startSingleInstance("ws-1", { inspect: false, defaultLimits: true })],
+      ["sio-1", "abuse: instance for Socket.IO", () => startSingleInstance("sio-1", { inspect: false, defaultLimits: true })],
+      ["sio-4-nginx", "abuse: stack behind nginx", () => startClusterHost("sio-4-nginx", { inspect: false, defaultLimits: true, forcedShutdownSec: opts.drainForcedSec })],
+    ];
+    const wantedAbuse = has("abuse") ? abuseHosts.filter(([t]) => wants(t)) : [];
     // Everything starts at once (the stacks take a while on 2 cores); the memory scenario
-    // runs on the single-process targets meanwhile: it counts bytes, not time.
+    // runs on the single-process targets meanwhile: it counts bytes, not time. The abuse
+    // scenario's hosts stay idle until the end.
     noteLoad("starting the targets");
-    progress.phase(`starting ${[...wantedSingles.map(([, n]) => n), ...(wantDirect ? ["stack for direct clients"] : []), ...(wantNginx ? ["stack behind nginx"] : [])].join(", ")}`);
+    progress.phase(
+      `starting ${[...wantedSingles.map(([, n]) => n), ...(wantDirect ? ["stack for direct clients"] : []), ...(wantNginx ? ["stack behind nginx"] : []), ...wantedAbuse.map(([, n]) => n)].join(", ")}`,
+    );
     const stacks = Promise.all([
       wantDirect ? startHost("stack for direct clients", () => startClusterHost("sio-4-direct", clusterOpts)) : undefined,
       wantNginx ? startHost("stack behind nginx", () => startClusterHost("sio-4-nginx", clusterOpts)) : undefined,
     ]);
     stacks.catch(() => undefined); // awaited below; a rejection now must not count as unhandled
+    const abuseStarted = Promise.all(wantedAbuse.map(([, name, start]) => startHost(name, start)));
+    abuseStarted.catch(() => undefined);
     await Promise.all(wantedSingles.map(([, name, start]) => startHost(name, start)));
     // In TARGET_NAMES order, whichever started first.
     const singleTargets = [...hosts.values()]
@@ -188,8 +204,10 @@ async function main(): Promise<number> {
       }
     }
 
-    if (wantDirect || wantNginx) progress.phase("waiting for the four-instance stacks");
+    if (wantDirect || wantNginx || wantedAbuse.length > 0) progress.phase("waiting for the four-instance stacks");
     const [direct, cluster] = (await stacks) as (ClusterHost | undefined)[];
+    // Nothing is measured while anything still starts.
+    await abuseStarted;
     const all = [
       ...singleTargets,
       ...(direct?.targets ?? []),
@@ -226,6 +244,21 @@ async function main(): Promise<number> {
         const host = cluster;
         results.drain = await attempt("drain", viaNginx.name, () => runDrain(ctx, host));
       }
+    }
+    await stopHost("stack behind nginx");
+
+    if (has("abuse")) {
+      // Last: whatever a flood leaves behind cannot touch another scenario.
+      const targets: Target[] = wantedAbuse.flatMap(([, name]) => hosts.get(name)?.targets ?? []);
+      if (targets.length > 0) {
+        noteLoad("the abuse scenario");
+        const a = await attempt("abuse", targets.map((t) => t.name).join(","), () => runAbuse(ctx, targets));
+        if (a) {
+          results.abuse.push(...a.cells);
+          for (const e of a.errors) results.errors.push({ scenario: "abuse", target: e.target, message: e.message });
+        }
+      }
+      for (const [, name] of wantedAbuse) await stopHost(name);
     }
   } catch (err) {
     if (!(err instanceof Interrupted)) {

@@ -40,6 +40,18 @@ export interface Target {
   processes(): Record<string, number[]>;
   /** Inspector ws:// URLs of the serving Node processes, by name (when started with inspect). */
   inspectors(): { name: string; url: string }[];
+  /** The service's instances behind it (none for the reference servers): GET /metrics, RSS, log records. */
+  instances(): ServiceInstance[];
+}
+
+/** One instance of the service, as the scenarios that read its state see it. */
+export interface ServiceInstance {
+  readonly id: string;
+  readonly pid: number;
+  /** Its own base URL (not nginx's). */
+  readonly url: string;
+  /** Its JSON log records so far (a live array). */
+  readonly logs: readonly unknown[];
 }
 
 /** Processes that serve one or more targets; stop() ends all of them. */
@@ -51,6 +63,11 @@ export interface Host {
 export interface HostOptions {
   /** Start Node servers with --inspect=127.0.0.1:0 (forced GC, memory, profiles over the inspector). */
   inspect: boolean;
+}
+
+export interface InstanceHostOptions extends HostOptions {
+  /** The service's abuse limits at their defaults (the abuse scenario); otherwise off (INSTANCE_ENV). */
+  defaultLimits?: boolean;
 }
 
 const nodeOptions = (inspect: boolean): Record<string, string> =>
@@ -106,6 +123,7 @@ export async function startScriptHost(which: "raw" | "raw-once" | "sio-stock" | 
         publishUrl: url,
         processes: () => ({ server: [pid] }),
         inspectors: () => (inspector ? [{ name: which, url: inspector }] : []),
+        instances: () => [],
       },
     ],
     async stop() {
@@ -115,13 +133,30 @@ export async function startScriptHost(which: "raw" | "raw-once" | "sio-stock" | 
   };
 }
 
-const INSTANCE_ENV = { PERIODIC_INTERVAL_SEC: "0", LOG_LEVEL: "warn" };
+/** Every instance the bench starts: no periodic notifications in the measurements, warnings only in the logs. */
+const BENCH_ENV = { PERIODIC_INTERVAL_SEC: "0", LOG_LEVEL: "warn" };
+
+/**
+ * The instances of the benchmarks (fanout, echo, memory, ramp, drain) run
+ * with the abuse limits off. They measure the delivery path: the publisher
+ * sends as fast as a scenario wants from one connection (saturated fan-out:
+ * thousands of messages a second), which the per-connection rate limit
+ * (RATE_LIMIT_MESSAGES_PER_SEC, default 20/s) would refuse and then
+ * disconnect, and the ramp holds more connections than MAX_CONNECTIONS may
+ * allow. The abuse scenario measures the limits themselves, on instances of
+ * its own started with BENCH_ENV only: every limit at its default.
+ */
+const INSTANCE_ENV = { ...BENCH_ENV, RATE_LIMIT_MESSAGES_PER_SEC: "0", MAX_CONNECTIONS: "0" };
+
+const instanceEnv = (opts: InstanceHostOptions) => (opts.defaultLimits ? BENCH_ENV : INSTANCE_ENV);
+
+const serviceInstance = (inst: InstanceProcess, url = inst.url): ServiceInstance => ({ id: inst.id, pid: inst.pid, url, logs: inst.logs });
 
 /** One instance of the service without Redis; its /ws or its Socket.IO is the target. */
-export async function startSingleInstance(which: "ws-1" | "sio-1", opts: HostOptions): Promise<Host> {
+export async function startSingleInstance(which: "ws-1" | "sio-1", opts: InstanceHostOptions): Promise<Host> {
   const port = await serverPorts(1);
   const instance: InstanceProcess = await startInstance({
-    env: { ...INSTANCE_ENV, PORT: String(port), INSTANCE_ID: `bench-${which}`, ...nodeOptions(opts.inspect) },
+    env: { ...instanceEnv(opts), PORT: String(port), INSTANCE_ID: `bench-${which}${opts.defaultLimits ? "-limits" : ""}`, ...nodeOptions(opts.inspect) },
   });
   const forget = onCleanup(`instance ${which}`, () => instance.stop(5_000));
   const inspector = opts.inspect ? await waitForInspector(instance.otherOutput) : undefined;
@@ -135,6 +170,7 @@ export async function startSingleInstance(which: "ws-1" | "sio-1", opts: HostOpt
         publishUrl: instance.url,
         processes: () => ({ instance: [instance.pid] }),
         inspectors: () => (inspector ? [{ name: instance.id, url: inspector }] : []),
+        instances: () => [serviceInstance(instance)],
       },
     ],
     async stop() {
@@ -158,14 +194,20 @@ export interface ClusterHost extends Host {
  * everyone through nginx. The two targets need stacks of their own: on one,
  * a broadcast of either would also reach the other's clients.
  */
-export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", opts: HostOptions & { forcedShutdownSec: number }): Promise<ClusterHost> {
+export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", opts: InstanceHostOptions & { forcedShutdownSec: number }): Promise<ClusterHost> {
   const listeners = new Set<(e: StackEvent) => void>();
   const stack = await startStack({
     // Below the ephemeral range: see serverPorts().
     basePort: await serverPorts(5),
-    // LOG_LEVEL info: startStack waits for each instance's "listening" line. Nothing on the
-    // message path logs at info, so this costs nothing in the measurements.
-    env: { ...INSTANCE_ENV, LOG_LEVEL: "info", FORCED_SHUTDOWN_AFTER_SEC: String(opts.forcedShutdownSec), ...nodeOptions(opts.inspect) },
+    // LOG_LEVEL info on the benchmark stacks (their lifecycle lines): nothing on the message
+    // path logs at info, so this costs nothing in the measurements. The abuse scenario's
+    // stack logs warnings only, as its single instances do.
+    env: {
+      ...instanceEnv(opts),
+      ...(opts.defaultLimits ? {} : { LOG_LEVEL: "info" }),
+      FORCED_SHUTDOWN_AFTER_SEC: String(opts.forcedShutdownSec),
+      ...nodeOptions(opts.inspect),
+    },
     onEvent: (e) => {
       for (const l of listeners) l(e);
     },
@@ -193,6 +235,7 @@ export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", op
     return groups;
   };
   const direct = stack.instances.map((_, i) => stack.instanceUrl(i));
+  const instances = () => stack.instances.map((inst, i) => serviceInstance(inst, stack.instanceUrl(i)));
   // The stack runs nginx with `-e <its temp dir>/error.log`: read it from the master's command line.
   let errorLog: string | undefined;
   try {
@@ -226,8 +269,8 @@ export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", op
     },
     targets: [
       which === "sio-4-direct"
-        ? { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: direct, publishUrl: direct[0]!, processes, inspectors }
-        : { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: [stack.url], publishUrl: stack.url, processes, inspectors },
+        ? { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: direct, publishUrl: direct[0]!, processes, inspectors, instances }
+        : { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: [stack.url], publishUrl: stack.url, processes, inspectors, instances },
     ],
     async stop() {
       await stack.stop({ graceMs: 5_000 });

@@ -161,31 +161,17 @@ async function runStack(): Promise<void> {
   const redisUrl = process.env.REDIS_URL?.trim() || undefined;
 
   // --- instance output -------------------------------------------------------
-  const LEVEL_COLOR: Record<string, string> = { fatal: "1;31", error: "31", warn: "33", info: "32", debug: "90", trace: "90" };
+  // The service's own terminal format (pino-pretty with its options), one colour an instance.
+  const { prettyFactory } = await import("pino-pretty");
+  const { PRETTY_OPTIONS } = await import("../server/logger.js");
+  // The instance is the coloured label in front, not repeated in the message.
+  const prettify = prettyFactory({ ...PRETTY_OPTIONS, messageFormat: "{if component}[{component}] {end}{msg}", colorize: color });
   const ID_COLOR = ["36", "35", "34", "33"];
-  const SKIP = new Set(["level", "time", "instance", "pid", "msg", "component", "hostname"]);
-  const MAX_FIELDS = 5;
-
-  const compact = (value: unknown): string => {
-    const text = typeof value === "string" ? (/^[^\s"=]+$/.test(value) ? value : JSON.stringify(value)) : JSON.stringify(value);
-    return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-  };
   const idLabel = (id: string) => {
     const n = Number(/^ws(\d+)$/.exec(id)?.[1] ?? 0);
     return paint(ID_COLOR[(n - 1 + ID_COLOR.length) % ID_COLOR.length]!, id.padEnd(3));
   };
-  const printRecord = (id: string, r: LogRecord) => {
-    const time = typeof r.time === "string" ? r.time.slice(11, 23) : new Date().toISOString().slice(11, 23);
-    const level = String(r.level ?? "?");
-    const component = typeof r.component === "string" ? `${paint("90", `[${r.component}]`)} ` : "";
-    const fields = Object.entries(r)
-      .filter(([k]) => !SKIP.has(k))
-      .slice(0, MAX_FIELDS)
-      .map(([k, v]) => `${paint("90", `${k}=`)}${compact(v)}`);
-    process.stdout.write(
-      `${paint("90", time)} ${idLabel(id)} ${paint(LEVEL_COLOR[level] ?? "0", level.toUpperCase().padEnd(5))} ${component}${r.msg ?? ""}${fields.length ? ` ${fields.join(" ")}` : ""}\n`,
-    );
-  };
+  const printRecord = (id: string, r: LogRecord) => void process.stdout.write(`${idLabel(id)} ${prettify(r)}`);
   const followed = new WeakSet<InstanceProcess>();
   const otherPrinted = new WeakMap<InstanceProcess, number>();
   const flushOther = (inst: InstanceProcess) => {

@@ -82,6 +82,13 @@ const schema = z.object({
     .toLowerCase()
     .default("info")
     .pipe(z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` })),
+  LOG_FORMAT: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .optional()
+    .transform((v) => (v === undefined || v === "" ? undefined : v))
+    .pipe(z.enum(["json", "pretty"], { error: "must be json or pretty" }).optional()),
   FORCED_SHUTDOWN_AFTER_SEC: seconds(1800),
   PROGRESS_LOG_EVERY_SEC: seconds(5),
   PERIODIC_INTERVAL_SEC: seconds(10, { allowZero: true }),
@@ -147,6 +154,8 @@ export interface Config {
   readonly instanceId: string;
   /** @default "info" */
   readonly logLevel: (typeof LOG_LEVELS)[number];
+  /** JSON lines, or pretty lines for a terminal. @default "pretty" when stdout is a TTY, else "json" */
+  readonly logFormat: "json" | "pretty" | undefined;
   /** Drain deadline, milliseconds. @default 1_800_000 */
   readonly forcedShutdownAfterMs: number;
   /** @default 5_000 */
@@ -246,6 +255,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: c.HOST,
     instanceId: c.INSTANCE_ID ?? `${os.hostname()}:${c.PORT}`,
     logLevel: c.LOG_LEVEL,
+    logFormat: c.LOG_FORMAT,
     forcedShutdownAfterMs: Math.round(c.FORCED_SHUTDOWN_AFTER_SEC * 1000),
     progressLogEveryMs: Math.round(c.PROGRESS_LOG_EVERY_SEC * 1000),
     periodicIntervalMs: Math.round(c.PERIODIC_INTERVAL_SEC * 1000),

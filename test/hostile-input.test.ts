@@ -238,13 +238,16 @@ describe("hostile input", function () {
       );
       // Backslashes are left out: how a literal one renders is not specified.
       const text = fc.string({ unit: char, minLength: 1, maxLength: 60 }).filter((s) => !s.includes("\\"));
+      // Each run's text starts with its own tag, so a failed run leaves no frame for the next one to take.
+      let runs = 0;
       await fc.assert(
         fc.asyncProperty(text, async (s) => {
-          sender.ws.send(s);
-          const line = await reader.next((l) => l.startsWith(`User ${id} `));
-          expect(line).to.equal(`User ${id} (via test-1) says: ${visible(s)}`);
+          const tag = `#${++runs} `;
+          sender.ws.send(tag + s);
+          const line = await reader.next((l) => l.startsWith(`User ${id} (via test-1) says: ${tag}`), 2_000);
+          expect(line).to.equal(`User ${id} (via test-1) says: ${tag}${visible(s)}`);
           expect(line).not.to.match(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/);
-          expect((await json.nextJson("message")).text).to.equal(s);
+          expect((await json.nextJson("message", (m: { text: string }) => m.text.startsWith(tag), 2_000)).text).to.equal(tag + s);
         }),
         { numRuns: Number(process.env.FUZZ_TEXT_RUNS ?? 100), seed: process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined },
       );
@@ -387,7 +390,10 @@ describe("fuzz: hostile requests and frames against one real instance process wi
     console.log(
       `      ${name}: ${details.numRuns} case(s) in ${((Date.now() - started) / 1000).toFixed(1)} s, seed ${seed}${details.interrupted ? " (time limit reached)" : ""}${restarts ? `, ${restarts} restart(s)` : ""}: ${summary(stats)}`,
     );
-    if (details.failed) throw new Error(fc.defaultReportMessage(details) ?? "property failed");
+    if (details.failed) {
+      const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+      throw new Error(`${fc.defaultReportMessage(details) ?? "property failed"}\n\nWhat went wrong with the counterexample:\n${cause}`);
+    }
   }
 
   it("answers every raw HTTP request with a status (never 5xx) or a clean close, stays up, and leaks no clientId", async () => {

@@ -33,7 +33,8 @@ export async function startInstance(opts: {
   /** "source" (default): server/main.ts through tsx; "dist": the compiled build (`npm run build` first). */
   build?: "source" | "dist";
 }): Promise<InstanceProcess> {
-  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: "info", ...opts.env };
+  // JSON lines always: they are parsed here (the stack prettifies them itself).
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: "info", ...opts.env, LOG_FORMAT: "json" };
   const port = Number(env.PORT);
   const host = env.HOST ?? "127.0.0.1";
   const logs: LogRecord[] = [];
