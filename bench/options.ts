@@ -74,7 +74,7 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     drainRate: 10,
     drainForcedSec: 2,
     abuseReceivers: 50,
-    abuseBaselineMs: 1_500,
+    abuseBaselineMs: 1_200,
     abuseFloodMs: 2_000,
     abusePingMs: 3_000,
     abuseProbeGapMs: 60,
@@ -114,7 +114,7 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
 
 export const USAGE = `npm run bench -- [options]
 
-  --quick                 smoke preset (about a minute); default is the full run (under ten minutes)
+  --quick                 smoke preset (about a minute and a half); default is the full run (under ten minutes)
   --targets a,b           ${TARGET_NAMES.join(",")} (default: all but raw-once)
   --scenarios a,b         ${SCENARIOS.join(",")} (default: all)
   --sizes 1000,5000       fan-out client counts

@@ -2,6 +2,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { lineChart, type Series } from "./lib/svg.js";
 import type { Options } from "./options.js";
+import type { AbuseCell, AbusePhase, AbusePhaseName } from "./scenarios/abuse.js";
 import type { DrainResult } from "./scenarios/drain.js";
 import type { EchoCell } from "./scenarios/echo.js";
 import type { FanoutCell, TargetProfile } from "./scenarios/fanout.js";
@@ -33,6 +34,7 @@ export interface RunResults {
   memory: MemoryCell[];
   ramp: RampResult | undefined;
   drain: DrainResult | undefined;
+  abuse: AbuseCell[];
   errors: { scenario: string; target: string; message: string }[];
   interrupted: boolean;
 }
@@ -48,6 +50,10 @@ export interface Figure {
 }
 
 const KIB = 1024;
+const MIB = 1024 * 1024;
+/** Abuse goals: the receivers' p99 under a flood at most this many times their p99 without; an instance's RSS growth during the ping flood at most this. */
+const ABUSE_P99_GOAL = 2;
+const ABUSE_RSS_GOAL_MIB = 50;
 const round = (v: number, d = 2) => (Number.isFinite(v) ? Math.round(v * 10 ** d) / 10 ** d : NaN);
 const n0 = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString("en-US") : "–");
 const f = (v: number | undefined, d = 2) => (v === undefined || !Number.isFinite(v) ? "–" : String(round(v, d)));
@@ -210,12 +216,87 @@ export function figures(r: RunResults): Figure[] {
       basis: `ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}`,
     });
   }
+  out.push(...abuseFigures(r));
   return out;
 }
 
+const abusePhase = (c: AbuseCell, name: AbusePhaseName) => c.phases.find((p) => p.phase === name);
+/** A server count, or "n/a" when the instances do not expose it. */
+const na = (v: number | undefined) => (v === undefined ? "n/a" : n0(v));
+/** Connections of the abuser that the server closed (as the abuser saw them). */
+const closedByServer = (p: AbusePhase) => Object.values(p.abuser?.closedByServer ?? {}).reduce((a, b) => a + b, 0);
+const abuserBasis = (p: AbusePhase | undefined) =>
+  p?.abuser
+    ? `abuser: ${n0(p.abuser.sent)} messages sent over ${n0(p.abuser.connects)} connections, ${n0(closedByServer(p))} of them closed by the server; the server accepted ${na(p.server.accepted)}, refused ${na(p.server.refused)} (wbs_rate_limited_total), wbs_rate_limit_disconnects_total +${na(p.server.disconnects)}`
+    : "";
+
+/** The abuse scenario's figures: p99 under each flood ÷ without, RSS growth during the ping flood. */
+function abuseFigures(r: RunResults): Figure[] {
+  const out: Figure[] = [];
+  for (const c of r.abuse) {
+    const base = abusePhase(c, "baseline");
+    for (const [name, what, value] of [
+      ["flood", "a message flood", c.floodP99Ratio],
+      ["ping", "a `ping` flood", c.pingP99Ratio],
+    ] as const) {
+      const p = abusePhase(c, name);
+      out.push({
+        name: `abuse, ${c.target}: receivers' p99 under ${what} ÷ without`,
+        value,
+        display: value === undefined ? "not measured" : `${f(value)}× (p99 ${f(p?.probe.latency.p99)} ms vs ${f(base?.probe.latency.p99)} ms)`,
+        goal: `≤ ${ABUSE_P99_GOAL}×`,
+        reference: "",
+        met: value === undefined ? undefined : value <= ABUSE_P99_GOAL,
+        basis: `${n0(c.connected)} receivers, probe every ${c.probeGapMs} ms, ${p ? f(p.seconds, 1) : "–"} s; ${abuserBasis(p)}${name === "ping" && p ? `; ${na(p.server.statusNotifications)} status notifications` : ""}`,
+      });
+    }
+    const ping = abusePhase(c, "ping");
+    const mib = c.pingRssGrowth === undefined ? undefined : c.pingRssGrowth / MIB;
+    // On the stack, which instance it was (the abuser lands on any of them).
+    const grew = ping && ping.rss.length > 1 ? ping.rss.reduce((a, b) => (b.max - b.before > a.max - a.before ? b : a)) : undefined;
+    out.push({
+      name: `abuse, ${c.target}: instance RSS growth during the ${ping ? f(ping.seconds, 0) : "–"} s ping flood`,
+      value: mib,
+      display: mib === undefined ? "not measured" : `${f(mib, 1)} MiB${grew ? ` (${grew.instance})` : ""}`,
+      goal: `≤ ${ABUSE_RSS_GOAL_MIB} MB`,
+      reference: "",
+      met: mib === undefined ? undefined : mib <= ABUSE_RSS_GOAL_MIB,
+      basis: ping ? `VmRSS every 100 ms, most during the flood − just before${ping.rss.length > 1 ? `, the instance that grew most of ${ping.rss.length}` : ""}` : "",
+    });
+  }
+  return out;
+}
+
+function abuseRows(r: RunResults): { header: string[]; rows: string[][] } {
+  const header = ["target", "phase", "s", "p50 ms", "p99 ms", "×base", "delivered", "abuser sent", "conns", "closed", "accepted", "refused", "cut", "status", "RSS +MiB", "CPU srv %"];
+  const rows = r.abuse.flatMap((c) => {
+    const base = abusePhase(c, "baseline")?.probe.latency.p99;
+    return c.phases.map((p) => [
+      c.target,
+      p.phase,
+      f(p.seconds, 1),
+      f(p.probe.latency.p50),
+      f(p.probe.latency.p99),
+      p.phase === "baseline" || base === undefined || !(base > 0) ? "" : f(p.probe.latency.p99 / base),
+      `${n0(p.probe.delivered)}/${n0(p.probe.expected)}`,
+      p.abuser ? n0(p.abuser.sent) : "",
+      p.abuser ? n0(p.abuser.connects) : "",
+      p.abuser ? n0(closedByServer(p)) : "",
+      p.abuser ? na(p.server.accepted) : "",
+      p.abuser ? na(p.server.refused) : "",
+      p.abuser ? na(p.server.disconnects) : "",
+      na(p.server.statusNotifications),
+      f(p.rssGrowthMax / MIB, 1),
+      f(cpuServer(p.cpu), 0),
+    ]);
+  });
+  return { header, rows };
+}
+
+/** CPU of the serving processes: not the load generator, the abuser or the bench itself. */
 const cpuServer = (cpu: Record<string, number>) =>
   Object.entries(cpu)
-    .filter(([k]) => k !== "generator" && k !== "bench (publisher)")
+    .filter(([k]) => k !== "generator" && k !== "abuser" && !k.startsWith("bench"))
     .reduce((s, [, v]) => s + v, 0);
 
 function table(header: string[], rows: string[][], align?: ("l" | "r")[]): string {
@@ -307,6 +388,13 @@ export function renderConsole(r: RunResults): string {
         `  reconnect wave: ${n0(d.moved.clients)} clients moved, ${n0(d.reconnectWave.reconnects)} reconnects over ${d.reconnectWave.durationMs ?? "–"} ms, ` +
         `p50 ${f(d.reconnectWave.time.p50)} ms p99 ${f(d.reconnectWave.time.p99)} ms, ${n0(d.reconnectWave.failedAttempts)} failed attempts, ${n0(d.moved.lostWhileAway)} messages missed while away; open at end ${n0(d.openAtEnd)}/${n0(d.connected)}`,
     );
+  }
+  if (r.abuse.length > 0) {
+    parts.push(
+      `\nAbuse (service limits at their defaults; one abuser, reconnecting when cut; probe every ${r.abuse[0]!.probeGapMs} ms; latency publish→receipt at the receivers; conns/closed: the abuser's connections and those the server closed; accepted/refused/cut: the instances' /metrics (cut = wbs_rate_limit_disconnects_total), n/a when absent)`,
+    );
+    const { header, rows } = abuseRows(r);
+    parts.push(table(header, rows));
   }
   const figs = figures(r);
   if (figs.length > 0) {
@@ -538,6 +626,7 @@ export function renderMarkdown(r: RunResults): string {
       ),
     );
   }
+  if (r.abuse.length > 0) renderAbuse(r, L);
   if (r.profiles.length > 0) {
     L.push("");
     L.push("## CPU profiles (saturated fan-out at the largest size)");
@@ -564,7 +653,79 @@ export function renderMarkdown(r: RunResults): string {
   return L.join("\n");
 }
 
-const OWN_FILES = ["run.json", "REPORT.md", "fanout.json", "latency.svg", "echo.json", "memory.json", "ramp.json", "drain.json"];
+function renderAbuse(r: RunResults, L: string[]): void {
+  const o = r.options;
+  L.push("");
+  L.push("## Abuse (service limits at their defaults)");
+  L.push("");
+  L.push(
+    `Instances of their own, started with every abuse limit at its default (RATE_LIMIT_MESSAGES_PER_SEC, RATE_LIMIT_BURST, RATE_LIMIT_DISCONNECT_AFTER, STATUS_INTERVAL_SEC, MAX_CONNECTIONS unset; PERIODIC_INTERVAL_SEC=0, LOG_LEVEL=warn); the other scenarios' instances run with the rate limit and the connection cap off. On each target, ${n0(o.abuseReceivers)} receivers and a well-behaved probe that publishes one message every ${o.abuseProbeGapMs} ms (under the default 20 a second) throughout; the receivers' publish-to-receipt latency of the probe's messages is measured in three phases: a baseline (${o.abuseBaselineMs / 1000} s, probe only), a message flood (${o.abuseFloodMs / 1000} s) and a \`ping\` flood (${o.abusePingMs / 1000} s). The abuser (a generator process of its own) sends as fast as its socket drains and, whenever the server cuts it, connects again at once, like an attacker. VmRSS of the instance(s) is sampled every 100 ms; accepted = the instances' Δ wbs_broadcasts_total of the transport less the probe's messages, refused = Δ wbs_rate_limited_total, cut = Δ wbs_rate_limit_disconnects_total, status = Δ wbs_broadcasts_total{origin="status"} (summed over the instances; n/a when the server has no such metric). After each phase the probe's last messages get as long as the phase (2–10 s) to arrive (tail); any later are missing from \`delivered\`, not timed.`,
+  );
+  if (r.abuse.some((c) => c.target === "sio-4-nginx")) {
+    L.push("");
+    L.push(
+      "On `sio-4-nginx` everyone (receivers, probe and abuser) connects through nginx from 127.0.0.1, which nginx.conf exempts from its per-address limits (limit_conn, limit_req on new sessions): the figures are the instances' own limits, not nginx's. An abuser from any other address would also meet nginx's limits.",
+    );
+  }
+  const overcounted = r.abuse.flatMap((c) => c.phases.filter((p) => p.abuser && (p.server.disconnects ?? 0) > p.abuser.connects).map((p) => `${c.target} ${p.phase}`));
+  if (overcounted.length > 0) {
+    L.push("");
+    L.push(
+      `wbs_rate_limit_disconnects_total rose by more than the abuser had connections (${overcounted.join(", ")}): it counts more than connections closed (compare "closed by server"), and the instances wrote as many log records.`,
+    );
+  }
+  if (r.abuse.some((c) => !c.limitMetrics)) {
+    L.push("");
+    L.push(`No wbs_rate_limited_total on ${r.abuse.filter((c) => !c.limitMetrics).map((c) => `\`${c.target}\``).join(", ")}: a server without the rate limit (refused and cut are n/a).`);
+  }
+  L.push("");
+  L.push(
+    md(
+      ["figure", "measured", "goal", "met", "basis"],
+      abuseFigures(r).map((x) => [x.name, x.display, x.goal, x.met === undefined ? "" : x.met ? "met" : "**not met**", x.basis]),
+      [0, 1, 2, 3, 4],
+    ),
+  );
+  L.push("");
+  L.push(
+    md(
+      ["target", "phase", "s", "probe sent", "delivered", "p50 ms", "p99 ms", "max ms", "p99 ×base", "tail ms", "receiver drops", "abuser sent", "abuser connections", "connect failures", "closed by server (close code)", "accepted", "refused", "cut", "status", "RSS before MiB", "RSS +max MiB", "log records", "CPU by process"],
+      r.abuse.flatMap((c) => {
+        const base = abusePhase(c, "baseline")?.probe.latency.p99;
+        return c.phases.map((p) => [
+          c.target,
+          p.phase,
+          f(p.seconds, 1),
+          n0(p.probe.sent),
+          `${n0(p.probe.delivered)}/${n0(p.probe.expected)}`,
+          f(p.probe.latency.p50),
+          f(p.probe.latency.p99),
+          f(p.probe.latency.max),
+          p.phase === "baseline" || base === undefined || !(base > 0) ? "" : f(p.probe.latency.p99 / base),
+          n0(p.probe.tailMs),
+          n0(p.drops),
+          p.abuser ? n0(p.abuser.sent) : "",
+          p.abuser ? n0(p.abuser.connects) : "",
+          p.abuser ? `${n0(p.abuser.connectFailures)}${Object.keys(p.abuser.connectErrors).length ? ` (${Object.entries(p.abuser.connectErrors).map(([k, v]) => `${v}× ${k.replace(/\|/g, "/")}`).join("; ")})` : ""}` : "",
+          p.abuser ? Object.entries(p.abuser.closedByServer).map(([k, v]) => `${v}× ${k}`).join(", ") || "0" : "",
+          p.abuser ? na(p.server.accepted) : "",
+          p.abuser ? na(p.server.refused) : "",
+          p.abuser ? na(p.server.disconnects) : "",
+          na(p.server.statusNotifications),
+          f(Math.max(...p.rss.map((x) => x.before)) / MIB, 1),
+          f(p.rssGrowthMax / MIB, 1),
+          n0(p.logRecords),
+          Object.entries(p.cpu)
+            .map(([k, v]) => `${k} ${f(v, 0)}`)
+            .join(", "),
+        ]);
+      }),
+      [0, 1, 13, 14, 22],
+    ),
+  );
+}
+
+const OWN_FILES = ["run.json", "REPORT.md", "fanout.json", "latency.svg", "echo.json", "memory.json", "ramp.json", "drain.json", "abuse.json"];
 
 /** Writes `<scenario>.json`, `run.json`, `latency.svg` and `REPORT.md` into `dir` (and removes those of an earlier run this one did not make). */
 export async function writeResults(dir: string, r: RunResults): Promise<string[]> {
@@ -581,6 +742,7 @@ export async function writeResults(dir: string, r: RunResults): Promise<string[]
   if (r.memory.length > 0) files.push(["memory.json", JSON.stringify(r.memory, null, 2)]);
   if (r.ramp) files.push(["ramp.json", JSON.stringify(r.ramp, null, 2)]);
   if (r.drain) files.push(["drain.json", JSON.stringify(r.drain, null, 2)]);
+  if (r.abuse.length > 0) files.push(["abuse.json", JSON.stringify(r.abuse, null, 2)]);
   for (const [name, text] of files) await writeFile(path.join(dir, name), text);
   const made = new Set(files.map(([name]) => name));
   for (const name of OWN_FILES) if (!made.has(name)) await rm(path.join(dir, name), { force: true });

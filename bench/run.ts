@@ -26,6 +26,12 @@ import { runSelfCheck } from "./self-check.js";
 import { type ClusterHost, type Host, startClusterHost, startScriptHost, startSingleInstance, type Target, TARGET_NAMES, type TargetName } from "./targets.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+/** An error message on one line: its lines joined, at most 600 characters. */
+const oneLine = (message: string): string => {
+  const text = message.split("\n").map((l) => l.trim()).filter(Boolean).join(" | ");
+  return text.length > 600 ? `${text.slice(0, 599)}…` : text;
+};
 /** Descriptors a generator child keeps for itself (see worker.ts). */
 const CHILD_FD_MARGIN = 300;
 
@@ -126,7 +132,8 @@ async function main(): Promise<number> {
       return await fn();
     } catch (err) {
       if (isInterrupted() || err instanceof Interrupted) throw new Interrupted();
-      const message = (err as Error).message?.split("\n")[0] ?? String(err);
+      // One line, with what follows the first (a process's last output says why it exited).
+      const message = oneLine((err as Error).message ?? String(err));
       results.errors.push({ scenario, target, message });
       progress.log(`bench: ${scenario} on ${target} failed: ${message}`);
       await fleet.closeAll().catch(() => undefined);
@@ -190,10 +197,10 @@ async function main(): Promise<number> {
     const abuseStarted = Promise.all(wantedAbuse.map(([, name, start]) => startHost(name, start)));
     abuseStarted.catch(() => undefined);
     await Promise.all(wantedSingles.map(([, name, start]) => startHost(name, start)));
-    // In TARGET_NAMES order, whichever started first.
-    const singleTargets = [...hosts.values()]
-      .flatMap((h) => h.targets)
-      .filter((t) => wantedSingles.some(([name]) => name === t.name))
+    // In TARGET_NAMES order, whichever started first. By host: the abuse scenario's instances
+    // (started meanwhile) answer to the same target names.
+    const singleTargets = wantedSingles
+      .flatMap(([, name]) => hosts.get(name)?.targets ?? [])
       .sort((a, b) => TARGET_NAMES.indexOf(a.name) - TARGET_NAMES.indexOf(b.name));
 
     // Memory first, on fresh processes.

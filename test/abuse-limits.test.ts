@@ -4,6 +4,7 @@ import { startApp, type TestApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
 import { connectIo, connectWs, type IoClient, ioRefusal, type WsClient, wsRefusal } from "./helpers/clients.js";
 import { pollingHandshake, pollingSend } from "./helpers/engine-io.js";
+import { metric, readMetrics } from "./helpers/metrics.js";
 
 type Ack = { ok: boolean; code?: string; error?: string; room?: string };
 type Message = { text: string; from: string };
@@ -12,12 +13,8 @@ type Notification = { type: string; requestedBy?: string };
 const isStatus = (e: { event: string; args: unknown[] }) => e.event === "notification" && (e.args[0] as Notification).type === "status";
 const isMessage = (text: string) => (e: { event: string; args: unknown[] }) => e.event === "message" && (e.args[0] as Message).text === text;
 
-/** A counter or gauge of GET /metrics with one `transport` label; 0 when the series is absent. */
-async function metric(t: TestApp, name: string, transport: string): Promise<number> {
-  const text = await (await fetch(`${t.url}/metrics`)).text();
-  const m = new RegExp(`^${name}\\{transport="${transport.replace(/\./g, "\\.")}"\\} (\\S+)$`, "m").exec(text);
-  return m ? Number(m[1]) : 0;
-}
+/** A series of GET /metrics with one `transport` label; 0 while it is absent (a counter never incremented). */
+const metricOf = async (t: TestApp, name: string, transport: string): Promise<number> => metric(await readMetrics(t.url), `${name}{transport="${transport}"}`) ?? 0;
 
 const broadcast = (t: TestApp, message: string) =>
   fetch(`${t.url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ message }) });
@@ -103,8 +100,8 @@ describe("abuse limits", function () {
       expect(floodSeen).to.deep.equal(accepted.map((i) => `flood ${i}`));
       expect(line.inbox.all((l) => / says: flood \d+$/.test(l))).to.have.length(accepted.length);
 
-      expect(await metric(t, "wbs_rate_limited_total", "socket.io")).to.equal(refused.length);
-      expect(await metric(t, "wbs_rate_limit_disconnects_total", "socket.io")).to.equal(0);
+      expect(await metricOf(t, "wbs_rate_limited_total", "socket.io")).to.equal(refused.length);
+      expect(await metricOf(t, "wbs_rate_limit_disconnects_total", "socket.io")).to.equal(0);
       expect(flooder.socket.connected).to.equal(true);
     });
 
@@ -121,7 +118,7 @@ describe("abuse limits", function () {
       expect(await other.socket.emitWithAck("message", "sentinel")).to.deep.equal({ ok: true });
       expect((await c.next("message")).text).to.equal("sentinel");
       expect(c.inbox.all((e) => e.event === "message")).to.have.length(1);
-      expect(await metric(t, "wbs_rate_limited_total", "socket.io")).to.equal(4);
+      expect(await metricOf(t, "wbs_rate_limited_total", "socket.io")).to.equal(4);
     });
 
     it("/ws text mode, echo and broadcast: answers 'Error: rate limited' for each refused frame and broadcasts only the accepted ones", async () => {
@@ -157,7 +154,7 @@ describe("abuse limits", function () {
       // The flooder still receives (and was never disconnected).
       await flooder.next((l) => l.endsWith("says: sentinel"));
 
-      expect(await metric(t, "wbs_rate_limited_total", "ws")).to.equal(refused.length + (30 - broadcastLines.length));
+      expect(await metricOf(t, "wbs_rate_limited_total", "ws")).to.equal(refused.length + (30 - broadcastLines.length));
     });
 
     it("/ws JSON mode: answers an error frame with code RATE_LIMITED", async () => {
@@ -176,7 +173,7 @@ describe("abuse limits", function () {
         expect(f.data.code).to.equal("RATE_LIMITED");
         expect(f.data.error).to.match(/^rate limited/);
       }
-      expect(await metric(t, "wbs_rate_limited_total", "ws")).to.equal(2);
+      expect(await metricOf(t, "wbs_rate_limited_total", "ws")).to.equal(2);
     });
 
     it("limits nothing with RATE_LIMIT_MESSAGES_PER_SEC=0", async () => {
@@ -189,8 +186,8 @@ describe("abuse limits", function () {
       await line.next((l) => l === "Server echo: e 149");
       expect(line.inbox.all((l) => l.startsWith("Server echo: e "))).to.have.length(150);
       expect(line.inbox.all((l) => l.startsWith("Error"))).to.deep.equal([]);
-      expect(await metric(t, "wbs_rate_limited_total", "socket.io")).to.equal(0);
-      expect(await metric(t, "wbs_rate_limited_total", "ws")).to.equal(0);
+      expect(await metricOf(t, "wbs_rate_limited_total", "socket.io")).to.equal(0);
+      expect(await metricOf(t, "wbs_rate_limited_total", "ws")).to.equal(0);
     });
 
     it("does not limit POST /broadcast-to-all", async () => {
@@ -235,10 +232,10 @@ describe("abuse limits", function () {
       // Everyone else goes on.
       await broadcast(t, "after the cut");
       await bystander.next("message", (m: Message) => m.text === "after the cut");
-      expect(await metric(t, "wbs_rate_limited_total", "socket.io")).to.equal(4);
-      expect(await metric(t, "wbs_rate_limited_total", "ws")).to.equal(4);
-      expect(await metric(t, "wbs_rate_limit_disconnects_total", "socket.io")).to.equal(1);
-      expect(await metric(t, "wbs_rate_limit_disconnects_total", "ws")).to.equal(1);
+      expect(await metricOf(t, "wbs_rate_limited_total", "socket.io")).to.equal(4);
+      expect(await metricOf(t, "wbs_rate_limited_total", "ws")).to.equal(4);
+      expect(await metricOf(t, "wbs_rate_limit_disconnects_total", "socket.io")).to.equal(1);
+      expect(await metricOf(t, "wbs_rate_limit_disconnects_total", "ws")).to.equal(1);
       const { clients } = (await (await fetch(`${t.url}/clients`)).json()) as { clients: string[] };
       expect(clients).to.deep.equal(["bystander"]);
     });
@@ -273,7 +270,7 @@ describe("abuse limits", function () {
       await broadcast(t, "you are still here");
       await c.next("message", (m: Message) => m.text === "you are still here");
       expect(c.socket.connected).to.equal(true);
-      expect(await metric(t, "wbs_rate_limit_disconnects_total", "socket.io")).to.equal(0);
+      expect(await metricOf(t, "wbs_rate_limit_disconnects_total", "socket.io")).to.equal(0);
     });
   });
 

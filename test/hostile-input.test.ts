@@ -22,7 +22,7 @@ import { type Cluster, startCluster } from "./helpers/cluster.js";
 import { type FrameSpec, type HttpCase, type WsConnCase, frameBytes, frameCase, httpCase, httpCaseRequest } from "./helpers/fuzz-inputs.js";
 import { type Holdings, holdings, settled, waitForHoldings } from "./helpers/metrics.js";
 import { expectAlive, hasExited, lastOutput } from "./helpers/process.js";
-import { RawConnection, type RawResponse, buildRequest, closeFrame, jsonBody, rawExchange, type RequestSpec, upgradeHeaders } from "./helpers/raw-http.js";
+import { RawConnection, type RawResponse, buildRequest, closeFrame, encodeFrame, jsonBody, rawExchange, type RequestSpec, upgradeHeaders } from "./helpers/raw-http.js";
 
 const run = promisify(execFile);
 const ws = (url: string) => url.replace(/^http/, "ws");
@@ -93,6 +93,37 @@ describe("hostile input", function () {
       }
       const c = await wsClient(`${ws(inst.url)}/ws`);
       expect(await c.next()).to.match(/Welcome!/);
+    });
+  });
+
+  describe("a refused /ws/{clientId} duplicate", () => {
+    // The duplicate is answered after the upgrade (an error frame, then close
+    // 1008, as the old service B did); until the client's close arrives, what
+    // it sends is still read, and a frame ws rejects must not end the process.
+    it("survives the client's invalid frames (bad UTF-8, oversized, unmasked) before it closes", async () => {
+      const inst = await instance({ MAX_MESSAGE_BYTES: "64" });
+      const holder = await wsClient(`${ws(inst.url)}/ws/dup`);
+      await holder.next();
+      const bad: [string, Buffer][] = [
+        ["a text frame with invalid UTF-8", encodeFrame({ opcode: 0x1, payload: Buffer.from([0x68, 0x69, 0xff]) })],
+        ["a frame over MAX_MESSAGE_BYTES", encodeFrame({ opcode: 0x1, payload: "x".repeat(65) })],
+        ["an unmasked frame", encodeFrame({ opcode: 0x1, payload: "hi", mask: false })],
+      ];
+      for (const [what, frame] of bad) {
+        const conn = await RawConnection.open(inst.port);
+        defer(() => conn.destroy());
+        conn.write(buildRequest({ target: "/ws/dup", headers: upgradeHeaders(hostOf(inst.url)) }));
+        expect((await conn.response()).status).to.equal(101);
+        const refusal = await conn.frame();
+        expect(JSON.parse(refusal?.payload.toString() ?? "null")).to.deep.equal({ type: "error", code: 1008, message: "Client dup is already connected" });
+        conn.write(frame);
+        // The server's close (1008, or the protocol error's code), then the end of the connection.
+        await conn.readUntilClose(3_000);
+        conn.destroy();
+        await expectAlive(inst, `a duplicate /ws/dup that sent ${what}`);
+      }
+      holder.ws.send("still here");
+      expect(await holder.next()).to.equal("Server echo: still here");
     });
   });
 
@@ -225,7 +256,8 @@ describe("hostile input", function () {
     });
 
     it("escapes every control character, U+2028 and U+2029, and nothing else (property)", async () => {
-      const t = await app();
+      // A hundred messages from one connection in a few seconds: no rate limit here.
+      const t = await app({ RATE_LIMIT_MESSAGES_PER_SEC: "0" });
       const sender = await wsClient(`${t.wsUrl}/ws`);
       const reader = await wsClient(`${t.wsUrl}/ws`);
       const json = await wsClient(`${t.wsUrl}/ws?format=json`);
@@ -249,7 +281,7 @@ describe("hostile input", function () {
           expect(line).not.to.match(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/);
           expect((await json.nextJson("message", (m: { text: string }) => m.text.startsWith(tag), 2_000)).text).to.equal(tag + s);
         }),
-        { numRuns: Number(process.env.FUZZ_TEXT_RUNS ?? 100), seed: process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined },
+        { numRuns: Number(process.env.FUZZ_TEXT_RUNS ?? 100), seed: process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined, verbose: process.env.FUZZ_VERBOSE ? 2 : 0 },
       );
     });
   });
@@ -338,6 +370,9 @@ describe("fuzz: hostile requests and frames against one real instance process wi
   const live = async (): Promise<InstanceProcess> => {
     if (!inst || (await hasExited(inst))) {
       restarts++;
+      // The dead process's ids would stay taken for their lease (6 s) and make
+      // the next cases meet duplicates they did not cause: drop them, as expiry would.
+      await run("redis-cli", ["-p", String(redis!.port), "FLUSHALL"], { timeout: 5_000 });
       inst = await startInstance({ env: env() });
     }
     return inst;
@@ -352,10 +387,7 @@ describe("fuzz: hostile requests and frames against one real instance process wi
    */
   async function afterCase(i: InstanceProcess, mark: number, problems: string[], sent: string): Promise<Holdings | undefined> {
     let h: Holdings | undefined;
-    if (await hasExited(i)) {
-      await new Promise((r) => setTimeout(r, 100));
-      problems.push(`the process exited ${JSON.stringify(await i.exited)}:\n${lastOutput(i, 20)}`);
-    } else {
+    if (!(await hasExited(i))) {
       try {
         h = await waitForHoldings(i.url, settled, "wbs_client_ids equal to the live connections and no /ws connection left", 3_000);
       } catch (err) {
@@ -363,6 +395,12 @@ describe("fuzz: hostile requests and frames against one real instance process wi
       }
       const errors = i.logs.slice(mark).filter((r) => r.level === "error" || r.level === "fatal");
       if (errors.length > 0) problems.push(`logged at error level: ${errors.map((r) => JSON.stringify(r)).join("\n")}`);
+    }
+    // A process that is dying may still have answered, or just failed to: give its exit a moment to show.
+    const exit = await Promise.race([i.exited, new Promise<undefined>((r) => setTimeout(r, problems.length > 0 ? 1_000 : 0))]);
+    if (exit) {
+      await new Promise((r) => setTimeout(r, 100)); // its last words may still be in the pipe
+      problems.unshift(`the process exited ${JSON.stringify(exit)}:\n${lastOutput(i, 20)}`);
     }
     if (problems.length > 0) throw new Error(`${problems.join("\n")}\nsent: ${sent}`);
     return h;
