@@ -13,7 +13,7 @@ import readline from "node:readline";
 import { parseArgs } from "node:util";
 import { type Socket, io } from "socket.io-client";
 import WebSocket from "ws";
-import type { ChatMessage, Notification, Welcome } from "../server/realtime/messages.js";
+import type { Ack as ServerAck, ClientToServerEvents, Notification, ServerToClientEvents, Welcome } from "ws-broadcast-service/protocol";
 
 const USAGE = `usage: npm run client -- [url] [--ws] [--id ID] [--room R] [--json]
 
@@ -35,19 +35,8 @@ const RETRY_MAX_MS = 10_000;
 /** After a reconnect our id may still be held, for a moment, by the instance we left. */
 const DUPLICATE_RETRIES = 8;
 
-type Ack = { ok: true; [k: string]: unknown } | { ok: false; error: string; code?: string };
-
-interface ServerEvents {
-  welcome: (w: Welcome) => void;
-  message: (m: ChatMessage) => void;
-  notification: (n: Notification) => void;
-}
-interface ClientEvents {
-  message: (payload: string | { text: string; room: string }, ack: (a: Ack) => void) => void;
-  join: (room: string, ack: (a: Ack) => void) => void;
-  leave: (room: string, ack: (a: Ack) => void) => void;
-  status: (ack: (a: Ack) => void) => void;
-}
+/** The server's answer, or ours when it gave none in time. */
+type Ack = ServerAck<{ room?: string }> | { ok: false; error: string; code?: undefined };
 
 interface Options {
   url: URL;
@@ -191,7 +180,7 @@ interface Client {
 
 /** Socket.IO: socket.io-client reconnects after transport errors; we retry what it does not (DRAINING). */
 function socketIoClient(opts: Options, fail: (message: string) => void): Client {
-  const socket: Socket<ServerEvents, ClientEvents> = io(opts.url.href, {
+  const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(opts.url.href, {
     auth: opts.id ? { clientId: opts.id } : {},
     reconnectionDelay: RETRY_BASE_MS,
     reconnectionDelayMax: 5_000,

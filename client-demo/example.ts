@@ -3,41 +3,17 @@
  * connect, wait for `welcome`, join a room, send a message to it, read it back,
  * disconnect.
  *
- *   node --import tsx client-demo/example.ts [url]
+ *   npm run example -- [url]        (node --import tsx client-demo/example.ts [url])
  *
  * `url` is the server or nginx address (default http://127.0.0.1:8000).
  */
 import { type Socket, io } from "socket.io-client";
+import type { ClientToServerEvents, ServerToClientEvents, Welcome } from "ws-broadcast-service/protocol";
 
-// The events of the service, typed, so TypeScript checks names and payloads.
-interface Welcome {
-  clientId: string;
-  instance: string;
-  commands: string[];
-  at: string;
-}
-interface ChatMessage {
-  text: string;
-  from: string;
-  instance: string;
-  room?: string;
-  origin: "socket.io" | "ws" | "http";
-  at: string;
-}
-/** Every acknowledgement: success (maybe with extra fields) or a coded error. */
-type Ack = { ok: true; room?: string } | { ok: false; error: string; code?: string };
-
-interface ServerToClient {
-  welcome: (w: Welcome) => void;
-  message: (m: ChatMessage) => void;
-  notification: (n: { type: string; at: string }) => void;
-}
-interface ClientToServer {
-  join: (room: string, ack: (a: Ack) => void) => void;
-  leave: (room: string, ack: (a: Ack) => void) => void;
-  message: (payload: string | { text: string; room: string }, ack: (a: Ack) => void) => void;
-  status: (ack: (a: Ack) => void) => void;
-}
+// The service's own protocol types: event names and payloads are checked.
+// From another project: import type { ... } from "ws-broadcast-service/protocol".
+type ServerToClient = ServerToClientEvents;
+type ClientToServer = ClientToServerEvents;
 
 const url = process.argv[2] ?? "http://127.0.0.1:8000";
 const room = "example";

@@ -5,18 +5,17 @@ import { createAdapter } from "@socket.io/redis-adapter";
 import { type ClusterBus, localBus, redisBus } from "./cluster/bus.js";
 import { type RedisPair, connectRedis } from "./cluster/redis.js";
 import { ClientRegistry } from "./cluster/registry.js";
-import type { Config } from "./config.js";
+import { type Config, isLoopbackHost } from "./config.js";
+import { BroadcastDomain, type Envelope } from "./domain/broadcast.js";
 import { DrainState } from "./drain.js";
-import { installFrontDoor } from "./http/front-door.js";
-import { createOriginPolicy, isLoopbackHost } from "./http/origin.js";
 import { createHttpApp } from "./http/routes.js";
 import { type Logger, createLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
-import { BroadcastDomain } from "./realtime/domain.js";
-import { now } from "./realtime/messages.js";
-import { createIo, createSocketIoGateway } from "./realtime/socketio.js";
 import { createTokenVerifier } from "./realtime/client-auth.js";
+import { installFrontDoor } from "./realtime/front-door.js";
+import { createOriginPolicy } from "./realtime/origin.js";
 import { createRateLimiter } from "./realtime/rate-limit.js";
+import { createIo, createSocketIoGateway } from "./realtime/socketio.js";
 import { createWsGateway } from "./realtime/ws-gateway.js";
 import { ShutdownCoordinator } from "./shutdown.js";
 
@@ -76,14 +75,14 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     origins,
     adapter: redis ? createAdapter(redis.pub, redis.sub, { key: "wbs", requestsTimeout: CLUSTER_TIMEOUT_MS }) : undefined,
   });
-  const bus: ClusterBus = redis
-    ? redisBus(io, {
+  const bus: ClusterBus<Envelope> = redis
+    ? redisBus<Envelope>(io, {
         timeoutMs: CLUSTER_TIMEOUT_MS,
         redisReady: () => redis.ready,
         log: log.child({ component: "bus" }),
         onSkipped: () => metrics.clusterPublishesSkipped.inc(),
       })
-    : localBus;
+    : localBus<Envelope>();
   const domain = new BroadcastDomain({
     instanceId: config.instanceId,
     bus,
@@ -116,7 +115,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     steps: {
       clientCount: () => registry.size,
       onClientsChange: (listener) => registry.on("change", listener),
-      notifyDraining: () => domain.notifyLocal({ type: "draining", instance: config.instanceId, at: now() }),
+      notifyDraining: () => domain.notifyDraining(),
       closeLeftovers: () => {
         wsg.closeAll(1001, "server shutting down");
         sio.closeTransports();

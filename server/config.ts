@@ -200,6 +200,9 @@ export interface JwtConfig {
   readonly audience: string | undefined;
 }
 
+/** Whether a bind address only accepts loopback connections. */
+export const isLoopbackHost = (host: string): boolean => host === "localhost" || host === "::1" || /^127\./.test(host);
+
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(`invalid configuration: ${problems.join("; ")}`);

@@ -1,3 +1,7 @@
+import type { ErrorBody, ErrorCode } from "./protocol.js";
+
+export type { ErrorCode };
+
 /**
  * The one catalogue of coded errors. Each code maps to the HTTP status of a
  * refused request or upgrade, the WebSocket close code of a refused /ws
@@ -26,9 +30,7 @@ export const ERRORS = {
   TOO_LARGE: { status: 413, close: 1009, message: (limit?: string) => `message is larger than ${limit} bytes` },
   UNSUPPORTED_DATA: { status: 415, close: 1003, message: () => "binary frames are not supported; send text" },
   INTERNAL: { status: 500, close: 1011, message: () => "internal error" },
-} as const;
-
-export type ErrorCode = keyof typeof ERRORS;
+} as const satisfies Record<ErrorCode, { status: number; close: number; message: (detail?: string) => string }>;
 
 export class ServiceError extends Error {
   readonly status: number;
@@ -49,12 +51,7 @@ export class ServiceError extends Error {
   }
 
   /** JSON body of an HTTP error answer. */
-  toJSON(): { error: string; code: ErrorCode } {
+  toJSON(): ErrorBody {
     return { error: this.message, code: this.code };
   }
 }
-
-/** Client ids: short tokens, integers included (the old service B used integers). */
-export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
-/** Room names share the client id alphabet, plus ':' for namespacing such as "team:red". */
-export const ROOM_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;

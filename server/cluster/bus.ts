@@ -1,13 +1,4 @@
-import type { Server } from "socket.io";
 import type { Logger } from "../logger.js";
-import type { DomainEvent } from "../realtime/messages.js";
-
-/** One publish as it travels between instances. */
-export interface Envelope {
-  event: DomainEvent;
-  /** Deliver only to this room's members. */
-  room?: string;
-}
 
 export type QueryName = "status" | "clients";
 
@@ -18,28 +9,37 @@ export interface Gathered<T> {
 }
 
 /**
- * How instances reach each other. Over Redis it is the adapter's
- * inter-server communication (`serverSideEmit`); alone, it reaches nobody.
+ * How instances reach each other, carrying envelopes of type `E` without
+ * looking inside. Over Redis it is the adapter's inter-server communication
+ * (`serverSideEmit`); alone, it reaches nobody.
  */
-export interface ClusterBus {
+export interface ClusterBus<E> {
   readonly clustered: boolean;
   /** Every other instance delivers the envelope to its own clients. */
-  publish(envelope: Envelope): void;
+  publish(envelope: E): void;
   /** Same, gathering the number of connections each other instance reached. */
-  publishCounted(envelope: Envelope): Promise<Gathered<number>>;
+  publishCounted(envelope: E): Promise<Gathered<number>>;
   /** Asks every other instance; answers within the timeout, never hangs. */
   query<T>(name: QueryName): Promise<Gathered<T>>;
   /** Installs this instance's answers to the two calls above. */
-  serve(handlers: { deliver(envelope: Envelope): number; answer(name: QueryName): unknown }): void;
+  serve(handlers: { deliver(envelope: E): number; answer(name: QueryName): unknown }): void;
 }
 
-export const localBus: ClusterBus = {
-  clustered: false,
-  publish() {},
-  publishCounted: async () => ({ answers: [], partial: false }),
-  query: async () => ({ answers: [], partial: false }),
-  serve() {},
-};
+export function localBus<E>(): ClusterBus<E> {
+  return {
+    clustered: false,
+    publish() {},
+    publishCounted: async () => ({ answers: [], partial: false }),
+    query: async () => ({ answers: [], partial: false }),
+    serve() {},
+  };
+}
+
+/** The part of Socket.IO's Server the bus uses: its inter-server channel. */
+export interface ServerSideChannel {
+  serverSideEmit(event: string, ...args: unknown[]): boolean;
+  on(event: string, listener: (...args: never[]) => void): unknown;
+}
 
 const PUBLISH = "wbs:publish";
 const QUERY = "wbs:query";
@@ -48,7 +48,7 @@ const QUERY = "wbs:query";
  * @param timeoutMs the adapter's `requestsTimeout`; the wrapper adds a margin
  *   because the adapter first counts subscribers, which waits on Redis.
  */
-export function redisBus(io: Server, opts: { timeoutMs: number; redisReady: () => boolean; log: Logger; onSkipped: () => void }): ClusterBus {
+export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; redisReady: () => boolean; log: Logger; onSkipped: () => void }): ClusterBus<E> {
   // Publishes skipped in the current outage: logged once at its start and once at its end.
   let skipped = 0;
   const gather = <T>(event: string, arg: unknown): Promise<Gathered<T>> => {
@@ -79,7 +79,8 @@ export function redisBus(io: Server, opts: { timeoutMs: number; redisReady: () =
     publishCounted: (envelope) => gather<number>(PUBLISH, envelope),
     query: <T>(name: QueryName) => gather<T>(QUERY, name),
     serve({ deliver, answer }) {
-      io.on(PUBLISH, (envelope: Envelope, ack?: (n: number) => void) => {
+      io.on(PUBLISH, (envelope: E, ack?: (n: number) => void) => {
+        // Deliver first: `ack?.(deliver(e))` would skip the delivery when no ack is asked for.
         const n = deliver(envelope);
         ack?.(n);
       });

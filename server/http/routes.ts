@@ -1,13 +1,12 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import express, { type NextFunction, type Request, type Response } from "express";
-import type { Config } from "../config.js";
+import { type Config, isLoopbackHost } from "../config.js";
 import type { DrainState } from "../drain.js";
-import { isLoopbackHost } from "./origin.js";
 import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
-import type { BroadcastDomain } from "../realtime/domain.js";
+import type { BroadcastDomain } from "../domain/broadcast.js";
 
 /**
  * The HTTP API: the old services' broadcast and client list (admin: bearer

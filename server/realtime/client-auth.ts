@@ -1,6 +1,7 @@
 import { type CryptoKey, type KeyObject, errors, importSPKI, jwtVerify } from "jose";
 import type { JwtConfig } from "../config.js";
-import { CLIENT_ID_PATTERN, ServiceError } from "../errors.js";
+import { CLIENT_ID_PATTERN } from "../domain/names.js";
+import { ServiceError } from "../errors.js";
 
 /** Answers the clientId a client token proves (its `sub`), or throws UNAUTHORIZED. */
 export type TokenVerifier = (token: unknown) => Promise<string>;

@@ -1,20 +1,25 @@
 import { type Server as HttpServer, type IncomingMessage, ServerResponse } from "node:http";
 import { Server, type Socket } from "socket.io";
-import type { Envelope } from "../cluster/bus.js";
 import type { Lease } from "../cluster/registry.js";
 import type { Config } from "../config.js";
-import { CLIENT_ID_PATTERN, ROOM_PATTERN, ServiceError } from "../errors.js";
-import type { OriginPolicy } from "../http/origin.js";
-import { releaseUpgradeGuard } from "../http/upgrade-guard.js";
+import type { Envelope, LocalSink } from "../domain/broadcast.js";
+import { COMMANDS, ROOM_PATTERN, now } from "../domain/names.js";
+import { ServiceError } from "../errors.js";
 import type { Metrics } from "../metrics.js";
-import type { GatewayDeps, LocalSink } from "./domain.js";
-import { COMMANDS, type Welcome, now } from "./messages.js";
+import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData, Welcome } from "../protocol.js";
+import { admit } from "./admission.js";
+import type { GatewayDeps } from "./gateway.js";
+import type { OriginPolicy } from "./origin.js";
 import { guardSlowClients } from "./slow-clients.js";
+import { releaseUpgradeGuard } from "./upgrade-guard.js";
 
-type Ack = (answer: { ok: true; [k: string]: unknown } | { ok: false; error: string; code?: string }) => void;
+/** Our Socket.IO server and sockets, typed by the protocol's event maps. */
+export type IoServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+type IoSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+type AckFn = (answer: Ack<Record<string, unknown>>) => void;
 
-const NO_HEADERS: Socket["handshake"]["headers"] = Object.freeze({});
-const NO_QUERY: Socket["handshake"]["query"] = Object.freeze({});
+const NO_HEADERS: IoSocket["handshake"]["headers"] = Object.freeze({});
+const NO_QUERY: IoSocket["handshake"]["query"] = Object.freeze({});
 
 /** Client room names live apart from Socket.IO's per-socket rooms, so no client can join another's private room. */
 export const roomKey = (room: string): string => `room:${room}`;
@@ -23,7 +28,7 @@ export const roomKey = (room: string): string => `room:${room}`;
 export const sidPrefix = (instanceId: string): string => instanceId.replace(/[^A-Za-z0-9-]/g, "-");
 
 export interface SocketIoGateway {
-  io: Server;
+  io: IoServer;
   sink: LocalSink;
   /** Open sockets by transport, for metrics. */
   connectionsByTransport(): Record<string, number>;
@@ -37,9 +42,9 @@ export interface SocketIoGateway {
 export function createIo(
   httpServer: HttpServer,
   opts: { config: Config; metrics: Metrics; origins: OriginPolicy; adapter?: Parameters<Server["adapter"]>[0] },
-): Server {
+): IoServer {
   const { config, metrics, origins } = opts;
-  const io = new Server(httpServer, {
+  const io: IoServer = new Server(httpServer, {
     path: "/socket.io",
     serveClient: true,
     // Room for the JSON framing around a message of the largest size.
@@ -84,64 +89,40 @@ export function createIo(
 }
 
 /** Namespace middleware (drain, clientId) and the event handlers of `/`. */
-export function createSocketIoGateway(
-  io: Server,
-  opts: GatewayDeps,
-): SocketIoGateway {
-  const { config, log, drain, registry, domain, metrics, limiter, verifyToken } = opts;
-
-  const refuse = (err: ServiceError, next: (err?: Error) => void) => {
-    metrics.refusals.inc({ code: err.code });
-    next(err);
-  };
+export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIoGateway {
+  const { config, log, registry, domain, metrics, limiter } = opts;
 
   io.use((socket, next) => {
-    admit(socket, next).catch((err: unknown) => {
-      log.error({ err }, "admission failed");
-      refuse(new ServiceError("INTERNAL"), next);
-    });
-  });
-  const admit = async (socket: Socket, next: (err?: Error) => void): Promise<void> => {
-    if (drain.draining) return refuse(new ServiceError("DRAINING"), next);
     const auth: Record<string, unknown> = socket.handshake.auth ?? {};
-    const wanted: unknown = auth.clientId;
-    if (wanted !== undefined && (typeof wanted !== "string" || !CLIENT_ID_PATTERN.test(wanted))) {
-      return refuse(new ServiceError("INVALID_CLIENT_ID", String(wanted)), next);
-    }
-    let id = (wanted as string | undefined) ?? registry.newId();
-    if (verifyToken) {
-      let sub: string;
-      try {
-        sub = await verifyToken(auth.token);
-      } catch (err) {
-        if (err instanceof ServiceError) return refuse(err, next);
-        throw err;
-      }
-      if (wanted !== undefined && wanted !== sub) return refuse(new ServiceError("UNAUTHORIZED", "clientId does not match the client token"), next);
-      id = sub;
-    }
-    const lease = await registry.claim(id, "socket.io");
-    if (!lease) return refuse(new ServiceError("DUPLICATE_CLIENT_ID", id), next);
-    // The client may have gone while we awaited Redis: then it never connects
-    // and "disconnect" never fires. Otherwise Socket.IO connects it on the next tick.
-    if (socket.conn.readyState !== "open") {
-      registry.release(lease);
-      return next(new Error("client left during the handshake"));
-    }
-    socket.data.lease = lease;
-    socket.data.bucket = limiter.bucket();
-    next();
-  };
+    admit(opts, { transport: "socket.io", wanted: auth.clientId, token: auth.token }).then(
+      (result) => {
+        if (!result.ok) return next(result.error);
+        // The client may have gone while we awaited Redis: then it never connects
+        // and "disconnect" never fires. Otherwise Socket.IO connects it on the next tick.
+        if (socket.conn.readyState !== "open") {
+          registry.release(result.lease);
+          return next(new Error("client left during the handshake"));
+        }
+        socket.data.lease = result.lease;
+        socket.data.bucket = limiter.bucket();
+        next();
+      },
+      (err: unknown) => {
+        log.error({ err }, "admission failed");
+        next(new ServiceError("INTERNAL"));
+      },
+    );
+  });
 
-  type Work = (socket: Socket, lease: Lease, ...args: unknown[]) => Promise<Record<string, unknown> | void> | Record<string, unknown> | void;
+  type Work = (socket: IoSocket, lease: Lease, ...args: unknown[]) => Promise<Record<string, unknown> | void> | Record<string, unknown> | void;
   // One listener an event for every socket (Socket.IO calls it with `this` set
   // to the socket), not closures a connection: at tens of thousands of
   // sockets those cost memory. The ack, when given, answers { ok, ... }.
   const listener = (event: string, work: Work) =>
-    async function (this: Socket, ...args: unknown[]): Promise<void> {
-      const lease = this.data.lease as Lease;
+    async function (this: IoSocket, ...args: unknown[]): Promise<void> {
+      const lease = this.data.lease;
       const last = args[args.length - 1];
-      const ack: Ack | undefined = typeof last === "function" ? (args.pop() as Ack) : undefined;
+      const ack: AckFn | undefined = typeof last === "function" ? (args.pop() as AckFn) : undefined;
       try {
         const extra = await work(this, lease, ...args);
         ack?.({ ok: true, ...(extra ?? {}) });
@@ -151,7 +132,7 @@ export function createSocketIoGateway(
           ack?.({ ok: false, error: err.message, code: err.code });
         } else {
           log.error({ clientId: lease.id, err, event }, "handler failed");
-          ack?.({ ok: false, error: "internal error" });
+          ack?.({ ok: false, ...new ServiceError("INTERNAL").toJSON() });
         }
       }
     };
@@ -182,30 +163,30 @@ export function createSocketIoGateway(
     }),
   };
 
-  const byEvent = new Map<string, (this: Socket, ...args: unknown[]) => Promise<void>>(Object.entries(listeners));
+  const byEvent = new Map<string, (this: IoSocket, ...args: unknown[]) => Promise<void>>(Object.entries(listeners));
   const rateLimited = new ServiceError("RATE_LIMITED", limiter.description);
-  function dispatch(this: Socket, event: string, ...args: unknown[]): void {
+  function dispatch(this: IoSocket, event: string, ...args: unknown[]): void {
     const verdict = limiter.take(this.data.bucket);
     if (verdict === "ok") return void byEvent.get(event)?.apply(this, args);
     // Refused: not handled, not broadcast; answered when the client asked for an ack.
     metrics.rateLimited.inc({ transport: "socket.io" });
     const ack = args[args.length - 1];
-    if (typeof ack === "function") (ack as Ack)({ ok: false, error: rateLimited.message, code: rateLimited.code });
+    if (typeof ack === "function") (ack as AckFn)({ ok: false, ...rateLimited.toJSON() });
     if (verdict === "disconnect") {
       metrics.rateLimitDisconnects.inc({ transport: "socket.io" });
-      log.warn({ clientId: (this.data.lease as Lease).id, transport: "socket.io" }, "rate limit: client kept sending while refused; disconnected");
+      log.warn({ clientId: this.data.lease.id, transport: "socket.io" }, "rate limit: client kept sending while refused; disconnected");
       this.disconnect(true);
     }
   }
 
-  function onDisconnect(this: Socket, reason: string): void {
-    const lease = this.data.lease as Lease;
+  function onDisconnect(this: IoSocket, reason: string): void {
+    const lease = this.data.lease;
     registry.release(lease);
     log.debug({ clientId: lease.id, reason }, "disconnected");
   }
 
-  io.on("connection", (socket: Socket) => {
-    const lease = socket.data.lease as Lease;
+  io.on("connection", (socket: IoSocket) => {
+    const { lease } = socket.data;
     log.debug({ clientId: lease.id, transport: socket.conn.transport.name }, "connected");
     const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
     socket.emit("welcome", welcome);
@@ -224,7 +205,7 @@ export function createSocketIoGateway(
     metrics,
     clients: () => io.of("/").sockets.values(),
     queued: queuedBytes,
-    idOf: (socket) => (socket.data.lease as Lease | undefined)?.id,
+    idOf: (socket) => socket.data.lease?.id,
     cut: cutConnection,
   });
 
@@ -232,13 +213,13 @@ export function createSocketIoGateway(
     transport: "socket.io",
     deliver({ event, room }: Envelope): number {
       const nsp = io.of("/");
-      if (room !== undefined) {
-        const members = nsp.adapter.rooms.get(roomKey(room))?.size ?? 0;
-        if (members > 0) io.local.to(roomKey(room)).emit(event.event, event.data);
-        return members;
-      }
-      if (nsp.sockets.size > 0) io.local.emit(event.event, event.data);
-      return nsp.sockets.size;
+      const members = room === undefined ? nsp.sockets.size : (nsp.adapter.rooms.get(roomKey(room))?.size ?? 0);
+      if (members === 0) return 0;
+      // Encoded once for every member (Socket.IO's broadcast), not once a socket.
+      const to = room === undefined ? io.local : io.local.to(roomKey(room));
+      if (event.event === "message") to.emit("message", event.data);
+      else to.emit("notification", event.data);
+      return members;
     },
   };
 
@@ -274,7 +255,7 @@ interface EngineQueues {
  * defensively: if Engine.IO renames them this reads 0, and the slow-client
  * test fails.
  */
-function queuedBytes(socket: Socket): number {
+function queuedBytes(socket: IoSocket): number {
   const conn = socket.conn as unknown as EngineQueues;
   let bytes = conn.transport?.socket?.bufferedAmount ?? 0;
   for (const packet of conn.writeBuffer ?? []) {
@@ -285,7 +266,7 @@ function queuedBytes(socket: Socket): number {
 }
 
 /** Drops the connection at once; socket.io-client sees "transport close" and reconnects by itself. */
-function cutConnection(socket: Socket): void {
+function cutConnection(socket: IoSocket): void {
   const ws = (socket.conn as unknown as EngineQueues).transport?.socket;
   if (typeof ws?.terminate === "function") ws.terminate();
   else socket.conn.close(true);

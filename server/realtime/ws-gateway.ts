@@ -1,16 +1,19 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
-import type { Envelope } from "../cluster/bus.js";
 import type { Lease } from "../cluster/registry.js";
-import { CLIENT_ID_PATTERN, ServiceError } from "../errors.js";
-import { DRAIN_HEADERS, rejectUpgrade } from "../http/reject.js";
-import { type RequestTarget, decodePathSegment } from "../http/request-target.js";
-import { releaseUpgradeGuard } from "../http/upgrade-guard.js";
-import type { GatewayDeps, LocalSink } from "./domain.js";
+import type { Envelope, LocalSink } from "../domain/broadcast.js";
+import { CLIENT_ID_PATTERN, COMMANDS, now } from "../domain/names.js";
+import { ServiceError } from "../errors.js";
+import type { ErrorBody, Welcome, WsServerFrame } from "../protocol.js";
+import { admit } from "./admission.js";
+import type { GatewayDeps } from "./gateway.js";
 import type { Bucket } from "./rate-limit.js";
+import { DRAIN_HEADERS, rejectUpgrade } from "./reject.js";
+import { type RequestTarget, decodePathSegment } from "./request-target.js";
 import { guardSlowClients } from "./slow-clients.js";
-import { COMMANDS, type DomainEvent, type Welcome, now, renderEcho, renderJson, renderText, renderWelcome } from "./messages.js";
+import { releaseUpgradeGuard } from "./upgrade-guard.js";
+import { renderEcho, renderJson, renderText, renderWelcome } from "./ws-frames.js";
 
 /** `/ws` broadcasts what the client sends (old service A); `/ws/{id}` echoes it (old service B). */
 type Mode = "broadcast" | "echo";
@@ -23,6 +26,16 @@ interface Client {
   format: Format;
   alive: boolean;
   bucket: Bucket | undefined;
+}
+
+/** An upgrade that passed our checks, on its way through ws's handshake checks and the admission. */
+interface Attempt {
+  wanted: string | undefined;
+  token: string | undefined;
+  mode: Mode;
+  format: Format;
+  /** Set once admitted; an undefined lease is a duplicate id (answered after the upgrade, as service B did). */
+  admitted?: { lease: Lease | undefined; id: string };
 }
 
 const PATH = /^\/ws(?:\/([^/]*))?\/?$/;
@@ -39,7 +52,7 @@ export interface WsGateway {
 }
 
 export function createWsGateway(opts: GatewayDeps): WsGateway {
-  const { config, log, drain, registry, domain, metrics, origins, limiter, verifyToken, full } = opts;
+  const { config, log, drain, registry, domain, metrics, origins, limiter, full } = opts;
   const clients = new Map<WebSocket, Client>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
@@ -71,9 +84,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     rejectUpgrade(socket, err, extraHeaders);
   };
 
-  const send = (c: Client, type: string, data: unknown, text: string) => {
-    if (c.ws.readyState === c.ws.OPEN) c.ws.send(c.format === "json" ? renderJson(type, data) : text);
+  const send = (c: Client, frame: WsServerFrame, text: string) => {
+    if (c.ws.readyState === c.ws.OPEN) c.ws.send(c.format === "json" ? renderJson(frame) : text);
   };
+  const sendError = (c: Client, err: ErrorBody) => send(c, { type: "error", data: err }, `Error: ${err.error}`);
 
   const rateLimited = new ServiceError("RATE_LIMITED", limiter.description);
 
@@ -96,7 +110,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     if (verdict !== "ok") {
       // Refused: not echoed, not broadcast.
       metrics.rateLimited.inc({ transport: "ws" });
-      if (verdict === "refused") return send(c, "error", rateLimited.toJSON(), `Error: ${rateLimited.message}`);
+      if (verdict === "refused") return sendError(c, rateLimited.toJSON());
       metrics.rateLimitDisconnects.inc({ transport: "ws" });
       log.warn({ clientId: c.lease.id, transport: "ws" }, "rate limit: client kept sending while refused; disconnected");
       this.close(rateLimited.closeCode, "rate limited");
@@ -104,16 +118,13 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     }
     metrics.messagesIn.inc({ transport: "ws" });
     const raw = data.toString();
-    if (c.mode === "echo") {
-      send(c, "echo", { text: raw }, renderEcho(raw));
-      return;
-    }
+    if (c.mode === "echo") return send(c, { type: "echo", data: { text: raw } }, renderEcho(raw));
     const { text, room } = c.format === "json" ? parseJsonFrame(raw) : { text: raw, room: undefined };
     domain.handleClientText({ from: c.lease.id, origin: "ws", text, room }).catch((err: unknown) => {
       if (!(err instanceof ServiceError)) return log.error({ clientId: c.lease.id, err }, "message failed");
       metrics.refusals.inc({ code: err.code });
       // A bad message is answered, not punished: the connection stays open.
-      send(c, "error", err.toJSON(), `Error: ${err.message}`);
+      sendError(c, err.toJSON());
     });
   }
   function onError(this: WebSocket, err: Error): void {
@@ -127,87 +138,77 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     log.debug({ clientId: c.lease.id, code }, "disconnected");
   }
 
-  // Between a successful claim (in verifyClient, after ws checked the whole
-  // handshake) and ws's callback, the lease lives here, keyed by the upgrading
-  // socket. ws can still drop the socket in that gap without calling back
-  // (the peer left, the server closed): the socket's "close" gives it back.
-  const pending = new WeakMap<Duplex, { lease: Lease | undefined; wanted: string; mode: Mode; format: Format }>();
-  function releasePending(this: Duplex): void {
-    const p = pending.get(this);
-    pending.delete(this);
-    if (p?.lease) registry.release(p.lease);
+  // Attempts by request, from our checks to ws's callback. A lease taken in
+  // verifyClient waits here until then; ws can still drop the socket in that
+  // gap without calling back (the peer left, the server closed), so the
+  // socket's "close" gives it back.
+  const attempts = new WeakMap<IncomingMessage, Attempt>();
+  const bySocket = new WeakMap<Duplex, IncomingMessage>();
+  function releaseUnopened(this: Duplex): void {
+    const req = bySocket.get(this);
+    const lease = req && attempts.get(req)?.admitted?.lease;
+    if (req) attempts.delete(req);
+    if (lease) registry.release(lease);
   }
 
-  const admission = new WeakMap<IncomingMessage, { wanted: string | undefined; token: string | undefined; mode: Mode; format: Format }>();
-
   /**
-   * ws calls this only once every handshake check (method, headers, key,
-   * version) has passed, so nothing is claimed for a handshake that fails.
+   * ws calls this only once every handshake check of its own (method,
+   * headers, key, version) has passed, so nothing is claimed for a handshake
+   * that fails. Here the shared admission runs: drain, token, clientId claim.
    */
   const verifyClient = (info: { req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string, headers?: Record<string, string>) => void): void => {
-    const socket = info.req.socket;
-    const a = admission.get(info.req);
-    admission.delete(info.req);
-    const deny = (err: ServiceError, headers: Record<string, string> = {}) => {
-      metrics.refusals.inc({ code: err.code });
-      done(false, err.status, JSON.stringify(err.toJSON()), { "Content-Type": "application/json", ...headers });
+    const { req } = info;
+    const socket = req.socket;
+    const attempt = attempts.get(req);
+    const deny = (err: ServiceError) => {
+      attempts.delete(req);
+      done(false, err.status, JSON.stringify(err.toJSON()), { "Content-Type": "application/json", ...(err.status === 503 ? DRAIN_HEADERS : {}) });
     };
-    if (!a) return deny(new ServiceError("INTERNAL"));
-    void (async () => {
-      let id: string;
-      let lease: Lease | undefined;
-      try {
-        id = await clientIdOf(a);
-        lease = await registry.claim(id, "ws");
-      } catch (err) {
-        if (err instanceof ServiceError) return deny(err);
+    if (!attempt) return deny(new ServiceError("INTERNAL"));
+    admit(opts, { transport: "ws", wanted: attempt.wanted, token: attempt.token }).then(
+      (result) => {
+        const lease = result.ok ? result.lease : undefined;
+        if (socket.destroyed) {
+          // The peer left while we awaited Redis.
+          attempts.delete(req);
+          if (lease) registry.release(lease);
+          return;
+        }
+        if (!result.ok && result.error.code !== "DUPLICATE_CLIENT_ID") return deny(result.error);
+        attempt.admitted = { lease, id: result.ok ? result.lease.id : (attempt.wanted ?? "") };
+        bySocket.set(socket, req);
+        socket.once("close", releaseUnopened);
+        done(true);
+      },
+      (err: unknown) => {
         log.error({ err }, "admission failed");
-        return deny(new ServiceError("INTERNAL"));
-      }
-      // The peer may have gone, or a drain begun, while we awaited Redis.
-      if (socket.destroyed || drain.draining) {
-        if (lease) registry.release(lease);
-        if (!socket.destroyed) deny(new ServiceError("DRAINING"), DRAIN_HEADERS);
-        return;
-      }
-      pending.set(socket, { lease, wanted: id, mode: a.mode, format: a.format });
-      socket.once("close", releasePending);
-      done(true);
-    })();
+        deny(new ServiceError("INTERNAL"));
+      },
+    );
   };
-
-  /** The id a /ws connection asks for: its token's subject when tokens are required, else the path's id or a new one. */
-  const clientIdOf = async (a: { wanted: string | undefined; token: string | undefined }): Promise<string> => {
-    if (!verifyToken) return a.wanted ?? registry.newId();
-    const sub = await verifyToken(a.token);
-    if (a.wanted !== undefined && a.wanted !== sub) throw new ServiceError("UNAUTHORIZED", "clientId does not match the client token");
-    return sub;
-  };
-
   // maxPayload makes ws close an oversized frame's connection with 1009 by itself.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxMessageBytes, clientTracking: false, perMessageDeflate: false, verifyClient });
   wss.on("headers", (_headers: string[], req: IncomingMessage) => releaseUpgradeGuard(req.socket));
 
   const accept = (ws: WebSocket, req: IncomingMessage): void => {
-    const socket = req.socket;
-    const p = pending.get(socket);
-    pending.delete(socket);
-    socket.removeListener("close", releasePending);
-    if (!p) return void ws.terminate();
-    const { lease, wanted, mode, format } = p;
-    if (!lease) {
+    const attempt = attempts.get(req);
+    attempts.delete(req);
+    req.socket.removeListener("close", releaseUnopened);
+    const admitted = attempt?.admitted;
+    if (!attempt || !admitted) return void ws.terminate();
+    if (!admitted.lease) {
       // The old service B's answer to a duplicate id: an error frame, then 1008.
-      const err = new ServiceError("DUPLICATE_CLIENT_ID", wanted);
-      metrics.refusals.inc({ code: err.code });
+      const err = new ServiceError("DUPLICATE_CLIENT_ID", admitted.id);
       ws.send(JSON.stringify({ type: "error", code: 1008, message: err.message }));
       ws.close(1008, "duplicate clientId");
       return;
     }
-    const client: Client = { lease, ws, mode, format, alive: true, bucket: limiter.bucket() };
+    const { lease } = admitted;
+    const client: Client = { lease, ws, mode: attempt.mode, format: attempt.format, alive: true, bucket: limiter.bucket() };
     clients.set(ws, client);
-    log.debug({ clientId: lease.id, transport: "ws", mode }, "connected");
+    log.debug({ clientId: lease.id, transport: "ws", mode: attempt.mode }, "connected");
     const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
-    send(client, "welcome", welcome, renderWelcome(welcome));
+    send(client, { type: "welcome", data: welcome }, renderWelcome(welcome));
 
     ws.on("pong", onPong);
     ws.on("message", onMessage);
@@ -219,26 +220,23 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     handleUpgrade(req, socket, head, target) {
       const match = PATH.exec(target.pathname);
       if (!match) return false;
-      if (drain.draining) {
-        refuse(socket, new ServiceError("DRAINING"), DRAIN_HEADERS);
-        return true;
-      }
-      if (full()) {
-        refuse(socket, new ServiceError("OVER_CAPACITY", String(config.maxConnections)), DRAIN_HEADERS);
-        return true;
-      }
-      if (!origins.allows(req.headers.origin)) {
-        refuse(socket, new ServiceError("ORIGIN_NOT_ALLOWED", req.headers.origin));
-        return true;
-      }
-      const format: Format = target.query.format === "json" ? "json" : "text";
+      // Cheap checks first, answered before any WebSocket exists.
       const wanted = match[1] === undefined ? undefined : decodePathSegment(match[1]);
-      if (match[1] !== undefined && (wanted === undefined || !CLIENT_ID_PATTERN.test(wanted))) {
-        refuse(socket, new ServiceError("INVALID_CLIENT_ID", wanted ?? match[1]));
+      const refusal = drain.draining
+        ? new ServiceError("DRAINING")
+        : full()
+          ? new ServiceError("OVER_CAPACITY", String(config.maxConnections))
+          : !origins.allows(req.headers.origin)
+            ? new ServiceError("ORIGIN_NOT_ALLOWED", req.headers.origin)
+            : match[1] !== undefined && (wanted === undefined || !CLIENT_ID_PATTERN.test(wanted))
+              ? new ServiceError("INVALID_CLIENT_ID", wanted ?? match[1])
+              : undefined;
+      if (refusal) {
+        refuse(socket, refusal, refusal.status === 503 ? DRAIN_HEADERS : undefined);
         return true;
       }
-      const token = verifyToken ? (target.query.token ?? /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1]) : undefined;
-      admission.set(req, { wanted, token, mode: wanted === undefined ? "broadcast" : "echo", format });
+      const token = target.query.token ?? /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+      attempts.set(req, { wanted, token, mode: wanted === undefined ? "broadcast" : "echo", format: target.query.format === "json" ? "json" : "text" });
       wss.handleUpgrade(req, socket, head, accept);
       return true;
     },
@@ -254,7 +252,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         let n = 0;
         for (const c of clients.values()) {
           if (c.ws.readyState !== c.ws.OPEN) continue;
-          c.ws.send(c.format === "json" ? (json ??= renderJson(event.event, event.data)) : (text ??= renderText(event as DomainEvent)));
+          c.ws.send(c.format === "json" ? (json ??= renderJson({ type: event.event, data: event.data } as WsServerFrame)) : (text ??= renderText(event)));
           n++;
         }
         return n;

@@ -43,6 +43,3 @@ function normalise(origin: string): string {
     return origin;
   }
 }
-
-/** Whether a bind address only accepts loopback connections. */
-export const isLoopbackHost = (host: string): boolean => host === "localhost" || host === "::1" || /^127\./.test(host);

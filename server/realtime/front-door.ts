@@ -5,7 +5,7 @@ import type { DrainState } from "../drain.js";
 import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
-import type { WsGateway } from "../realtime/ws-gateway.js";
+import type { WsGateway } from "./ws-gateway.js";
 import { DRAIN_HEADERS, rejectUpgrade } from "./reject.js";
 import { type RequestTarget, parseTarget } from "./request-target.js";
 import { guardUpgrade } from "./upgrade-guard.js";

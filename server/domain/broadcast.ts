@@ -1,22 +1,13 @@
-import type { ClusterBus, Envelope, QueryName } from "../cluster/bus.js";
+import type { ClusterBus, QueryName } from "../cluster/bus.js";
 import type { ClientRegistry } from "../cluster/registry.js";
-import type { Config } from "../config.js";
 import type { DrainState } from "../drain.js";
-import { ROOM_PATTERN, ServiceError } from "../errors.js";
-import type { OriginPolicy } from "../http/origin.js";
-import type { TokenVerifier } from "./client-auth.js";
-import type { RateLimiter } from "./rate-limit.js";
+import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
-import {
-  type ChatMessage,
-  type DomainEvent,
-  type InstanceStatus,
-  type Notification,
-  type Origin,
-  isStatusCommand,
-  now,
-} from "./messages.js";
+import type { ChatMessage, DomainEvent, Envelope, InstanceStatus, Notification, Origin } from "../protocol.js";
+import { ROOM_PATTERN, isStatusCommand, now } from "./names.js";
+
+export type { Envelope };
 
 /** A gateway's local connections, as the domain sees them. */
 export interface LocalSink {
@@ -28,7 +19,7 @@ export interface LocalSink {
 
 export interface DomainOptions {
   instanceId: string;
-  bus: ClusterBus;
+  bus: ClusterBus<Envelope>;
   registry: ClientRegistry;
   drain: DrainState;
   log: Logger;
@@ -36,22 +27,6 @@ export interface DomainOptions {
   maxMessageBytes: number;
   /** Least time between two status notifications. @default 0 */
   statusIntervalMs?: number;
-}
-
-/** What a gateway (Socket.IO, /ws) needs: the instance's config, state and domain. */
-export interface GatewayDeps {
-  config: Config;
-  origins: OriginPolicy;
-  limiter: RateLimiter;
-  /** Set when client tokens are required. */
-  verifyToken: TokenVerifier | undefined;
-  /** True when this instance holds MAX_CONNECTIONS: new sessions go elsewhere. */
-  full(): boolean;
-  log: Logger;
-  drain: DrainState;
-  registry: ClientRegistry;
-  domain: BroadcastDomain;
-  metrics: Metrics;
 }
 
 export interface Published {
@@ -113,6 +88,11 @@ export class BroadcastDomain {
     const local = this.deliverLocal(envelope);
     const remote = await this.#opts.bus.publishCounted(envelope);
     return { sent: remote.answers.reduce((a, b) => a + b, local), partial: remote.partial };
+  }
+
+  /** Tells this instance's clients, once, that it drains. */
+  notifyDraining(): void {
+    this.notifyLocal({ type: "draining", instance: this.instanceId, at: now() });
   }
 
   /** A notification for this instance's clients only (periodic, draining). */

@@ -1,71 +1,10 @@
+import type { DomainEvent, Welcome, WsServerFrame } from "../protocol.js";
+
 /**
- * Wire formats: the payloads of the Socket.IO events, and how /ws renders them
- * as text lines (the old services' formats, instance ids in place of PIDs) or
- * as JSON frames `{ "type": <event>, "data": <payload> }`.
+ * How /ws renders what the domain sends: text lines in the old services'
+ * formats (instance ids in place of PIDs), or JSON frames
+ * `{ "type": <event>, "data": <payload> }`.
  */
-
-export const COMMANDS = ["ping", "test"] as const;
-
-/** Where a chat message entered the domain; `http` ones render as bare text on /ws. */
-export type Origin = "socket.io" | "ws" | "http";
-
-export interface ChatMessage {
-  text: string;
-  from: string;
-  instance: string;
-  room?: string;
-  origin: Origin;
-  at: string;
-}
-
-export interface InstanceStatus {
-  id: string;
-  clients: number;
-  draining: boolean;
-}
-
-export interface StatusNotification {
-  type: "status";
-  requestedBy: string;
-  instances: InstanceStatus[];
-  clients: number;
-  /** True when an instance did not answer in time: the figures are what the others said. */
-  partial: boolean;
-  at: string;
-}
-
-export interface PeriodicNotification {
-  type: "periodic";
-  instance: string;
-  intervalSec: number;
-  at: string;
-}
-
-export interface DrainingNotification {
-  type: "draining";
-  instance: string;
-  at: string;
-}
-
-export type Notification = StatusNotification | PeriodicNotification | DrainingNotification;
-
-export interface Welcome {
-  clientId: string;
-  instance: string;
-  commands: readonly string[];
-  at: string;
-}
-
-/** What travels through the domain: the Socket.IO event name and its payload. */
-export type DomainEvent = { event: "message"; data: ChatMessage } | { event: "notification"; data: Notification };
-
-export const now = (): string => new Date().toISOString();
-
-/** `ping` / `test`, trimmed, any case. */
-export const isStatusCommand = (text: string): boolean => {
-  const t = text.trim().toLowerCase();
-  return t === "ping" || t === "test";
-};
 
 const clock = (iso: string): string => iso.slice(11, 19);
 
@@ -112,4 +51,4 @@ export function renderText(e: DomainEvent): string {
   }
 }
 
-export const renderJson = (type: string, data: unknown): string => JSON.stringify({ type, data });
+export const renderJson = (frame: WsServerFrame): string => JSON.stringify(frame);

@@ -1,0 +1,148 @@
+/**
+ * The service's protocol, types only: the payloads of the Socket.IO events,
+ * Socket.IO's four event maps, and the /ws JSON frames. No runtime code and
+ * no imports, so a TypeScript client can use it as it is:
+ *
+ *   import type { ClientToServerEvents, ServerToClientEvents } from "ws-broadcast-service/protocol";
+ *   const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(url);
+ */
+
+/** Where a chat message entered the domain; `http` ones render as bare text on /ws. */
+export type Origin = "socket.io" | "ws" | "http";
+
+export interface ChatMessage {
+  text: string;
+  from: string;
+  instance: string;
+  room?: string;
+  origin: Origin;
+  at: string;
+}
+
+export interface InstanceStatus {
+  id: string;
+  clients: number;
+  draining: boolean;
+}
+
+export interface StatusNotification {
+  type: "status";
+  requestedBy: string;
+  instances: InstanceStatus[];
+  clients: number;
+  /** True when an instance did not answer in time: the figures are what the others said. */
+  partial: boolean;
+  at: string;
+}
+
+export interface PeriodicNotification {
+  type: "periodic";
+  instance: string;
+  intervalSec: number;
+  at: string;
+}
+
+export interface DrainingNotification {
+  type: "draining";
+  instance: string;
+  at: string;
+}
+
+export type Notification = StatusNotification | PeriodicNotification | DrainingNotification;
+
+export interface Welcome {
+  clientId: string;
+  instance: string;
+  commands: readonly string[];
+  at: string;
+}
+
+/** Codes of refusals: acks, `connect_error` data, /ws error frames and HTTP bodies. */
+export type ErrorCode =
+  | "DRAINING"
+  | "DUPLICATE_CLIENT_ID"
+  | "INVALID_CLIENT_ID"
+  | "ORIGIN_NOT_ALLOWED"
+  | "NOT_FOUND"
+  | "UNAUTHORIZED"
+  | "ADMIN_DISABLED"
+  | "RATE_LIMITED"
+  | "TOO_MANY_ROOMS"
+  | "OVER_CAPACITY"
+  | "BAD_REQUEST"
+  | "TOO_LARGE"
+  | "UNSUPPORTED_DATA"
+  | "INTERNAL";
+
+/** A refusal as every transport carries it. */
+export interface ErrorBody {
+  error: string;
+  code: ErrorCode;
+}
+
+/** Every acknowledgement: success (maybe with extra fields) or a coded refusal. */
+export type Ack<Extra extends object = object> = ({ ok: true } & Extra) | ({ ok: false } & ErrorBody);
+
+/** What a client may send as a message: the text, or the text and a room. */
+export type MessagePayload = string | { text: string; room?: string };
+
+/** Socket.IO handshake `auth`. */
+export interface HandshakeAuth {
+  /** 1–64 of [A-Za-z0-9_.-]; the server assigns `anon-…` when absent. */
+  clientId?: string;
+  /** A JWT, when the server requires client tokens (its `sub` is the clientId). */
+  token?: string;
+}
+
+export interface ServerToClientEvents {
+  welcome: (welcome: Welcome) => void;
+  message: (message: ChatMessage) => void;
+  notification: (notification: Notification) => void;
+}
+
+export interface ClientToServerEvents {
+  message: (payload: MessagePayload, ack?: (answer: Ack) => void) => void;
+  join: (room: string, ack?: (answer: Ack<{ room: string }>) => void) => void;
+  leave: (room: string, ack?: (answer: Ack<{ room: string }>) => void) => void;
+  status: (ack?: (answer: Ack) => void) => void;
+}
+
+/** What travels through the broadcast domain: a Socket.IO event and its payload. */
+export type DomainEvent = { event: "message"; data: ChatMessage } | { event: "notification"; data: Notification };
+
+/** One broadcast as it travels between instances. */
+export interface Envelope {
+  event: DomainEvent;
+  /** Deliver only to this room's members. */
+  room?: string;
+}
+
+export type ClusterQuery = "status" | "clients";
+
+/** Between instances, over the Redis adapter (`serverSideEmit`); acks gather one answer per instance. */
+export interface InterServerEvents {
+  "wbs:publish": (envelope: Envelope, ack?: (delivered: number) => void) => void;
+  "wbs:query": (name: ClusterQuery, ack?: (answer: InstanceStatus | string[]) => void) => void;
+}
+
+/** What the server keeps on each Socket.IO socket (`socket.data`). */
+export interface SocketData {
+  /** The clientId this connection holds (cluster-wide). */
+  lease: { readonly id: string; readonly transport: "socket.io" | "ws"; readonly token: string };
+  /** Its inbound rate-limit bucket; absent when the limit is off. */
+  bucket: { tokens: number; at: number; refused: number } | undefined;
+}
+
+/** /ws with `?format=json`: every frame the server sends. */
+export type WsServerFrame =
+  | { type: "welcome"; data: Welcome }
+  | { type: "message"; data: ChatMessage }
+  | { type: "notification"; data: Notification }
+  | { type: "echo"; data: { text: string } }
+  | { type: "error"; data: ErrorBody };
+
+/** /ws with `?format=json`: a frame a client may send (plain text is a message too). */
+export interface WsClientFrame {
+  text: string;
+  room?: string;
+}

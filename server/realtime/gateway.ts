@@ -1,0 +1,25 @@
+import type { ClientRegistry } from "../cluster/registry.js";
+import type { Config } from "../config.js";
+import type { BroadcastDomain } from "../domain/broadcast.js";
+import type { DrainState } from "../drain.js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+import type { TokenVerifier } from "./client-auth.js";
+import type { OriginPolicy } from "./origin.js";
+import type { RateLimiter } from "./rate-limit.js";
+
+/** What a gateway (Socket.IO, /ws) needs: the instance's config, state, policies and domain. */
+export interface GatewayDeps {
+  config: Config;
+  log: Logger;
+  drain: DrainState;
+  registry: ClientRegistry;
+  domain: BroadcastDomain;
+  metrics: Metrics;
+  origins: OriginPolicy;
+  limiter: RateLimiter;
+  /** Set when client tokens are required. */
+  verifyToken: TokenVerifier | undefined;
+  /** True when this instance holds MAX_CONNECTIONS: new sessions go elsewhere. */
+  full(): boolean;
+}
