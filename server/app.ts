@@ -14,6 +14,7 @@ import { createMetrics } from "./metrics.js";
 import { createTokenVerifier } from "./realtime/client-auth.js";
 import { installFrontDoor } from "./realtime/front-door.js";
 import { createOriginPolicy } from "./realtime/origin.js";
+import { PenaltyBox } from "./realtime/penalty.js";
 import { createRateLimiter } from "./realtime/rate-limit.js";
 import { createIo, createSocketIoGateway } from "./realtime/socketio.js";
 import { createWsGateway } from "./realtime/ws-gateway.js";
@@ -97,7 +98,8 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   const verifyToken = await createTokenVerifier(config.auth);
   // Engine.IO sessions (polling handshakes included) and /ws connections.
   const full = () => config.maxConnections > 0 && io.engine.clientsCount + wsg.size >= config.maxConnections;
-  const deps = { config, origins, limiter, verifyToken, full, drain, registry, domain, metrics };
+  const penalties = new PenaltyBox(config.rateLimitPenaltyMs);
+  const deps = { config, origins, limiter, penalties, verifyToken, full, drain, registry, domain, metrics };
   const sio = createSocketIoGateway(io, { ...deps, log: log.child({ component: "socket.io" }) });
   const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });
   domain.addSink(sio.sink);

@@ -114,6 +114,8 @@ const schema = z.object({
     .pipe(z.number({ error: "must be a number" }).finite().min(0, "must be 0 (off) or more").max(1_000_000)),
   RATE_LIMIT_BURST: whole(40, 1, 1_000_000),
   RATE_LIMIT_DISCONNECT_AFTER: whole(100, 0, 1_000_000),
+  RATE_LIMIT_PENALTY_SEC: seconds(10, { allowZero: true }),
+  TRUST_PROXY: flag,
   STATUS_INTERVAL_SEC: seconds(1, { allowZero: true }),
   MAX_ROOMS_PER_CONNECTION: whole(100, 0, 1_000_000),
   MAX_CONNECTIONS: whole(20_000, 0, 10_000_000),
@@ -180,6 +182,10 @@ export interface Config {
   readonly rateLimitBurst: number;
   /** Refused messages in a row after which the connection is closed; 0: never. @default 100 */
   readonly rateLimitDisconnectAfter: number;
+  /** After a rate-limit disconnect, new sessions from that address are refused this long; 0: never. @default 10_000 */
+  readonly rateLimitPenaltyMs: number;
+  /** Read the client address from the last X-Forwarded-For entry (behind nginx), not the TCP peer. @default false */
+  readonly trustProxy: boolean;
   /** Least time between two status notifications of this instance; 0: no spacing. @default 1_000 */
   readonly statusIntervalMs: number;
   /** Rooms one Socket.IO connection may be in; 0: no cap. @default 100 */
@@ -271,6 +277,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimitPerSec: c.RATE_LIMIT_MESSAGES_PER_SEC,
     rateLimitBurst: c.RATE_LIMIT_BURST,
     rateLimitDisconnectAfter: c.RATE_LIMIT_DISCONNECT_AFTER,
+    rateLimitPenaltyMs: Math.round(c.RATE_LIMIT_PENALTY_SEC * 1000),
+    trustProxy: c.TRUST_PROXY,
     statusIntervalMs: Math.round(c.STATUS_INTERVAL_SEC * 1000),
     maxRoomsPerConnection: c.MAX_ROOMS_PER_CONNECTION,
     maxConnections: c.MAX_CONNECTIONS,

@@ -23,7 +23,7 @@ export const ERRORS = {
     close: 1008,
     message: () => "admin endpoints are disabled on a non-loopback address without ADMIN_TOKEN: set ADMIN_TOKEN (then send Authorization: Bearer <token>), or ADMIN_OPEN=true on a trusted network",
   },
-  RATE_LIMITED: { status: 429, close: 1008, message: (limit?: string) => `rate limited: at most ${limit}` },
+  RATE_LIMITED: { status: 429, close: 1008, message: (why?: string) => `rate limited: ${why}` },
   TOO_MANY_ROOMS: { status: 429, close: 1008, message: (limit?: string) => `too many rooms: at most ${limit} a connection` },
   OVER_CAPACITY: { status: 503, close: 1013, message: (limit?: string) => `instance is full (${limit} connections): try another` },
   BAD_REQUEST: { status: 400, close: 1007, message: (why?: string) => why ?? "bad request" },

@@ -129,6 +129,8 @@ export interface InterServerEvents {
 export interface SocketData {
   /** The clientId this connection holds (cluster-wide). */
   lease: { readonly id: string; readonly transport: "socket.io" | "ws"; readonly token: string };
+  /** The address it connected from (the penalty box's key). */
+  address: string;
   /** Its inbound rate-limit bucket; absent when the limit is off. */
   bucket: { tokens: number; at: number; refused: number } | undefined;
 }

@@ -240,6 +240,38 @@ describe("abuse limits", function () {
       expect(clients).to.deep.equal(["bystander"]);
     });
 
+    it("drops what a cut client still sends, and refuses new sessions from its address for RATE_LIMIT_PENALTY_SEC; connections already open stay", async () => {
+      const t = await app({ RATE_LIMIT_MESSAGES_PER_SEC: "1", RATE_LIMIT_BURST: "1", RATE_LIMIT_DISCONNECT_AFTER: "2", RATE_LIMIT_PENALTY_SEC: "1" });
+      const bystander = await io(t, { clientId: "same-address" });
+      const flooder = await ws(t, "/ws");
+      // One accepted, one refused, the second refusal cuts it; the other 47 arrive after the cut.
+      for (let i = 0; i < 50; i++) flooder.ws.send(`flood ${i}`);
+      expect((await flooder.closed).code).to.equal(1008);
+      expect(await metricOf(t, "wbs_rate_limited_total", "ws")).to.equal(2);
+      expect(await metricOf(t, "wbs_rate_limit_disconnects_total", "ws")).to.equal(1);
+
+      // Its address (127.0.0.1, as every client here) is in the penalty box.
+      const refused = await wsRefusal(`${t.wsUrl}/ws`);
+      expect(refused.status).to.equal(429);
+      expect(JSON.parse(refused.body)).to.include({ code: "RATE_LIMITED" });
+      expect((await ioRefusal(t.url, { clientId: "comeback" })).data).to.deep.equal({ code: "RATE_LIMITED" });
+      // The connection already open from that address is served.
+      await broadcast(t, "for those still here");
+      await bystander.next("message", (m: Message) => m.text === "for those still here");
+
+      // After the penalty, the address may connect again.
+      const deadline = Date.now() + 5_000;
+      let back: WsClient | undefined;
+      while (!back && Date.now() < deadline) {
+        back = await connectWs(`${t.wsUrl}/ws`).catch((err: { status?: number }) => {
+          expect(err.status).to.equal(429);
+          return new Promise<undefined>((r) => setTimeout(r, 100));
+        });
+      }
+      expect(back, "connected after the penalty").to.not.equal(undefined);
+      back!.close();
+    });
+
     it("starts counting again after an accepted message", async () => {
       // The periodic notification is the clock: each one is PERIODIC_INTERVAL_SEC after the last.
       const t = await app({ RATE_LIMIT_MESSAGES_PER_SEC: "4", RATE_LIMIT_BURST: "2", RATE_LIMIT_DISCONNECT_AFTER: "3", PERIODIC_INTERVAL_SEC: "0.25" });

@@ -204,6 +204,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   let stopGraceMs = defaultGraceMs;
 
   const instanceEnv = (i: number, redisUrl: string): Record<string, string> => ({
+    // Behind nginx: the client's address is the last X-Forwarded-For entry.
+    TRUST_PROXY: "true",
     ...opts.env,
     PORT: String(basePort + i + 1),
     HOST: "127.0.0.1",

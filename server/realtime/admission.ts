@@ -4,6 +4,7 @@ import type { DrainState } from "../drain.js";
 import { ServiceError } from "../errors.js";
 import type { Metrics } from "../metrics.js";
 import type { TokenVerifier } from "./client-auth.js";
+import type { PenaltyBox } from "./penalty.js";
 
 export type Admission = { ok: true; lease: Lease } | { ok: false; error: ServiceError };
 
@@ -11,19 +12,20 @@ export interface AdmissionDeps {
   drain: DrainState;
   registry: ClientRegistry;
   metrics: Metrics;
+  penalties: PenaltyBox;
   /** Set when client tokens are required. */
   verifyToken: TokenVerifier | undefined;
 }
 
 /**
  * Whether a new client may join, for Socket.IO and /ws alike: not while
- * draining; the clientId it asks for (its token's subject when tokens are
+ * draining, nor from an address in the penalty box; the clientId it asks for (its token's subject when tokens are
  * required, a new `anon-…` when it asks for none) must be valid and free on
  * every instance. Answers the lease or a coded refusal (counted), never
  * throws for anything the client sent. Whoever gets a lease releases it when
  * the connection ends, or at once if it never opens.
  */
-export async function admit(deps: AdmissionDeps, request: { transport: Transport; wanted: unknown; token: unknown }): Promise<Admission> {
+export async function admit(deps: AdmissionDeps, request: { transport: Transport; address: string; wanted: unknown; token: unknown }): Promise<Admission> {
   const refuse = (error: ServiceError): Admission => {
     deps.metrics.refusals.inc({ code: error.code });
     return { ok: false, error };
@@ -31,6 +33,8 @@ export async function admit(deps: AdmissionDeps, request: { transport: Transport
   const { drain, registry, verifyToken } = deps;
   const { wanted } = request;
   if (drain.draining) return refuse(new ServiceError("DRAINING"));
+  const penalty = deps.penalties.remainingSec(request.address);
+  if (penalty > 0) return refuse(new ServiceError("RATE_LIMITED", `this address was cut for flooding; try again in ${penalty} s`));
   if (wanted !== undefined && (typeof wanted !== "string" || !CLIENT_ID_PATTERN.test(wanted))) {
     return refuse(new ServiceError("INVALID_CLIENT_ID", String(wanted)));
   }

@@ -6,6 +6,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { TokenVerifier } from "./client-auth.js";
 import type { OriginPolicy } from "./origin.js";
+import type { PenaltyBox } from "./penalty.js";
 import type { RateLimiter } from "./rate-limit.js";
 
 /** What a gateway (Socket.IO, /ws) needs: the instance's config, state, policies and domain. */
@@ -18,6 +19,7 @@ export interface GatewayDeps {
   metrics: Metrics;
   origins: OriginPolicy;
   limiter: RateLimiter;
+  penalties: PenaltyBox;
   /** Set when client tokens are required. */
   verifyToken: TokenVerifier | undefined;
   /** True when this instance holds MAX_CONNECTIONS: new sessions go elsewhere. */

@@ -10,6 +10,7 @@ import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents
 import { admit } from "./admission.js";
 import type { GatewayDeps } from "./gateway.js";
 import type { OriginPolicy } from "./origin.js";
+import { clientAddress } from "./penalty.js";
 import { guardSlowClients } from "./slow-clients.js";
 import { releaseUpgradeGuard } from "./upgrade-guard.js";
 
@@ -90,11 +91,12 @@ export function createIo(
 
 /** Namespace middleware (drain, clientId) and the event handlers of `/`. */
 export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIoGateway {
-  const { config, log, registry, domain, metrics, limiter } = opts;
+  const { config, log, registry, domain, metrics, limiter, penalties } = opts;
 
   io.use((socket, next) => {
     const auth: Record<string, unknown> = socket.handshake.auth ?? {};
-    admit(opts, { transport: "socket.io", wanted: auth.clientId, token: auth.token }).then(
+    const address = clientAddress(socket.handshake.address, socket.handshake.headers, config.trustProxy);
+    admit(opts, { transport: "socket.io", address, wanted: auth.clientId, token: auth.token }).then(
       (result) => {
         if (!result.ok) return next(result.error);
         // The client may have gone while we awaited Redis: then it never connects
@@ -105,6 +107,7 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
         }
         socket.data.lease = result.lease;
         socket.data.bucket = limiter.bucket();
+        socket.data.address = address;
         next();
       },
       (err: unknown) => {
@@ -164,8 +167,10 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
   };
 
   const byEvent = new Map<string, (this: IoSocket, ...args: unknown[]) => Promise<void>>(Object.entries(listeners));
-  const rateLimited = new ServiceError("RATE_LIMITED", limiter.description);
+  const rateLimited = new ServiceError("RATE_LIMITED", `at most ${limiter.description}`);
   function dispatch(this: IoSocket, event: string, ...args: unknown[]): void {
+    // Packets already read when the server disconnected it still arrive: drop them.
+    if (!this.connected) return;
     const verdict = limiter.take(this.data.bucket);
     if (verdict === "ok") return void byEvent.get(event)?.apply(this, args);
     // Refused: not handled, not broadcast; answered when the client asked for an ack.
@@ -174,7 +179,8 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     if (typeof ack === "function") (ack as AckFn)({ ok: false, ...rateLimited.toJSON() });
     if (verdict === "disconnect") {
       metrics.rateLimitDisconnects.inc({ transport: "socket.io" });
-      log.warn({ clientId: this.data.lease.id, transport: "socket.io" }, "rate limit: client kept sending while refused; disconnected");
+      log.warn({ clientId: this.data.lease.id, transport: "socket.io", address: this.data.address }, "rate limit: client kept sending while refused; disconnected");
+      penalties.punish(this.data.address);
       this.disconnect(true);
     }
   }

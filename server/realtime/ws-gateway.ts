@@ -8,6 +8,7 @@ import { ServiceError } from "../errors.js";
 import type { ErrorBody, Welcome, WsServerFrame } from "../protocol.js";
 import { admit } from "./admission.js";
 import type { GatewayDeps } from "./gateway.js";
+import { clientAddress } from "./penalty.js";
 import type { Bucket } from "./rate-limit.js";
 import { DRAIN_HEADERS, rejectUpgrade } from "./reject.js";
 import { type RequestTarget, decodePathSegment } from "./request-target.js";
@@ -26,10 +27,14 @@ interface Client {
   format: Format;
   alive: boolean;
   bucket: Bucket | undefined;
+  address: string;
+  /** Cut for flooding: whatever it still sends is dropped unread. */
+  cut: boolean;
 }
 
 /** An upgrade that passed our checks, on its way through ws's handshake checks and the admission. */
 interface Attempt {
+  address: string;
   wanted: string | undefined;
   token: string | undefined;
   mode: Mode;
@@ -52,7 +57,7 @@ export interface WsGateway {
 }
 
 export function createWsGateway(opts: GatewayDeps): WsGateway {
-  const { config, log, drain, registry, domain, metrics, origins, limiter, full } = opts;
+  const { config, log, drain, registry, domain, metrics, origins, limiter, penalties, full } = opts;
   const clients = new Map<WebSocket, Client>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
@@ -89,7 +94,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
   };
   const sendError = (c: Client, err: ErrorBody) => send(c, { type: "error", data: err }, `Error: ${err.error}`);
 
-  const rateLimited = new ServiceError("RATE_LIMITED", limiter.description);
+  const rateLimited = new ServiceError("RATE_LIMITED", `at most ${limiter.description}`);
 
   // One listener an event for every client (ws calls it with `this` set to the
   // socket), not closures a connection: at tens of thousands of clients those cost memory.
@@ -99,7 +104,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
   }
   function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
     const c = clients.get(this);
-    if (!c) return;
+    if (!c || c.cut) return;
     if (isBinary) {
       const err = new ServiceError("UNSUPPORTED_DATA");
       metrics.refusals.inc({ code: err.code });
@@ -112,7 +117,9 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       metrics.rateLimited.inc({ transport: "ws" });
       if (verdict === "refused") return sendError(c, rateLimited.toJSON());
       metrics.rateLimitDisconnects.inc({ transport: "ws" });
-      log.warn({ clientId: c.lease.id, transport: "ws" }, "rate limit: client kept sending while refused; disconnected");
+      log.warn({ clientId: c.lease.id, transport: "ws", address: c.address }, "rate limit: client kept sending while refused; disconnected");
+      c.cut = true;
+      penalties.punish(c.address);
       this.close(rateLimited.closeCode, "rate limited");
       return;
     }
@@ -165,7 +172,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       done(false, err.status, JSON.stringify(err.toJSON()), { "Content-Type": "application/json", ...(err.status === 503 ? DRAIN_HEADERS : {}) });
     };
     if (!attempt) return deny(new ServiceError("INTERNAL"));
-    admit(opts, { transport: "ws", wanted: attempt.wanted, token: attempt.token }).then(
+    admit(opts, { transport: "ws", address: attempt.address, wanted: attempt.wanted, token: attempt.token }).then(
       (result) => {
         const lease = result.ok ? result.lease : undefined;
         if (socket.destroyed) {
@@ -204,7 +211,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       return;
     }
     const { lease } = admitted;
-    const client: Client = { lease, ws, mode: attempt.mode, format: attempt.format, alive: true, bucket: limiter.bucket() };
+    const client: Client = { lease, ws, mode: attempt.mode, format: attempt.format, alive: true, bucket: limiter.bucket(), address: attempt.address, cut: false };
     clients.set(ws, client);
     log.debug({ clientId: lease.id, transport: "ws", mode: attempt.mode }, "connected");
     const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
@@ -236,7 +243,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         return true;
       }
       const token = target.query.token ?? /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
-      attempts.set(req, { wanted, token, mode: wanted === undefined ? "broadcast" : "echo", format: target.query.format === "json" ? "json" : "text" });
+      attempts.set(req, { address: clientAddress(req.socket.remoteAddress, req.headers, config.trustProxy), wanted, token, mode: wanted === undefined ? "broadcast" : "echo", format: target.query.format === "json" ? "json" : "text" });
       wss.handleUpgrade(req, socket, head, accept);
       return true;
     },

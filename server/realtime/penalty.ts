@@ -1,0 +1,46 @@
+import type { IncomingHttpHeaders } from "node:http";
+
+/** At most this many addresses are held; past it the oldest penalty is dropped (a map an attacker cannot grow without bound). */
+const MAX_ADDRESSES = 100_000;
+
+/**
+ * The address a client connects from: the TCP peer, or, behind a proxy we
+ * trust (TRUST_PROXY), the last X-Forwarded-For entry, which our nginx
+ * appends itself (`$proxy_add_x_forwarded_for`) and a client cannot forge.
+ */
+export function clientAddress(peer: string | undefined, headers: IncomingHttpHeaders, trustProxy: boolean): string {
+  if (trustProxy) {
+    const xff = headers["x-forwarded-for"];
+    const last = (Array.isArray(xff) ? xff.join(",") : (xff ?? "")).split(",").pop()?.trim();
+    if (last) return last;
+  }
+  return peer ?? "unknown";
+}
+
+/**
+ * The penalty box: after a connection is cut for flooding, new sessions from
+ * its address are refused for `ms`, so an abuser cannot reconnect for a
+ * fresh burst again and again. Clients already connected from that address
+ * (an office behind one NAT) keep their connections.
+ */
+export class PenaltyBox {
+  readonly #until = new Map<string, number>();
+  constructor(readonly ms: number) {}
+
+  punish(address: string): void {
+    if (this.ms <= 0) return;
+    this.#until.delete(address); // re-inserted last: the Map stays in expiry order
+    this.#until.set(address, performance.now() + this.ms);
+    if (this.#until.size > MAX_ADDRESSES) this.#until.delete(this.#until.keys().next().value as string);
+  }
+
+  /** Seconds left on the address's penalty, or 0. */
+  remainingSec(address: string): number {
+    const until = this.#until.get(address);
+    if (until === undefined) return 0;
+    const left = until - performance.now();
+    if (left > 0) return Math.ceil(left / 1000);
+    this.#until.delete(address);
+    return 0;
+  }
+}
