@@ -112,8 +112,8 @@ const schema = z.object({
     .default("20")
     .transform(Number)
     .pipe(z.number({ error: "must be a number" }).finite().min(0, "must be 0 (off) or more").max(1_000_000)),
-  RATE_LIMIT_BURST: whole(40, 1, 1_000_000),
-  RATE_LIMIT_DISCONNECT_AFTER: whole(100, 0, 1_000_000),
+  RATE_LIMIT_BURST: whole(10, 1, 1_000_000),
+  RATE_LIMIT_DISCONNECT_AFTER: whole(20, 0, 1_000_000),
   RATE_LIMIT_PENALTY_SEC: seconds(10, { allowZero: true }),
   TRUST_PROXY: flag,
   STATUS_INTERVAL_SEC: seconds(1, { allowZero: true }),
@@ -178,9 +178,9 @@ export interface Config {
   readonly adminOpen: boolean;
   /** Per-connection inbound messages a second (token bucket); 0 turns the limit off. @default 20 */
   readonly rateLimitPerSec: number;
-  /** Token bucket size: messages a connection may send at once. @default 40 */
+  /** Token bucket size: messages a connection may send at once. @default 10 */
   readonly rateLimitBurst: number;
-  /** Refused messages in a row after which the connection is closed; 0: never. @default 100 */
+  /** Refused messages in a row after which the connection is closed; 0: never. @default 20 */
   readonly rateLimitDisconnectAfter: number;
   /** After a rate-limit disconnect, new sessions from that address are refused this long; 0: never. @default 10_000 */
   readonly rateLimitPenaltyMs: number;
