@@ -18,7 +18,8 @@ import { PenaltyBox } from "./realtime/penalty.js";
 import { createRateLimiter } from "./realtime/rate-limit.js";
 import { createIo, createSocketIoGateway } from "./realtime/socketio.js";
 import { createWsGateway } from "./realtime/ws-gateway.js";
-import { ShutdownCoordinator } from "./shutdown.js";
+import { MemoryLog, RedisLog } from "./domain/history.js";
+import { ShutdownCoordinator, spreadOut } from "./shutdown.js";
 
 /** How long a cluster query waits for the other instances. */
 const CLUSTER_TIMEOUT_MS = 1_000;
@@ -84,9 +85,13 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
         onSkipped: () => metrics.clusterPublishesSkipped.inc(),
       })
     : localBus<Envelope>();
+  const limits = { maxEntries: config.historySize, ttlMs: config.historyTtlMs };
+  const history = config.historySize === 0 ? undefined : redis ? new RedisLog(redis, limits, log.child({ component: "history" })) : new MemoryLog(limits);
+  await history?.start();
   const domain = new BroadcastDomain({
     instanceId: config.instanceId,
     bus,
+    history,
     registry,
     drain,
     log,
@@ -113,14 +118,16 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     drain,
     log: log.child({ component: "drain" }),
     forcedShutdownAfterMs: config.forcedShutdownAfterMs,
+    // The spread, then a second for the close handshakes.
+    leftoverGraceMs: config.drainCloseSpreadMs + 1_000,
     progressLogEveryMs: config.progressLogEveryMs,
     steps: {
       clientCount: () => registry.size,
       onClientsChange: (listener) => registry.on("change", listener),
       notifyDraining: () => domain.notifyDraining(),
       closeLeftovers: () => {
-        wsg.closeAll(1001, "server shutting down");
-        sio.closeTransports();
+        // Spread over DRAIN_CLOSE_SPREAD_SEC, so the reconnects do not arrive as one wave.
+        spreadOut([...wsg.connections(), ...sio.connections()], config.drainCloseSpreadMs, (close) => close());
       },
       close: async () => {
         domain.stopPeriodic();
@@ -139,6 +146,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
         server.closeAllConnections();
         await drained;
         await registry.stop();
+        history?.close();
         await redis?.close();
       },
     },

@@ -118,6 +118,9 @@ const schema = z.object({
   TRUST_PROXY: flag,
   STATUS_INTERVAL_SEC: seconds(1, { allowZero: true }),
   MAX_ROOMS_PER_CONNECTION: whole(100, 0, 1_000_000),
+  HISTORY_SIZE: whole(1000, 0, 1_000_000),
+  HISTORY_TTL_SEC: seconds(600, { allowZero: true }),
+  DRAIN_CLOSE_SPREAD_SEC: seconds(0, { allowZero: true }),
   MAX_CONNECTIONS: whole(20_000, 0, 10_000_000),
   ADMIN_OPEN: flag,
   AUTH_JWT_SECRET: optionalText,
@@ -188,6 +191,12 @@ export interface Config {
   readonly trustProxy: boolean;
   /** Least time between two status notifications of this instance; 0: no spacing. @default 1_000 */
   readonly statusIntervalMs: number;
+  /** Broadcasts kept for recovery (approximately, with Redis); 0 turns history and recovery off. @default 1000 */
+  readonly historySize: number;
+  /** Broadcasts older than this are dropped from the history; 0: no time bound. @default 600_000 */
+  readonly historyTtlMs: number;
+  /** At the drain deadline, leftovers are closed spread over this window (reconnects do not arrive as one wave); 0: all at once. @default 0 */
+  readonly drainCloseSpreadMs: number;
   /** Rooms one Socket.IO connection may be in; 0: no cap. @default 100 */
   readonly maxRoomsPerConnection: number;
   /** Connections (Engine.IO sessions and /ws) this instance accepts; 0: no cap. @default 20_000 */
@@ -281,6 +290,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: c.TRUST_PROXY,
     statusIntervalMs: Math.round(c.STATUS_INTERVAL_SEC * 1000),
     maxRoomsPerConnection: c.MAX_ROOMS_PER_CONNECTION,
+    historySize: c.HISTORY_SIZE,
+    historyTtlMs: Math.round(c.HISTORY_TTL_SEC * 1000),
+    drainCloseSpreadMs: Math.round(c.DRAIN_CLOSE_SPREAD_SEC * 1000),
     maxConnections: c.MAX_CONNECTIONS,
     auth,
     redisUrl: c.REDIS_URL,

@@ -17,6 +17,8 @@ export interface ChatMessage {
   room?: string;
   origin: Origin;
   at: string;
+  /** Its place in the broadcast history: keep the last one to recover after a reconnect. Absent when history is off, or for what an instance delivered alone during a Redis outage. */
+  offset?: string;
 }
 
 export interface InstanceStatus {
@@ -33,6 +35,8 @@ export interface StatusNotification {
   /** True when an instance did not answer in time: the figures are what the others said. */
   partial: boolean;
   at: string;
+  /** As ChatMessage.offset: status notifications are broadcasts in the history too. */
+  offset?: string;
 }
 
 export interface PeriodicNotification {
@@ -55,6 +59,14 @@ export interface Welcome {
   instance: string;
   commands: readonly string[];
   at: string;
+  /** The history's incarnation: send it back with your last offset when you reconnect. */
+  epoch: string;
+  /** Where this connection starts: your last offset until a broadcast arrives. */
+  offset: string;
+  /** True when everything after the offset you sent was replayed; false when anything may be missing (reload your state), or when you sent none. */
+  recovered: boolean;
+  /** Broadcasts replayed on this connection, right after this welcome and before anything live. */
+  replayed: number;
 }
 
 /** Codes of refusals: acks, `connect_error` data, /ws error frames and HTTP bodies. */
@@ -92,6 +104,11 @@ export interface HandshakeAuth {
   clientId?: string;
   /** A JWT, when the server requires client tokens (its `sub` is the clientId). */
   token?: string;
+  /** Recovery: the last offset received and the epoch of the welcome it came with. socket.io-client's `auth` may be a function, called on every reconnect. */
+  offset?: string;
+  epoch?: string;
+  /** Rooms to be in again, joined before the replay (so their messages are replayed too). */
+  rooms?: string[];
 }
 
 export interface ServerToClientEvents {
@@ -117,12 +134,15 @@ export interface Envelope {
   room?: string;
 }
 
-export type ClusterQuery = "status" | "clients";
+export interface ClusterQuery {
+  name: "status" | "clients" | "members";
+  room?: string;
+}
 
 /** Between instances, over the Redis adapter (`serverSideEmit`); acks gather one answer per instance. */
 export interface InterServerEvents {
   "wbs:publish": (envelope: Envelope, ack?: (delivered: number) => void) => void;
-  "wbs:query": (name: ClusterQuery, ack?: (answer: InstanceStatus | string[]) => void) => void;
+  "wbs:query": (query: ClusterQuery, ack?: (answer: InstanceStatus | string[] | number) => void) => void;
 }
 
 /** What the server keeps on each Socket.IO socket (`socket.data`). */
@@ -131,6 +151,8 @@ export interface SocketData {
   lease: { readonly id: string; readonly transport: "socket.io" | "ws"; readonly token: string };
   /** The address it connected from (the penalty box's key). */
   address: string;
+  /** Live broadcasts held while its replay runs. */
+  pending?: Envelope[];
   /** Its inbound rate-limit bucket; absent when the limit is off. */
   bucket: { tokens: number; at: number; refused: number } | undefined;
 }

@@ -129,3 +129,17 @@ export class ShutdownCoordinator {
     return this.#close();
   }
 }
+
+/**
+ * Runs `act` on every item, spread evenly over `windowMs` (all at once when
+ * it is 0), in a random order so no client is always last.
+ */
+export function spreadOut<T>(items: T[], windowMs: number, act: (item: T) => void): void {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  if (windowMs <= 0 || items.length <= 1) return items.forEach(act);
+  const step = windowMs / items.length;
+  items.forEach((item, i) => setTimeout(() => act(item), i * step).unref());
+}

@@ -180,6 +180,7 @@ describe("cluster: instances sharing one broadcast domain over Redis", function 
     await b.socket.emitWithAck("message", "after restart from b");
     expect((await a.next("message", (m: { text: string }) => m.text === "after restart from b")).instance).to.equal("ws2");
     // The outage message never reached b (it was local only), and nothing arrived twice.
+    await b.next("message", (m: { text: string }) => m.text === "after restart from b");
     expect(b.inbox.all((e) => e.event === "message").map((e) => (e.args[0] as { text: string }).text)).to.deep.equal(["after restart from a", "after restart from b"]);
     // The id registry is restored by the heartbeat: "a" is still taken cluster-wide.
     let refusal: string | undefined;

@@ -1,6 +1,12 @@
 import type { Logger } from "../logger.js";
 
-export type QueryName = "status" | "clients";
+export type QueryName = "status" | "clients" | "members";
+
+/** A question to every instance; `members` takes a room (none: everyone). */
+export interface Query {
+  name: QueryName;
+  room?: string;
+}
 
 export interface Gathered<T> {
   answers: T[];
@@ -20,9 +26,9 @@ export interface ClusterBus<E> {
   /** Same, gathering the number of connections each other instance reached. */
   publishCounted(envelope: E): Promise<Gathered<number>>;
   /** Asks every other instance; answers within the timeout, never hangs. */
-  query<T>(name: QueryName): Promise<Gathered<T>>;
+  query<T>(query: Query): Promise<Gathered<T>>;
   /** Installs this instance's answers to the two calls above. */
-  serve(handlers: { deliver(envelope: E): number; answer(name: QueryName): unknown }): void;
+  serve(handlers: { deliver(envelope: E): number; answer(query: Query): unknown }): void;
 }
 
 export function localBus<E>(): ClusterBus<E> {
@@ -77,14 +83,14 @@ export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; re
       opts.onSkipped();
     },
     publishCounted: (envelope) => gather<number>(PUBLISH, envelope),
-    query: <T>(name: QueryName) => gather<T>(QUERY, name),
+    query: <T>(query: Query) => gather<T>(QUERY, query),
     serve({ deliver, answer }) {
       io.on(PUBLISH, (envelope: E, ack?: (n: number) => void) => {
         // Deliver first: `ack?.(deliver(e))` would skip the delivery when no ack is asked for.
         const n = deliver(envelope);
         ack?.(n);
       });
-      io.on(QUERY, (name: QueryName, ack?: (a: unknown) => void) => ack?.(answer(name)));
+      io.on(QUERY, (query: Query, ack?: (a: unknown) => void) => ack?.(answer(query)));
     },
   };
 }

@@ -1,10 +1,11 @@
-import type { ClusterBus, QueryName } from "../cluster/bus.js";
+import type { ClusterBus, Query } from "../cluster/bus.js";
 import type { ClientRegistry } from "../cluster/registry.js";
 import type { DrainState } from "../drain.js";
 import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { ChatMessage, DomainEvent, Envelope, InstanceStatus, Notification, Origin } from "../protocol.js";
+import type { BroadcastLog } from "./history.js";
 import { ROOM_PATTERN, isStatusCommand, now } from "./names.js";
 
 export type { Envelope };
@@ -15,11 +16,15 @@ export interface LocalSink {
   readonly transport: string;
   /** Delivers to this gateway's own connections; answers how many it reached. */
   deliver(envelope: Envelope): number;
+  /** Its connections a broadcast to `room` (none: everyone) reaches. */
+  count(room?: string): number;
 }
 
 export interface DomainOptions {
   instanceId: string;
   bus: ClusterBus<Envelope>;
+  /** The ordered history; undefined: history off (delivery straight through the bus). */
+  history?: BroadcastLog;
   registry: ClientRegistry;
   drain: DrainState;
   log: Logger;
@@ -52,8 +57,9 @@ export class BroadcastDomain {
     this.#opts = opts;
     opts.bus.serve({
       deliver: (envelope) => this.deliverLocal(envelope),
-      answer: (name) => this.#answer(name),
+      answer: (query) => this.#answer(query),
     });
+    opts.history?.onDelivery((envelope) => this.deliverLocal(envelope));
   }
 
   get instanceId(): string {
@@ -75,19 +81,46 @@ export class BroadcastDomain {
     return total;
   }
 
-  /** Local delivery, then every other instance. Fire and forget. */
+  /**
+   * To every instance's connections. With history: appended first (its
+   * offset), then delivered by every instance in offset order. Without:
+   * local delivery, then the bus. Fire and forget.
+   */
   publish(envelope: Envelope): void {
     this.#count(envelope);
+    const { history, bus, log } = this.#opts;
+    if (history) {
+      history.append(envelope).catch((err: unknown) => log.error({ err }, "publish failed"));
+      return;
+    }
     this.deliverLocal(envelope);
-    this.#opts.bus.publish(envelope);
+    bus.publish(envelope);
   }
 
   /** As publish, answering the number of connections reached on all instances. */
   async publishCounted(envelope: Envelope): Promise<Published> {
     this.#count(envelope);
+    const { history, bus } = this.#opts;
+    if (history) {
+      await history.append(envelope);
+      // Delivery runs through the history's channel; count who it reaches.
+      const remote = await bus.query<number>({ name: "members", ...(envelope.room !== undefined ? { room: envelope.room } : {}) });
+      return { sent: remote.answers.reduce((a, b) => a + b, this.#members(envelope.room)), partial: remote.partial };
+    }
     const local = this.deliverLocal(envelope);
-    const remote = await this.#opts.bus.publishCounted(envelope);
+    const remote = await bus.publishCounted(envelope);
     return { sent: remote.answers.reduce((a, b) => a + b, local), partial: remote.partial };
+  }
+
+  /** Where a new connection starts in the history, or undefined when history is off. */
+  head(): { epoch: string; offset: string } | undefined {
+    return this.#opts.history?.head();
+  }
+
+  /** What a reconnecting client missed since `offset` of `epoch` (see BroadcastLog.since). */
+  async recover(epoch: string, offset: string, limit: number): Promise<{ entries: Envelope[]; complete: boolean }> {
+    const { history } = this.#opts;
+    return history ? history.since(epoch, offset, limit) : { entries: [], complete: false };
   }
 
   /** Tells this instance's clients, once, that it drains. */
@@ -156,13 +189,13 @@ export class BroadcastDomain {
   }
 
   async clusterStatus(): Promise<{ instances: InstanceStatus[]; clients: number; partial: boolean }> {
-    const remote = await this.#opts.bus.query<InstanceStatus>("status");
+    const remote = await this.#opts.bus.query<InstanceStatus>({ name: "status" });
     const instances = [this.localStatus(), ...remote.answers].sort((a, b) => a.id.localeCompare(b.id));
     return { instances, clients: instances.reduce((n, i) => n + i.clients, 0), partial: remote.partial };
   }
 
   async clusterClients(): Promise<{ clients: string[]; partial: boolean }> {
-    const remote = await this.#opts.bus.query<string[]>("clients");
+    const remote = await this.#opts.bus.query<string[]>({ name: "clients" });
     return { clients: [this.#opts.registry.ids(), ...remote.answers].flat(), partial: remote.partial };
   }
 
@@ -189,7 +222,13 @@ export class BroadcastDomain {
     this.#opts.metrics.broadcasts.inc({ origin: e.event === "message" ? e.data.origin : e.data.type });
   }
 
-  #answer(name: QueryName): unknown {
-    return name === "status" ? this.localStatus() : this.#opts.registry.ids();
+  #members(room?: string): number {
+    return this.#sinks.reduce((n, sink) => n + sink.count(room), 0);
+  }
+
+  #answer(query: Query): unknown {
+    if (query.name === "status") return this.localStatus();
+    if (query.name === "members") return this.#members(typeof query.room === "string" ? query.room : undefined);
+    return this.#opts.registry.ids();
   }
 }

@@ -6,8 +6,9 @@ import type { Envelope, LocalSink } from "../domain/broadcast.js";
 import { COMMANDS, ROOM_PATTERN, now } from "../domain/names.js";
 import { ServiceError } from "../errors.js";
 import type { Metrics } from "../metrics.js";
-import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData, Welcome } from "../protocol.js";
+import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "../protocol.js";
 import { admit } from "./admission.js";
+import { parseResume, recoverConnection, welcomeOf } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
 import type { OriginPolicy } from "./origin.js";
 import { clientAddress } from "./penalty.js";
@@ -22,6 +23,14 @@ type AckFn = (answer: Ack<Record<string, unknown>>) => void;
 const NO_HEADERS: IoSocket["handshake"]["headers"] = Object.freeze({});
 const NO_QUERY: IoSocket["handshake"]["query"] = Object.freeze({});
 
+/** The room of sockets whose replay is running: live broadcasts skip it (they wait in `socket.data.pending`). */
+const REPLAYING = "wbs:replaying";
+
+function emitTo(socket: IoSocket, e: Envelope): void {
+  if (e.event.event === "message") socket.emit("message", e.event.data);
+  else socket.emit("notification", e.event.data);
+}
+
 /** Client room names live apart from Socket.IO's per-socket rooms, so no client can join another's private room. */
 export const roomKey = (room: string): string => `room:${room}`;
 
@@ -33,8 +42,8 @@ export interface SocketIoGateway {
   sink: LocalSink;
   /** Open sockets by transport, for metrics. */
   connectionsByTransport(): Record<string, number>;
-  /** Closes every transport, so socket.io-client reconnects by itself (to a live instance). */
-  closeTransports(): void;
+  /** A closer per socket, at the drain deadline: its transport, so socket.io-client reconnects by itself (to a live instance). */
+  connections(): (() => void)[];
   /** Stops the gateway's timers. */
   close(): void;
 }
@@ -191,17 +200,45 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     log.debug({ clientId: lease.id, reason }, "disconnected");
   }
 
+  const joinRooms = (socket: IoSocket, rooms: unknown): void => {
+    if (!Array.isArray(rooms)) return;
+    const cap = config.maxRoomsPerConnection > 0 ? config.maxRoomsPerConnection : Number.POSITIVE_INFINITY;
+    for (const room of rooms.slice(0, Math.min(rooms.length, cap))) {
+      if (typeof room === "string" && ROOM_PATTERN.test(room)) socket.join(roomKey(room));
+    }
+  };
+
   io.on("connection", (socket: IoSocket) => {
     const { lease } = socket.data;
     log.debug({ clientId: lease.id, transport: socket.conn.transport.name }, "connected");
-    const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
-    socket.emit("welcome", welcome);
+    const auth: Record<string, unknown> = socket.handshake.auth ?? {};
+    // Rooms sent back by a reconnecting client are joined before its replay, so their messages are replayed too.
+    joinRooms(socket, auth.rooms);
+    const resume = domain.head() ? parseResume(auth.epoch, auth.offset) : undefined;
     // Without the request, Socket.IO gave the handshake fresh empty headers and query: share one.
     socket.handshake.headers = NO_HEADERS;
     socket.handshake.query = NO_QUERY;
     // One catch-all listener array entry instead of four listeners a socket.
     socket.onAny(dispatch);
     socket.on("disconnect", onDisconnect);
+    const base = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
+    if (!resume) return void socket.emit("welcome", welcomeOf(base, domain, { recovered: false, offset: undefined }, 0));
+    // Replaying: live broadcasts wait in `pending` (the sink puts them there) until the replay is out.
+    socket.data.pending = [];
+    socket.join(REPLAYING);
+    const entitled = (e: Envelope) => e.room === undefined || socket.rooms.has(roomKey(e.room));
+    recoverConnection({ domain, resume, limit: config.historySize, entitled, pending: () => socket.data.pending ?? [] })
+      .catch((err: unknown) => {
+        log.warn({ clientId: lease.id, err: (err as Error).message }, "recovery failed: the client is told recovered: false");
+        return { recovered: false, replay: [], held: socket.data.pending ?? [], offset: undefined };
+      })
+      .then((result) => {
+        socket.leave(REPLAYING);
+        socket.data.pending = undefined;
+        if (!socket.connected) return;
+        socket.emit("welcome", welcomeOf(base, domain, result, result.replay.length));
+        for (const e of [...result.replay, ...result.held]) emitTo(socket, e);
+      });
   });
 
   const slow = guardSlowClients({
@@ -215,17 +252,30 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     cut: cutConnection,
   });
 
+  const members = (room?: string): number => {
+    const nsp = io.of("/");
+    return room === undefined ? nsp.sockets.size : (nsp.adapter.rooms.get(roomKey(room))?.size ?? 0);
+  };
   const sink: LocalSink = {
     transport: "socket.io",
-    deliver({ event, room }: Envelope): number {
-      const nsp = io.of("/");
-      const members = room === undefined ? nsp.sockets.size : (nsp.adapter.rooms.get(roomKey(room))?.size ?? 0);
-      if (members === 0) return 0;
+    count: members,
+    deliver(envelope: Envelope): number {
+      const { room } = envelope;
+      const n = members(room);
+      if (n === 0) return 0;
+      // Connections still replaying hold it until their replay is out.
+      const replaying = io.of("/").adapter.rooms.get(REPLAYING);
+      if (replaying) {
+        for (const id of replaying) {
+          const socket = io.of("/").sockets.get(id);
+          if (socket?.data.pending && (room === undefined || socket.rooms.has(roomKey(room)))) socket.data.pending.push(envelope);
+        }
+      }
       // Encoded once for every member (Socket.IO's broadcast), not once a socket.
-      const to = room === undefined ? io.local : io.local.to(roomKey(room));
-      if (event.event === "message") to.emit("message", event.data);
-      else to.emit("notification", event.data);
-      return members;
+      const to = (room === undefined ? io.local : io.local.to(roomKey(room))).except(REPLAYING);
+      if (envelope.event.event === "message") to.emit("message", envelope.event.data);
+      else to.emit("notification", envelope.event.data);
+      return n;
     },
   };
 
@@ -240,8 +290,8 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
       }
       return counts;
     },
-    closeTransports() {
-      for (const socket of io.of("/").sockets.values()) socket.conn.close();
+    connections() {
+      return [...io.of("/").sockets.values()].map((socket) => () => socket.conn.close());
     },
     close() {
       slow.stop();

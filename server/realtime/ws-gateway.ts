@@ -7,6 +7,7 @@ import { CLIENT_ID_PATTERN, COMMANDS, now } from "../domain/names.js";
 import { ServiceError } from "../errors.js";
 import type { ErrorBody, Welcome, WsServerFrame } from "../protocol.js";
 import { admit } from "./admission.js";
+import { type Resume, parseResume, recoverConnection, welcomeOf } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
 import { clientAddress } from "./penalty.js";
 import type { Bucket } from "./rate-limit.js";
@@ -30,11 +31,14 @@ interface Client {
   address: string;
   /** Cut for flooding: whatever it still sends is dropped unread. */
   cut: boolean;
+  /** Set while its replay runs: live broadcasts wait here. */
+  pending: Envelope[] | undefined;
 }
 
 /** An upgrade that passed our checks, on its way through ws's handshake checks and the admission. */
 interface Attempt {
   address: string;
+  resume: Resume | undefined;
   wanted: string | undefined;
   token: string | undefined;
   mode: Mode;
@@ -51,8 +55,8 @@ export interface WsGateway {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: RequestTarget): boolean;
   sink: LocalSink;
   readonly size: number;
-  /** Closes every client with `code` (1001 at the drain deadline). */
-  closeAll(code: number, reason: string): void;
+  /** A closer per client, at the drain deadline: 1001, as the old service B. */
+  connections(): (() => void)[];
   close(): void;
 }
 
@@ -211,16 +215,41 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       return;
     }
     const { lease } = admitted;
-    const client: Client = { lease, ws, mode: attempt.mode, format: attempt.format, alive: true, bucket: limiter.bucket(), address: attempt.address, cut: false };
+    const { resume } = attempt;
+    const client: Client = {
+      lease,
+      ws,
+      mode: attempt.mode,
+      format: attempt.format,
+      alive: true,
+      bucket: limiter.bucket(),
+      address: attempt.address,
+      cut: false,
+      pending: resume ? [] : undefined,
+    };
     clients.set(ws, client);
     log.debug({ clientId: lease.id, transport: "ws", mode: attempt.mode }, "connected");
-    const welcome: Welcome = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
-    send(client, { type: "welcome", data: welcome }, renderWelcome(welcome));
-
     ws.on("pong", onPong);
     ws.on("message", onMessage);
     ws.on("error", onError);
     ws.on("close", onClose);
+
+    const base = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
+    const greet = (welcome: Welcome) => send(client, { type: "welcome", data: welcome }, renderWelcome(welcome));
+    if (!resume) return greet(welcomeOf(base, domain, { recovered: false, offset: undefined }, 0));
+    // /ws clients are in no rooms: they are entitled to what is not for a room.
+    recoverConnection({ domain, resume, limit: config.historySize, entitled: (e) => e.room === undefined, pending: () => client.pending ?? [] })
+      .catch((err: unknown) => {
+        log.warn({ clientId: lease.id, err: (err as Error).message }, "recovery failed: the client is told recovered: false");
+        return { recovered: false, replay: [], held: client.pending ?? [], offset: undefined };
+      })
+      .then((result) => {
+        client.pending = undefined;
+        greet(welcomeOf(base, domain, result, result.replay.length));
+        for (const e of [...result.replay, ...result.held]) {
+          send(client, { type: e.event.event, data: e.event.data } as WsServerFrame, renderText(e.event));
+        }
+      });
   };
 
   return {
@@ -243,21 +272,32 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         return true;
       }
       const token = target.query.token ?? /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
-      attempts.set(req, { address: clientAddress(req.socket.remoteAddress, req.headers, config.trustProxy), wanted, token, mode: wanted === undefined ? "broadcast" : "echo", format: target.query.format === "json" ? "json" : "text" });
+      attempts.set(req, {
+        address: clientAddress(req.socket.remoteAddress, req.headers, config.trustProxy),
+        resume: parseResume(target.query.epoch, target.query.since),
+        wanted,
+        token, mode: wanted === undefined ? "broadcast" : "echo", format: target.query.format === "json" ? "json" : "text" });
       wss.handleUpgrade(req, socket, head, accept);
       return true;
     },
 
     sink: {
       transport: "ws",
-      deliver({ event, room }: Envelope): number {
-        // /ws clients join no rooms; room messages are for Socket.IO members.
+      // /ws clients join no rooms; room messages are for Socket.IO members.
+      count: (room) => (room === undefined ? clients.size : 0),
+      deliver(envelope: Envelope): number {
+        const { event, room } = envelope;
         if (room !== undefined || clients.size === 0) return 0;
         // Render once per format, not once per client.
         let text: string | undefined;
         let json: string | undefined;
         let n = 0;
         for (const c of clients.values()) {
+          if (c.pending) {
+            c.pending.push(envelope); // replaying: sent once the replay is out
+            n++;
+            continue;
+          }
           if (c.ws.readyState !== c.ws.OPEN) continue;
           c.ws.send(c.format === "json" ? (json ??= renderJson({ type: event.event, data: event.data } as WsServerFrame)) : (text ??= renderText(event)));
           n++;
@@ -270,8 +310,8 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       return clients.size;
     },
 
-    closeAll(code, reason) {
-      for (const c of clients.values()) c.ws.close(code, reason);
+    connections() {
+      return [...clients.values()].map((c) => () => c.ws.close(1001, "server shutting down"));
     },
 
     close() {

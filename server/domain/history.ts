@@ -1,0 +1,250 @@
+import { randomBytes } from "node:crypto";
+import type { RedisPair } from "../cluster/redis.js";
+import type { Logger } from "../logger.js";
+import type { Envelope } from "../protocol.js";
+
+/**
+ * The broadcast domain's one ordered history. Every broadcast gets an offset
+ * (`<ms>-<seq>`, a Redis stream entry id) before any client sees it, and every
+ * instance delivers in offset order, so a client's last offset says exactly
+ * what it has. An epoch names the history's incarnation: a Redis restart that
+ * lost it (or a lone instance's restart) changes it, so a stale offset is
+ * detected rather than answered wrongly.
+ */
+export interface BroadcastLog {
+  /** The epoch and the last offset delivered on this instance: where a new client starts. */
+  head(): { epoch: string; offset: string };
+  /** Gives `envelope` its offset and hands it to every instance, this one included (`onDelivery`), in offset order. */
+  append(envelope: Envelope): Promise<void>;
+  /** Called once for each delivered envelope, in offset order. */
+  onDelivery(handler: (envelope: Envelope) => void): void;
+  /**
+   * What a client that had everything up to `offset` of `epoch` missed, oldest
+   * first, at most `limit`. `complete` is false when anything may be missing:
+   * another epoch, entries trimmed away, a Redis outage in between, or more
+   * than `limit`.
+   */
+  since(epoch: string, offset: string, limit: number): Promise<{ entries: Envelope[]; complete: boolean }>;
+  start(): Promise<void>;
+  close(): void;
+}
+
+export interface HistoryLimits {
+  /** Entries kept (approximately, with Redis). */
+  maxEntries: number;
+  /** Entries older than this are trimmed; 0: no time bound. */
+  ttlMs: number;
+}
+
+const OFFSET = /^(\d{1,16})-(\d{1,16})$/;
+
+/** A client's offset, or undefined: total, never throws. */
+export function parseOffset(value: unknown): string | undefined {
+  return typeof value === "string" && OFFSET.test(value) ? value : undefined;
+}
+
+/** Orders two offsets (`<ms>-<seq>`). */
+export function compareOffsets(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split("-").map(Number);
+  const [bm = 0, bs = 0] = b.split("-").map(Number);
+  return am !== bm ? am - bm : as - bs;
+}
+
+const newEpoch = (): string => randomBytes(6).toString("base64url");
+
+/** One instance alone: a ring in memory with the same semantics. */
+export class MemoryLog implements BroadcastLog {
+  readonly #epoch = newEpoch();
+  readonly #entries: { offset: string; at: number; envelope: Envelope }[] = [];
+  #handler: (envelope: Envelope) => void = () => undefined;
+  #last = "0-0";
+  /** The newest offset trimmed away: a client behind it may have missed something. */
+  #maxDeleted = "0-0";
+
+  constructor(private readonly limits: HistoryLimits) {}
+
+  head() {
+    return { epoch: this.#epoch, offset: this.#last };
+  }
+
+  async append(envelope: Envelope): Promise<void> {
+    const now = Date.now();
+    const [ms = 0, seq = 0] = this.#last.split("-").map(Number);
+    const offset = now > ms ? `${now}-0` : `${ms}-${seq + 1}`;
+    this.#last = offset;
+    const stamped = withOffset(envelope, offset);
+    this.#entries.push({ offset, at: now, envelope: stamped });
+    this.#trim(now);
+    this.#handler(stamped);
+  }
+
+  onDelivery(handler: (envelope: Envelope) => void): void {
+    this.#handler = handler;
+  }
+
+  async since(epoch: string, offset: string, limit: number) {
+    this.#trim(Date.now());
+    const after = this.#entries.filter((e) => compareOffsets(e.offset, offset) > 0);
+    const complete = epoch === this.#epoch && compareOffsets(offset, this.#maxDeleted) >= 0 && after.length <= limit;
+    return { entries: after.slice(0, limit).map((e) => e.envelope), complete };
+  }
+
+  async start(): Promise<void> {}
+  close(): void {}
+
+  #trim(now: number): void {
+    const { maxEntries, ttlMs } = this.limits;
+    let drop = Math.max(0, this.#entries.length - maxEntries);
+    if (ttlMs > 0) while (drop < this.#entries.length && now - this.#entries[drop]!.at > ttlMs) drop++;
+    if (drop === 0) return;
+    this.#maxDeleted = this.#entries[drop - 1]!.offset;
+    this.#entries.splice(0, drop);
+  }
+}
+
+const STREAM = "wbs:history";
+const EPOCH = "wbs:history:epoch";
+const CHANNEL = "wbs:history:live";
+
+// Append and publish in one atomic step: Redis runs scripts one at a time, so
+// the order of PUBLISH (what every instance delivers) is the order of XADD
+// (the offsets). A `gap` entry marks a Redis outage during which an instance
+// delivered to its own clients only. ARGV: payload, kind (e|gap), maxlen, minid, a new epoch.
+const APPEND = `
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then epoch = ARGV[5]; redis.call('SET', KEYS[2], epoch) end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', ARGV[2], ARGV[1])
+if ARGV[4] ~= '0' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4]) end
+redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
+return {epoch, id}`;
+
+// The epoch (made if none), the last id, and the newest id trimmed away, in one step.
+const HEAD = `
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then epoch = ARGV[1]; redis.call('SET', KEYS[2], epoch) end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+return {epoch, last[1] and last[1][1] or '0-0'}`;
+
+// What came after ARGV[1]: the epoch, the newest trimmed id, and up to ARGV[2] entries.
+const SINCE = `
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then return {false} end
+local maxDeleted = '0-0'
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if ok then
+  for i = 1, #info, 2 do if info[i] == 'max-deleted-entry-id' then maxDeleted = info[i + 1] end end
+end
+return {epoch, maxDeleted, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}`;
+
+type StreamEntry = [id: string, fields: string[]];
+
+/** With Redis: a stream (XADD with an approximate MAXLEN and a MINID time bound), delivered through one channel. */
+export class RedisLog implements BroadcastLog {
+  #handler: (envelope: Envelope) => void = () => undefined;
+  #epoch = "";
+  #last = "0-0";
+  /** Set while this instance delivered to its own clients only: a gap entry follows once Redis is back. */
+  #gap = false;
+  #closed = false;
+
+  constructor(
+    private readonly redis: RedisPair,
+    private readonly limits: HistoryLimits,
+    private readonly log: Logger,
+  ) {}
+
+  head() {
+    return { epoch: this.#epoch, offset: this.#last };
+  }
+
+  onDelivery(handler: (envelope: Envelope) => void): void {
+    this.#handler = handler;
+  }
+
+  async start(): Promise<void> {
+    await this.redis.sub.subscribe(CHANNEL, (message: string) => this.#receive(message));
+    await this.#readHead();
+    // Back from an outage: mark the gap in the history for everyone, and learn the (maybe new) epoch.
+    this.redis.pub.on("ready", () => {
+      if (this.#closed) return;
+      void (async () => {
+        if (this.#gap) await this.#append("", "gap").then(() => (this.#gap = false), () => undefined);
+        await this.#readHead().catch(() => undefined);
+      })();
+    });
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+
+  async append(envelope: Envelope): Promise<void> {
+    if (this.redis.ready) {
+      try {
+        await this.#append(JSON.stringify(envelope), "e");
+        return;
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, "history append failed: delivered to this instance's clients only");
+      }
+    }
+    // Redis is away: this instance's clients get it, without an offset; the
+    // gap entry written on Redis's return tells recovering clients.
+    this.#gap = true;
+    this.#handler(envelope);
+  }
+
+  async since(epoch: string, offset: string, limit: number) {
+    const [current, maxDeleted, entries] = (await this.redis.pub.sendCommand(["EVAL", SINCE, "2", STREAM, EPOCH, offset, String(limit + 1)])) as [
+      string | null,
+      string,
+      StreamEntry[],
+    ];
+    if (!current) return { entries: [], complete: false };
+    let complete = current === epoch && compareOffsets(offset, maxDeleted) >= 0 && entries.length <= limit;
+    const out: Envelope[] = [];
+    for (const [id, fields] of entries.slice(0, limit)) {
+      if (fields[0] !== "e") {
+        complete = false; // a gap: some instance served its own clients only
+        continue;
+      }
+      const envelope = parseEnvelope(fields[1]);
+      if (envelope) out.push(withOffset(envelope, id));
+    }
+    return { entries: out, complete };
+  }
+
+  async #append(payload: string, kind: "e" | "gap"): Promise<void> {
+    const minId = this.limits.ttlMs > 0 ? String(Date.now() - this.limits.ttlMs) : "0";
+    await this.redis.pub.sendCommand(["EVAL", APPEND, "2", STREAM, EPOCH, payload, kind, String(this.limits.maxEntries), minId, newEpoch(), CHANNEL]);
+  }
+
+  async #readHead(): Promise<void> {
+    const [epoch, last] = (await this.redis.pub.sendCommand(["EVAL", HEAD, "2", STREAM, EPOCH, newEpoch()])) as [string, string];
+    if (epoch !== this.#epoch || compareOffsets(last, this.#last) > 0) this.#last = last;
+    this.#epoch = epoch;
+  }
+
+  /** `<epoch> <id> <kind> <payload>` from the channel, in offset order. */
+  #receive(message: string): void {
+    const [epoch = "", id = "", kind = ""] = message.split(" ", 3);
+    const payload = message.slice(epoch.length + id.length + kind.length + 3);
+    this.#epoch = epoch;
+    this.#last = id;
+    if (kind !== "e") return;
+    const envelope = parseEnvelope(payload);
+    if (envelope) this.#handler(withOffset(envelope, id));
+  }
+}
+
+function parseEnvelope(payload: string | undefined): Envelope | undefined {
+  try {
+    return JSON.parse(payload ?? "") as Envelope;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The envelope with its offset on the payload (what clients see), the input untouched. */
+function withOffset(envelope: Envelope, offset: string): Envelope {
+  return { ...envelope, event: { ...envelope.event, data: { ...envelope.event.data, offset } } as Envelope["event"] };
+}
