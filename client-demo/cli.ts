@@ -13,7 +13,8 @@ import readline from "node:readline";
 import { parseArgs } from "node:util";
 import { type Socket, io } from "socket.io-client";
 import WebSocket from "ws";
-import type { Ack as ServerAck, ClientToServerEvents, Notification, ServerToClientEvents, Welcome } from "ws-broadcast-service/protocol";
+import type { DomainEvent, Ack as ServerAck, ClientToServerEvents, Notification, ServerToClientEvents, Welcome, WsServerFrame } from "ws-broadcast-service/protocol";
+import { renderEcho, renderText, renderWelcome } from "../server/realtime/ws-frames.js";
 
 const USAGE = `usage: npm run client -- [url] [--ws] [--id ID] [--room R] [--json]
 
@@ -180,12 +181,14 @@ interface Client {
 
 /** Socket.IO: socket.io-client reconnects after transport errors; we retry what it does not (DRAINING). */
 function socketIoClient(opts: Options, fail: (message: string) => void): Client {
+  const rooms = new Set<string>(opts.room ? [opts.room] : []);
+  const place = new Place();
   const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(opts.url.href, {
-    auth: opts.id ? { clientId: opts.id } : {},
+    // Called on every (re)connection: where we are in the history, and our rooms, so nothing is missed.
+    auth: (cb) => cb({ ...(opts.id ? { clientId: opts.id } : {}), ...place.resume(), rooms: [...rooms] }),
     reconnectionDelay: RETRY_BASE_MS,
     reconnectionDelayMax: 5_000,
   });
-  const rooms = new Set<string>(opts.room ? [opts.room] : []);
   /** Where typed lines go: the last room joined, or everyone. */
   let target = opts.room;
   const outbox = new Outbox();
@@ -235,15 +238,18 @@ function socketIoClient(opts: Options, fail: (message: string) => void): Client 
     if (opts.json) print("welcome", JSON.stringify(w));
     const moved = lastInstance !== undefined && lastInstance !== w.instance ? ` (was ${lastInstance})` : "";
     print("info", `connected to ${w.instance} as ${w.clientId}${moved}`);
+    place.welcome(w);
     lastInstance = w.instance;
   });
 
   socket.on("message", (m) => {
+    place.seen(m.offset);
     if (opts.json) return print("message", JSON.stringify(m));
     print("msg", `${m.from} (via ${m.instance})${m.room !== undefined ? ` in #${m.room}` : ""}: ${m.text}`);
   });
 
   socket.on("notification", (n) => {
+    if (n.type === "status") place.seen(n.offset);
     if (opts.json) return print("notification", JSON.stringify(n));
     print(...describeNotification(n));
   });
@@ -328,12 +334,17 @@ function socketIoClient(opts: Options, fail: (message: string) => void): Client 
   };
 }
 
-/** A plain WebSocket on /ws or /ws/<id>; reconnects on 1001/1006 and on a refused (503) upgrade. */
+/**
+ * A plain WebSocket on /ws or /ws/<id>; reconnects on 1001/1006 and on a
+ * refused (503) upgrade. It asks for JSON frames (offsets to recover with)
+ * and prints them as the service's text lines unless --json.
+ */
 function wsClient(opts: Options, fail: (message: string) => void): Client {
   const target = new URL(opts.url.href);
   target.protocol = target.protocol === "https:" || target.protocol === "wss:" ? "wss:" : "ws:";
   target.pathname = `${target.pathname.replace(/\/+$/, "")}/ws${opts.id ? `/${encodeURIComponent(opts.id)}` : ""}`;
-  if (opts.json) target.searchParams.set("format", "json");
+  target.searchParams.set("format", "json");
+  const place = new Place();
 
   let ws: WebSocket | undefined;
   let retry: NodeJS.Timeout | undefined;
@@ -343,7 +354,13 @@ function wsClient(opts: Options, fail: (message: string) => void): Client {
   const outbox = new Outbox();
 
   const open = () => {
-    const socket = new WebSocket(target, { handshakeTimeout: 10_000 });
+    const url = new URL(target);
+    const resume = place.resume();
+    if (resume.offset && resume.epoch) {
+      url.searchParams.set("since", resume.offset);
+      url.searchParams.set("epoch", resume.epoch);
+    }
+    const socket = new WebSocket(url, { handshakeTimeout: 10_000 });
     ws = socket;
     let refused: { status: number; body: string } | undefined;
     let lastError = "";
@@ -354,10 +371,16 @@ function wsClient(opts: Options, fail: (message: string) => void): Client {
       outbox.open = true;
     });
     socket.on("message", (data, isBinary) => {
-      const frame = isBinary ? `<binary ${(data as Buffer).length} bytes>` : data.toString();
-      print("ws", frame);
-      const welcome = parseWelcome(frame);
-      if (welcome) print("info", `connected to ${welcome.instance} as ${welcome.clientId}`);
+      if (isBinary) return print("ws", `<binary ${(data as Buffer).length} bytes>`);
+      const raw = data.toString();
+      const frame = parseFrame(raw);
+      if (!frame) return print("ws", raw);
+      if (frame.type === "welcome") place.welcome(frame.data);
+      else if (frame.type === "message") place.seen(frame.data.offset);
+      else if (frame.type === "notification" && frame.data.type === "status") place.seen(frame.data.offset);
+      // Frames without data (service B's duplicate-id refusal) print as they came.
+      print("ws", opts.json || typeof frame.data !== "object" || frame.data === null ? raw : frameText(frame));
+      if (frame.type === "welcome") print("info", `connected to ${frame.data.instance} as ${frame.data.clientId}`);
     });
     socket.on("unexpected-response", (_req, res) => {
       let body = "";
@@ -424,19 +447,59 @@ function wsClient(opts: Options, fail: (message: string) => void): Client {
   };
 }
 
-/** The welcome frame in either format: JSON `{type:"welcome"}` or the old text line. */
-function parseWelcome(frame: string): { instance: string; clientId: string } | undefined {
-  if (frame.startsWith("{")) {
-    try {
-      const parsed = JSON.parse(frame) as { type?: string; data?: Welcome };
-      if (parsed.type === "welcome" && parsed.data) return parsed.data;
-    } catch {
-      // not JSON after all
-    }
+/** A /ws JSON frame, or undefined. */
+function parseFrame(raw: string): WsServerFrame | undefined {
+  try {
+    const parsed = JSON.parse(raw) as WsServerFrame;
+    return typeof parsed === "object" && parsed !== null && typeof parsed.type === "string" ? parsed : undefined;
+  } catch {
     return undefined;
   }
-  const m = /Connected to Instance \[(.+?)\] as (\S+) at /.exec(frame);
-  return m ? { instance: m[1]!, clientId: m[2]! } : undefined;
+}
+
+/** A frame as the service's text mode shows it. */
+function frameText(frame: WsServerFrame): string {
+  switch (frame.type) {
+    case "welcome":
+      return renderWelcome(frame.data);
+    case "message":
+    case "notification":
+      return renderText({ event: frame.type, data: frame.data } as DomainEvent);
+    case "echo":
+      return renderEcho(frame.data.text);
+    case "error":
+      return `Error: ${frame.data.error}`;
+  }
+}
+
+/**
+ * Where this client is in the service's history: the epoch of its last
+ * welcome and the offset of the last broadcast it got. Sent back on every
+ * reconnect; the welcome then says whether everything missed was replayed.
+ */
+class Place {
+  #epoch: string | undefined;
+  #offset: string | undefined;
+  #asked = false;
+
+  resume(): { offset?: string; epoch?: string } {
+    this.#asked = this.#offset !== undefined;
+    return this.#offset && this.#epoch ? { offset: this.#offset, epoch: this.#epoch } : {};
+  }
+
+  welcome(w: Welcome): void {
+    if (this.#asked) {
+      if (w.recovered) print("info", `recovered: ${w.replayed} missed broadcast(s) replayed`);
+      else print("error", `recovery partial: broadcasts may be missing (history trimmed, restarted or interrupted); ${w.replayed} replayed`);
+    }
+    this.#asked = false;
+    this.#epoch = w.epoch;
+    if (w.offset) this.#offset = w.offset;
+  }
+
+  seen(offset: string | undefined): void {
+    if (offset) this.#offset = offset;
+  }
 }
 
 // ------------------------------------------------------------------- main

@@ -7,6 +7,7 @@ import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { BroadcastDomain } from "../domain/broadcast.js";
+import { parseOffset } from "../domain/history.js";
 
 /**
  * The HTTP API: the old services' broadcast and client list (admin: bearer
@@ -52,6 +53,24 @@ export function createHttpApp(opts: {
 
   app.get("/clients", admin, async (_req, res) => {
     res.json(await domain.clusterClients());
+  });
+
+  // The history, for debugging and for plain HTTP consumers: what came after `since` (default: the start), oldest first.
+  app.get("/history", admin, async (req, res) => {
+    const head = domain.head();
+    if (!head) throw new ServiceError("NOT_FOUND", "/history (HISTORY_SIZE=0: history is off)");
+    const since = req.query.since === undefined ? "0-0" : parseOffset(req.query.since);
+    if (since === undefined) throw new ServiceError("BAD_REQUEST", "since must be an offset such as 1733011200000-0");
+    const limitRaw = req.query.limit === undefined ? "100" : req.query.limit;
+    const limit = typeof limitRaw === "string" && /^\d{1,7}$/.test(limitRaw) ? Math.min(Number(limitRaw), config.historySize) : Number.NaN;
+    if (!(limit >= 1)) throw new ServiceError("BAD_REQUEST", `limit must be a whole number from 1 to ${config.historySize}`);
+    const epoch = typeof req.query.epoch === "string" ? req.query.epoch : head.epoch;
+    const { entries, complete } = await domain.recover(epoch, since, limit);
+    res.json({
+      epoch: domain.head()?.epoch ?? head.epoch,
+      complete,
+      entries: entries.map((e) => ({ ...e.event, ...(e.room !== undefined ? { room: e.room } : {}) })),
+    });
   });
 
   app.get("/healthz", (_req, res) => {
