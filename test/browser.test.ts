@@ -8,7 +8,8 @@ import { expect } from "chai";
 import express from "express";
 import { type Browser, type BrowserContext, type Locator, type Page, chromium } from "playwright-core";
 import { Server } from "socket.io";
-import { type Stack, startStack } from "../scripts/lib/stack.js";
+import { type Stack, startStack } from "../harness/stack.js";
+import { type TestApp, startApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -85,8 +86,8 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     return (await page.getByTestId("instance").textContent()) ?? "";
   };
 
-  /** A fresh browser context (its own session) on the demo page through nginx (or at `base`). */
-  const open = async (clientId?: string, viewport = { width: 1280, height: 860 }, base = stack!.url): Promise<DemoPage> => {
+  /** A fresh browser context (its own session) on the demo page through nginx (or at `base`), connecting or not. */
+  const load = async (clientId?: string, viewport = { width: 1280, height: 860 }, base = stack!.url): Promise<DemoPage> => {
     const context = await browser!.newContext({ viewport });
     defer(() => context.close());
     const page = await context.newPage();
@@ -105,8 +106,25 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     });
     page.on("pageerror", (err) => p.errors.push(err.message));
     await page.goto(`${base}/${clientId ? `?clientId=${encodeURIComponent(clientId)}` : ""}`);
-    await connected(page);
     return p;
+  };
+
+  /** {@link load}, then waits until the page is connected. */
+  const open = async (...args: Parameters<typeof load>): Promise<DemoPage> => {
+    const p = await load(...args);
+    await connected(p.page);
+    return p;
+  };
+
+  /**
+   * A real instance of its own (no nginx in front: the page meets its answers
+   * first-hand) with `holder` connected; the caller begins the drain. The
+   * holder keeps the draining instance open (with no client left it would close at once).
+   */
+  const instanceWithHolder = async (holder: string): Promise<{ t: TestApp; holder: DemoPage }> => {
+    const t = await startApp({ INSTANCE_ID: "ws7", FORCED_SHUTDOWN_AFTER_SEC: "60" });
+    defer(() => t.close());
+    return { t, holder: await open(holder, undefined, t.url) };
   };
 
   /** Opens pages until two are on different instances (nginx spreads new sessions); closes the extras. */
@@ -292,6 +310,78 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     await shot(p.page, "11-draining-refusal-retried");
   });
 
+  it("the header shows a draining badge while the page's instance drains; the page stays connected", async () => {
+    const { t, holder } = await instanceWithHolder("stayer");
+    const badge = holder.page.getByTestId("instance-draining");
+    expect(await badge.isHidden()).to.equal(true);
+
+    t.app.shutdown.begin("test");
+    await badge.waitFor({ state: "visible", timeout: WAIT_MS });
+    expect(await badge.textContent()).to.equal("draining");
+    expect(await badge.getAttribute("data-instance")).to.equal("ws7");
+    expect(await badge.getAttribute("title")).to.include("stays connected").and.include("moves to a live instance");
+    expect(await state(holder.page).getAttribute("data-state")).to.equal("connected");
+    expect(await holder.instance()).to.equal("ws7");
+    await shot(holder.page, "12-draining-badge");
+  });
+
+  it("a page opened against a draining instance says the server is draining (not \"xhr poll error\") and keeps retrying", async () => {
+    const { t } = await instanceWithHolder("holder");
+    t.app.shutdown.begin("test");
+    const p = await load("newcomer", undefined, t.url);
+    // The instance's 503s under /socket.io/ (the client script, while the front door
+    // refuses it too, then new sessions): two more after it said why show it keeps trying.
+    const twoMoreRefusals = new Promise<void>((resolve) => {
+      let refused = 0;
+      p.page.on("response", (res) => {
+        if (res.status() === 503 && new URL(res.url()).pathname.startsWith("/socket.io/") && ++refused === 2) resolve();
+      });
+    });
+    const alert = p.page.getByTestId("connect-error");
+    await alert.getByText("The server is draining; retrying…", { exact: true }).waitFor({ timeout: WAIT_MS });
+    await twoMoreRefusals;
+
+    expect(await alert.getAttribute("data-kind")).to.equal("retrying");
+    expect(await state(p.page).getAttribute("data-state")).to.equal("reconnecting");
+    // The feed says it too; socket.io-client's words appear nowhere.
+    expect(await p.page.getByTestId("system").filter({ hasText: "The server is draining" }).count()).to.be.at.least(1);
+    expect(await p.page.locator("body").textContent()).to.not.include("xhr poll error");
+    expect(await p.instance()).to.equal("–");
+    await shot(p.page, "13-draining-instance-refuses");
+  });
+
+  it("names each HTTP refusal of a new session (draining, full, rate limited, nginx's 429) and falls back to the status or the transport's words", async () => {
+    const cases: { status: number; body?: unknown; says: string }[] = [
+      { status: 503, body: { error: "server is draining", code: "DRAINING" }, says: "The server is draining; retrying…" },
+      { status: 503, body: { error: "instance is full (1 connections): try another", code: "OVER_CAPACITY" }, says: "The server is full; retrying…" },
+      { status: 429, body: { error: "rate limited: try again in 9 s", code: "RATE_LIMITED" }, says: "Too many connections from this address; retrying…" },
+      {
+        status: 429,
+        body: { error: "too many connections or new sessions from this address", code: "TOO_MANY_REQUESTS" },
+        says: "Too many connections from this address; retrying…",
+      },
+      { status: 502, body: "<html>502 Bad Gateway</html>", says: "Connection failed (HTTP 502); retrying…" },
+      // No answer at all: no status to read, as with a failed WebSocket.
+      { status: 0, says: "Connection failed (xhr poll error); retrying…" },
+    ];
+    const p = await open("refused-many-ways");
+    let current = cases[0]!;
+    // Engine.IO's requests (not the client script under /socket.io/) get the case's answer.
+    await p.page.route(
+      (url) => url.searchParams.has("EIO"),
+      (route) =>
+        current.status === 0
+          ? route.abort("connectionrefused")
+          : route.fulfill({ status: current.status, contentType: "application/json", body: typeof current.body === "string" ? current.body : JSON.stringify(current.body) }),
+    );
+    for (const c of cases) {
+      current = c;
+      await p.page.getByTestId("connect-button").click();
+      await p.page.getByTestId("connect-error").getByText(c.says, { exact: true }).waitFor({ timeout: WAIT_MS });
+      expect(await state(p.page).getAttribute("data-state"), c.says).to.equal("reconnecting");
+    }
+  });
+
   // Last: it takes an instance down (and brings it back for whatever runs after).
   it("after its instance drains and is force-closed at the 1 s deadline, the page reconnects to another instance and re-joins its rooms", async () => {
     const [mover, peer] = await twoInstances("mover", "peer");
@@ -303,12 +393,15 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
 
     stack!.instances[index]!.signal("SIGTERM");
     await mover.page.locator('[data-testid="notification"][data-type="draining"]').waitFor({ timeout: WAIT_MS });
+    expect(await mover.page.getByTestId("instance-draining").getAttribute("data-instance")).to.equal(from);
     await shot(mover.page, "09-draining");
 
     const to = await connected(mover.page, from);
     expect(to).to.not.equal(from);
     expect(await state(mover.page).getAttribute("data-state")).to.equal("connected");
     expect(await mover.clientId()).to.equal("mover");
+    // The badge went with the instance it named.
+    expect(await mover.page.getByTestId("instance-draining").isHidden()).to.equal(true);
     // It said where it landed.
     await mover.page.getByTestId("system").filter({ hasText: `now on ${to} (was ${from})` }).waitFor({ timeout: WAIT_MS });
     // The instance it left is gone for good.

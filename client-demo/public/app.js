@@ -8,8 +8,12 @@
 // - "transport close" (an instance closed us at its drain deadline) and
 //   transport-level errors: socket.io-client reconnects by itself, through the
 //   same origin (nginx), which hands the new session to a live instance.
-// - a `connect_error` with data.code DRAINING is a namespace-middleware refusal,
-//   which socket.io-client does not retry: we retry with back-off and jitter.
+// - a `connect_error` with data.code DRAINING (or RATE_LIMITED) is a
+//   namespace-middleware refusal, which socket.io-client does not retry: we
+//   retry with back-off and jitter.
+// - a new session refused over HTTP (503 DRAINING or OVER_CAPACITY, 429
+//   RATE_LIMITED or nginx's TOO_MANY_REQUESTS) reaches us as a transport error
+//   ("xhr poll error") that socket.io-client retries itself; we say why.
 "use strict";
 
 (() => {
@@ -19,6 +23,15 @@
   const RETRY_MAX_MS = 10_000;
   // A clientId we held may still be registered by the instance we left, for a moment.
   const DUPLICATE_RETRIES = 8;
+  /** Why a refused connection is being retried, in words, by the refusal's code. */
+  const REFUSALS = {
+    DRAINING: "The server is draining",
+    OVER_CAPACITY: "The server is full",
+    RATE_LIMITED: "Too many connections from this address",
+    TOO_MANY_REQUESTS: "Too many connections from this address",
+  };
+  /** The Socket.IO client, served by the instance (index.html loads it first). */
+  const CLIENT_SCRIPT = "/socket.io/socket.io.min.js";
 
   /** @param {string} id */
   const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -26,6 +39,7 @@
     state: $("conn-state"),
     transport: $("transport"),
     instance: $("instance"),
+    draining: $("instance-draining"),
     clientId: $("client-id"),
     connectForm: /** @type {HTMLFormElement} */ ($("connect-form")),
     clientIdInput: /** @type {HTMLInputElement} */ ($("client-id-input")),
@@ -191,6 +205,23 @@
   function showError(/** @type {HTMLElement} */ where, /** @type {string} */ text) {
     where.textContent = text;
     where.hidden = text === "";
+    delete where.dataset.kind;
+  }
+
+  /** A refusal we are retrying: shown like an error, in the colour of a warning. */
+  function showRetrying(/** @type {string} */ text) {
+    // Unchanged text is left alone, so the alert is not announced again on every attempt.
+    if (ui.connectError.hidden || ui.connectError.textContent !== text) showError(ui.connectError, text);
+    ui.connectError.dataset.kind = "retrying";
+  }
+
+  /** The header's draining badge: shown for the instance we are on, cleared with "". */
+  function showDraining(/** @type {string} */ instance) {
+    ui.draining.hidden = instance === "";
+    ui.draining.dataset.instance = instance;
+    ui.draining.title = instance
+      ? `${instance} is draining. This page stays connected; when ${instance} closes, it moves to a live instance.`
+      : "";
   }
 
   function renderRooms() {
@@ -223,8 +254,50 @@
     }
   }
 
+  /** The code of a refusal's JSON body (`{ error, code }`), or "". */
+  function bodyCode(/** @type {unknown} */ body) {
+    try {
+      const code = JSON.parse(str(body)).code;
+      return typeof code === "string" ? code : "";
+    } catch {
+      return ""; // not JSON: a proxy's error page, or no body at all
+    }
+  }
+
+  /**
+   * Why a request was refused, in words: by the service's (or nginx's) code,
+   * else by its HTTP status, else `what` with `detail` (there is no status to read).
+   */
+  function refusalReason(/** @type {string} */ code, /** @type {number} */ status, /** @type {string} */ what, /** @type {string} */ detail) {
+    const known = REFUSALS[/** @type {keyof typeof REFUSALS} */ (code)] ?? (status === 429 ? REFUSALS.TOO_MANY_REQUESTS : undefined);
+    return known ?? `${what} (${status > 0 ? `HTTP ${status}` : detail})`;
+  }
+
+  /**
+   * Why a connection attempt that socket.io-client retries itself failed. A new
+   * session refused over HTTP fails the polling request, which socket.io-client
+   * reports as "xhr poll error" with the status in err.description and the
+   * XMLHttpRequest (its JSON body) in err.context; a failed WebSocket carries
+   * neither, and keeps socket.io-client's words.
+   */
+  function failureReason(/** @type {Error & { description?: unknown, context?: any }} */ err) {
+    const status = typeof err.description === "number" ? err.description : 0;
+    return refusalReason(bodyCode(err.context?.responseText), status, "Connection failed", err.message);
+  }
+
+  /**
+   * Whether a notification says that the instance we are on is draining: its
+   * `draining` notification, or a status check that lists it as draining. The
+   * header keeps saying so, where the feed line would scroll away.
+   */
+  function drainsOurInstance(/** @type {any} */ n) {
+    if (n?.type === "draining") return n.instance === lastInstance;
+    const instances = n?.type === "status" && Array.isArray(n.instances) ? n.instances : [];
+    return instances.some((/** @type {any} */ i) => i?.id === lastInstance && i.draining === true);
+  }
+
   /** Our own retry (for refusals socket.io-client does not retry): exponential back-off with jitter. */
-  function scheduleRetry(/** @type {string} */ why) {
+  function scheduleRetry(/** @type {string} */ why, retry = () => socket?.connect()) {
     clearTimeout(retryTimer);
     const ceiling = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** retryAttempt);
     const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
@@ -233,11 +306,35 @@
     system(`${why}; reconnecting in ${(delay / 1000).toFixed(1)}s…`, "warn");
     retryTimer = window.setTimeout(() => {
       setState("reconnecting", "reconnecting…");
-      socket?.connect();
+      retry();
     }, delay);
   }
 
+  /**
+   * Loads the Socket.IO client again, then connects. An instance that refuses
+   * new sessions (draining, full) may refuse the client script too (it is
+   * served under /socket.io/), and a script element cannot tell why: ask with
+   * fetch, say so, and try again with back-off.
+   */
+  async function loadClient() {
+    let reason = "The Socket.IO client did not load";
+    try {
+      const res = await fetch(CLIENT_SCRIPT, { cache: "no-store" });
+      if (!res.ok) reason = refusalReason(bodyCode(await res.text()), res.status, "Could not load the Socket.IO client", "");
+    } catch {
+      reason = "Could not load the Socket.IO client (no answer from the server)";
+    }
+    showRetrying(`${reason}; retrying…`);
+    scheduleRetry(reason, () => {
+      const script = h("script", { attrs: { src: CLIENT_SCRIPT } });
+      script.addEventListener("load", () => connect());
+      script.addEventListener("error", () => void loadClient());
+      document.head.append(script);
+    });
+  }
+
   function connect() {
+    if (typeof io !== "function") return void loadClient();
     clearTimeout(retryTimer);
     retryAttempt = 0;
     connectedOnce = false;
@@ -252,11 +349,12 @@
     const s = io({ auth: clientId ? { clientId } : {}, forceNew: true, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
     socket = s;
     setState("connecting", "connecting…");
-    let announcedOutage = false;
+    /** What the feed last said about the current outage; "" while connected. */
+    let announced = "";
 
     s.on("connect", () => {
       retryAttempt = 0;
-      announcedOutage = false;
+      announced = "";
       connectedOnce = true;
       showError(ui.connectError, "");
       setState("connected");
@@ -274,6 +372,8 @@
       ui.clientId.textContent = myClientId;
       ui.instance.textContent = str(w.instance);
       ui.instance.dataset.instance = str(w.instance);
+      // A welcome is from a live instance (a draining one admits nobody).
+      showDraining("");
       if (lastInstance && lastInstance !== w.instance) {
         system(`Reconnected: now on ${str(w.instance)} (was ${lastInstance}) as ${myClientId}`, "ok");
         ui.instance.classList.remove("moved");
@@ -286,7 +386,10 @@
     });
 
     s.on("message", renderMessage);
-    s.on("notification", renderNotification);
+    s.on("notification", (/** @type {any} */ n) => {
+      renderNotification(n);
+      if (lastInstance && drainsOurInstance(n)) showDraining(lastInstance);
+    });
 
     s.on("disconnect", (/** @type {string} */ reason) => {
       if (reason === "io client disconnect") {
@@ -297,8 +400,8 @@
       if (s.active) {
         // socket.io-client reconnects by itself (e.g. "transport close" at a drain deadline).
         setState("reconnecting", "reconnecting…");
-        system(`Disconnected (${reason}); reconnecting…`, "warn");
-        announcedOutage = true;
+        announced = `Disconnected (${reason}); reconnecting…`;
+        system(announced, "warn");
         return;
       }
       // "io server disconnect": the server let us go on purpose; come back after a pause.
@@ -308,13 +411,19 @@
     s.on("connect_error", (/** @type {Error & { data?: any }} */ err) => {
       const code = err.data?.code;
       if (s.active) {
-        // A transport-level failure: socket.io-client is already retrying with its own back-off.
+        // A transport-level failure (an HTTP refusal of the new session included):
+        // socket.io-client is already retrying with its own back-off.
+        const text = `${failureReason(err)}; retrying…`;
         setState("reconnecting", "reconnecting…");
-        if (!announcedOutage) system(`Connection failed (${err.message}); reconnecting…`, "warn");
-        announcedOutage = true;
+        showRetrying(text);
+        if (text !== announced) system(text, "warn");
+        announced = text;
         return;
       }
-      if (code === "DRAINING") return scheduleRetry("The instance is draining");
+      if (code === "DRAINING" || code === "RATE_LIMITED") {
+        showRetrying(`${REFUSALS[code]}; retrying…`);
+        return scheduleRetry(code === "DRAINING" ? "The instance is draining" : REFUSALS[code]);
+      }
       if (code === "DUPLICATE_CLIENT_ID" && connectedOnce && retryAttempt < DUPLICATE_RETRIES) {
         return scheduleRetry("Our client id is still held by the instance we left");
       }
@@ -443,10 +552,5 @@
   const wanted = new URLSearchParams(location.search).get("clientId");
   if (wanted) ui.clientIdInput.value = wanted;
   renderRooms();
-  if (typeof io !== "function") {
-    setState("refused", "no client");
-    showError(ui.connectError, "could not load /socket.io/socket.io.min.js");
-  } else {
-    connect();
-  }
+  connect();
 })();
