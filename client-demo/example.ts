@@ -41,9 +41,26 @@ function next<E extends keyof ServerToClient>(
   });
 }
 
+// Where we are in the service's history: the welcome's epoch and the offset of the
+// last broadcast we got. `auth` as a function is called on every (re)connection,
+// so a reconnect asks for what was missed meanwhile (and the rooms to be in again).
+const place: { epoch?: string; offset?: string } = {};
+const rooms: string[] = [];
 // `auth.clientId` is optional (the server picks one when absent). No reconnection:
 // an example should fail fast; a long-lived client keeps the default (on).
-const socket: Socket<ServerToClient, ClientToServer> = io(url, { auth: { clientId: `example-${process.pid}` }, reconnection: false });
+const socket: Socket<ServerToClient, ClientToServer> = io(url, {
+  auth: (cb) => cb({ clientId: `example-${process.pid}`, ...place, rooms }),
+  reconnection: false,
+});
+socket.on("welcome", (w) => {
+  // recovered: false after a reconnect means broadcasts may be missing: reload your state.
+  if (place.offset !== undefined) console.log(w.recovered ? `recovered ${w.replayed} missed broadcast(s)` : "recovery partial: reload state");
+  place.epoch = w.epoch;
+  place.offset = w.offset;
+});
+socket.on("message", (m) => {
+  if (m.offset) place.offset = m.offset;
+});
 
 try {
   // The listeners are in place before the connection opens (io() connects asynchronously).
@@ -56,6 +73,7 @@ try {
 
   // Acks answer { ok: true, ... } or { ok: false, error, code }; timeout() bounds the wait.
   const joined = await socket.timeout(5_000).emitWithAck("join", room);
+  if (joined.ok) rooms.push(room);
   console.log("join ack:", JSON.stringify(joined));
   if (!joined.ok) throw new Error(`join failed: ${joined.error}`);
 
