@@ -27,8 +27,12 @@ function engineTarget(req: IncomingMessage): RequestTarget | undefined {
   return target;
 }
 
-/** A request that would open a new Engine.IO session: no sid, or an empty one (Engine.IO reads both as new). */
-const opensSession = (target: RequestTarget): boolean => !target.query.sid;
+/**
+ * A request that would open a new Engine.IO session: the Engine.IO endpoint
+ * itself (not the client bundle beside it) with no sid, or an empty one
+ * (Engine.IO reads both as new).
+ */
+const opensSession = (target: RequestTarget): boolean => target.pathname === ENGINE_PATH && !target.query.sid;
 
 /**
  * Puts the front door on the HTTP server, once Socket.IO has attached (its
