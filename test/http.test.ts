@@ -110,6 +110,19 @@ describe("HTTP API", () => {
       expect(res.status).to.equal(200);
       expect(await res.text()).to.include("socket.io");
     });
+
+    it("serves the client bundle while draining, when new Engine.IO sessions get 503", async () => {
+      const stay = await connectIo(t.url, { clientId: "keeps-it-draining" });
+      try {
+        t.app.shutdown.begin("test");
+        expect((await fetch(`${t.url}/socket.io/?EIO=4&transport=polling`)).status).to.equal(503);
+        const res = await fetch(`${t.url}/socket.io/socket.io.min.js`);
+        expect(res.status).to.equal(200);
+        expect(await res.text()).to.include("socket.io");
+      } finally {
+        stay.close();
+      }
+    });
   });
 });
 
