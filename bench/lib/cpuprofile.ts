@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import type { CpuProfile } from "./inspector.js";
 
 export interface ProfileLine {
@@ -16,7 +17,16 @@ export interface ProfileSummary {
   byArea: { area: string; selfMs: number; percent: number }[];
 }
 
-const ROOT_MARK = "/work/main/";
+/** This checkout, as a URL and as a path (both with a trailing slash): frames in it are ours. */
+const ROOT_URL = new URL("../..", import.meta.url).href;
+const ROOT = fileURLToPath(ROOT_URL);
+
+/** A frame's script (a file:// URL, or a path for CommonJS) relative to this checkout; undefined when outside it. */
+function inRepo(url: string): string | undefined {
+  if (url.startsWith(ROOT_URL)) return decodeURIComponent(url.slice(ROOT_URL.length));
+  if (url.startsWith(ROOT)) return url.slice(ROOT.length);
+  return undefined;
+}
 
 /** Where a frame's code lives: a package, our server, node internals, or a V8 pseudo-frame. */
 export function areaOf(url: string, functionName: string): string {
@@ -29,17 +39,16 @@ export function areaOf(url: string, functionName: string): string {
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (nm) return nm[1]!;
   if (url.startsWith("node:")) return `node:${url.slice(5).replace(/^internal\//, "").split("/")[0]}`;
-  const path = url.replace(/^file:\/\//, "");
-  const inRepo = /\/(server|bench|scripts)\//.exec(path);
-  if (inRepo) return `ours: ${inRepo[1]}/`;
-  return path.split("/").slice(-2).join("/");
+  const rel = inRepo(url);
+  if (rel !== undefined) return `ours: ${rel.split("/")[0]}/`;
+  return url.replace(/^file:\/\//, "").split("/").slice(-2).join("/");
 }
 
 function shortWhere(url: string, line: number): string {
   if (!url) return "";
   const path = url.replace(/^file:\/\//, "");
   const nm = path.lastIndexOf("node_modules/");
-  const rel = nm >= 0 ? path.slice(nm + "node_modules/".length) : path.includes(ROOT_MARK) ? path.slice(path.indexOf(ROOT_MARK) + ROOT_MARK.length) : path;
+  const rel = nm >= 0 ? path.slice(nm + "node_modules/".length) : (inRepo(url) ?? path);
   return `${rel}:${line + 1}`;
 }
 
