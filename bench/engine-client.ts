@@ -13,10 +13,8 @@ import WebSocket from "ws";
  * - answers every server ping `2` with a pong `3`;
  * - emits `42["event",...args]`, with an ack id (`42<id>[...]`) when asked,
  *   and resolves acks from `43<id>[...]`;
- * - hands each event either raw (`onRaw`, the bytes untouched: the load
- *   generator scans them without parsing JSON) or parsed (`onEvent`).
- *
- * `npm run bench -- --self-check` checks it against socket.io-client.
+ * - hands each event to `onRaw`, the bytes untouched: the load generator
+ *   scans them without parsing JSON.
  */
 export interface EngineClientOptions {
   /** Sent with the namespace CONNECT packet (`socket.handshake.auth`). */
@@ -25,25 +23,10 @@ export interface EngineClientOptions {
   localAddress?: string;
   /** Until the namespace answers. @default 10_000 */
   timeoutMs?: number;
-  /** @default "/socket.io/" */
-  path?: string;
-  /** Raw message packets (`42...`), in place of parsed events. */
+  /** Event packets (`42...`) as they came; without it, events are dropped. */
   onRaw?: (data: Buffer, client: EngineClient) => void;
-  /** Parsed events, when `onRaw` is not set. */
-  onEvent?: (event: string, args: unknown[], client: EngineClient) => void;
   /** The WebSocket closed (after `ready`, or while connecting). */
   onClose?: (code: number, client: EngineClient) => void;
-}
-
-/** The connect_error a server's namespace middleware answered. */
-export class ConnectError extends Error {
-  constructor(
-    message: string,
-    readonly data: unknown,
-  ) {
-    super(message);
-    this.name = "ConnectError";
-  }
 }
 
 // Engine.IO packet types (first byte) and Socket.IO packet types (second).
@@ -61,13 +44,8 @@ export class EngineClient {
   readonly ws: WebSocket;
   /** Engine.IO session id (ours start with the owning instance: "ws2.…"). */
   sid: string | undefined;
-  /** Socket.IO socket id in namespace `/`. */
-  socketId: string | undefined;
-  connected = false;
-  /** Resolves once namespace `/` accepted us. */
+  /** Resolves once namespace `/` accepted us; rejects with the connect_error's message or why the socket went. */
   readonly ready: Promise<void>;
-  /** Free slot for the owner (the load generator keeps its per-client state here). */
-  state: unknown;
 
   readonly #opts: EngineClientOptions;
   #acks: Map<number, (args: unknown[]) => void> | undefined;
@@ -76,7 +54,7 @@ export class EngineClient {
 
   constructor(baseUrl: string, opts: EngineClientOptions = {}) {
     this.#opts = opts;
-    const url = new URL(opts.path ?? "/socket.io/", baseUrl.replace(/^http/, "ws"));
+    const url = new URL("/socket.io/", baseUrl.replace(/^http/, "ws"));
     url.searchParams.set("EIO", "4");
     url.searchParams.set("transport", "websocket");
     this.ws = new WebSocket(url, {
@@ -104,7 +82,6 @@ export class EngineClient {
       res.resume();
     });
     this.ws.on("close", (code) => {
-      this.connected = false;
       this.#fail(new Error(`closed with ${code} before the namespace connected`));
       this.#opts.onClose?.(code, this);
     });
@@ -154,26 +131,14 @@ export class EngineClient {
     const type = data[0];
     if (type === EIO_MESSAGE) {
       const sio = data[1];
-      if (sio === SIO_EVENT) {
-        if (this.#opts.onRaw) return this.#opts.onRaw(data, this);
-        return this.#onEvent(data);
-      }
+      if (sio === SIO_EVENT) return this.#opts.onRaw?.(data, this);
       if (sio === SIO_ACK) return this.#onAck(data);
-      if (sio === SIO_CONNECT) {
-        this.socketId = (JSON.parse(data.toString("utf8", 2)) as { sid: string }).sid;
-        this.connected = true;
-        this.#settle?.();
-        return;
-      }
+      if (sio === SIO_CONNECT) return this.#settle?.();
       if (sio === SIO_CONNECT_ERROR) {
-        const body = JSON.parse(data.toString("utf8", 2)) as { message?: string; data?: unknown };
-        this.#fail(new ConnectError(body.message ?? "connect_error", body.data));
-        return;
+        const body = JSON.parse(data.toString("utf8", 2)) as { message?: string };
+        return this.#fail(new Error(body.message ?? "connect_error"));
       }
-      if (sio === SIO_DISCONNECT) {
-        this.connected = false;
-        this.ws.close();
-      }
+      if (sio === SIO_DISCONNECT) this.ws.close();
       return;
     }
     if (type === EIO_PING) {
@@ -188,14 +153,6 @@ export class EngineClient {
     if (type === EIO_CLOSE) this.ws.close();
   }
 
-  #onEvent(data: Buffer): void {
-    if (!this.#opts.onEvent) return;
-    const text = data.toString("utf8", 2);
-    const start = text.indexOf("["); // after an optional ack id
-    const [event, ...args] = JSON.parse(text.slice(start)) as [string, ...unknown[]];
-    this.#opts.onEvent(event, args, this);
-  }
-
   #onAck(data: Buffer): void {
     const text = data.toString("utf8", 2);
     const start = text.indexOf("[");
@@ -205,12 +162,4 @@ export class EngineClient {
     this.#acks!.delete(id);
     resolve(JSON.parse(text.slice(start)) as unknown[]);
   }
-}
-
-/** Parses a raw `42…` event packet (for code that took `onRaw` but wants one in full). */
-export function parseEventPacket(data: Buffer): { event: string; args: unknown[]; ackId?: number } {
-  const text = data.toString("utf8", 2);
-  const start = text.indexOf("[");
-  const [event, ...args] = JSON.parse(text.slice(start)) as [string, ...unknown[]];
-  return start > 0 ? { event, args, ackId: Number(text.slice(0, start)) } : { event, args };
 }

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { DEFAULT_TARGETS, TARGET_NAMES, type TargetName } from "./targets.js";
+import { TARGET_NAMES, type TargetName } from "./targets.js";
 
 export const SCENARIOS = ["memory", "fanout", "echo", "ramp", "drain", "abuse"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
@@ -47,10 +47,9 @@ export interface Options {
   /** Connections to one destination from 127.0.0.1 before moving to 127.0.0.2, … */
   spreadAfter: number;
   out: string;
-  selfCheck: boolean;
 }
 
-const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "scenarios" | "out" | "selfCheck" | "children" | "spreadAfter">> = {
+const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "scenarios" | "out" | "children" | "spreadAfter">> = {
   quick: {
     sizes: [250, 1000],
     payloadBytes: 100,
@@ -115,7 +114,7 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
 export const USAGE = `npm run bench -- [options]
 
   --quick                 smoke preset (about a minute and a half); default is the full run (under ten minutes)
-  --targets a,b           ${TARGET_NAMES.join(",")} (default: all but raw-once)
+  --targets a,b           ${TARGET_NAMES.join(",")} (default: all)
   --scenarios a,b         ${SCENARIOS.join(",")} (default: all)
   --sizes 1000,5000       fan-out client counts
   --payload BYTES         broadcast text size
@@ -133,7 +132,6 @@ export const USAGE = `npm run bench -- [options]
   --children N            generator processes (default: as needed, at least 2)
   --spread-after N        connections to one destination from 127.0.0.1; the rest from 127.0.0.2–61 (default 4000)
   --out DIR               results directory (default bench/results)
-  --self-check            check bench/engine-client.ts against socket.io-client, then exit
   --help
 `;
 
@@ -191,7 +189,6 @@ export function parseOptions(argv: string[]): Options | "help" {
       children: { type: "string" },
       "spread-after": { type: "string" },
       out: { type: "string" },
-      "self-check": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -208,7 +205,7 @@ export function parseOptions(argv: string[]): Options | "help" {
   const o: Options = {
     ...p,
     preset,
-    targets: list(values.targets, TARGET_NAMES, "target") ?? [...DEFAULT_TARGETS],
+    targets: list(values.targets, TARGET_NAMES, "target") ?? [...TARGET_NAMES],
     scenarios: list(values.scenarios, SCENARIOS, "scenario") ?? [...SCENARIOS],
     sizes: [...new Set(sizes)].sort((a, b) => a - b),
     payloadBytes: num(values.payload, "payload", p.payloadBytes, { min: 24 }),
@@ -242,7 +239,6 @@ export function parseOptions(argv: string[]): Options | "help" {
     // worker_connections that stops the ramp.
     spreadAfter: num(values["spread-after"], "spread-after", 4_000, { min: 100 }),
     out: values.out ?? "bench/results",
-    selfCheck: Boolean(values["self-check"]),
   };
   return o;
 }

@@ -4,17 +4,11 @@
  * service does), sent the plain way, one `send` a client. `/echo` answers a
  * frame to its sender only (the echo scenario's floor).
  *
- * With RAW_FRAME_ONCE=1 (target `raw-once`) a broadcast is framed once
- * (`WebSocket.Sender.frame`) and the same frame written to every client
- * (`sender.sendFrame`), as Socket.IO's adapter does: what serialising a
- * broadcast once buys over one `send` a client.
- *
  * Run as a process: `PORT=9000 node --import tsx bench/raw-ws-server.ts`;
  * prints `listening <port>` once it accepts connections; SIGTERM/SIGINT stop it.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import * as wsModule from "ws";
 import { type WebSocket, WebSocketServer } from "ws";
 
 const port = Number(process.env.PORT ?? 0);
@@ -24,34 +18,12 @@ const server = http.createServer((_req, res) => {
   res.writeHead(404).end();
 });
 const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 65_536 });
-const frameOnce = process.env.RAW_FRAME_ONCE === "1";
-
-/** ws's own framing, once for all clients (unmasked, as a server sends). */
-interface FrameSender {
-  sendFrame(list: Buffer[], cb?: (err?: Error) => void): void;
-}
-const frame = (data: Buffer, binary: boolean): Buffer[] =>
-  // ws exports its Sender (wrapper.mjs); @types/ws does not declare it.
-  (wsModule as unknown as { Sender: { frame(data: Buffer, o: object): Buffer[] } }).Sender.frame(data, {
-    fin: true,
-    rsv1: false,
-    opcode: binary ? 2 : 1,
-    mask: false,
-    readOnly: false,
-  });
 
 wss.on("connection", (ws: WebSocket, req) => {
   const echo = req.url === "/echo";
   ws.on("message", (data, isBinary) => {
     if (echo) {
       ws.send(data, { binary: isBinary });
-      return;
-    }
-    if (frameOnce) {
-      const list = frame(data as Buffer, isBinary);
-      for (const client of wss.clients) {
-        if (client.readyState === client.OPEN) (client as unknown as { _sender: FrameSender })._sender.sendFrame(list);
-      }
       return;
     }
     for (const client of wss.clients) {

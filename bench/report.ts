@@ -421,9 +421,7 @@ export function renderConsole(r: RunResults): string {
 
 const COLORS: Record<TargetName, string> = {
   raw: "#444444",
-  "raw-once": "#8c564b",
   "sio-stock": "#e377c2",
-  "sio-stock-nodebug": "#bcbd22",
   "ws-1": "#1f77b4",
   "sio-1": "#d62728",
   "sio-4-direct": "#2ca02c",

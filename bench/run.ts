@@ -8,10 +8,10 @@
  */
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { cleanupAll, exitOnSignals, isInterrupted } from "../harness/processes.js";
+import { fdLimit, machineLoad } from "../harness/procfs.js";
 import { Fleet } from "./generator/fleet.js";
 import { setEpoch } from "./lib/clock.js";
-import { cleanupAll, installSignalHandlers, isInterrupted } from "./lib/processes.js";
-import { fdLimit, machineLoad } from "./lib/proc.js";
 import { Progress } from "./lib/progress.js";
 import { type Options, parseOptions, USAGE } from "./options.js";
 import { renderConsole, type RunResults, writeResults } from "./report.js";
@@ -22,7 +22,6 @@ import { runEcho } from "./scenarios/echo.js";
 import { runFanout } from "./scenarios/fanout.js";
 import { runMemory } from "./scenarios/memory.js";
 import { runRamp } from "./scenarios/ramp.js";
-import { runSelfCheck } from "./self-check.js";
 import { type ClusterHost, type Host, startClusterHost, startScriptHost, startSingleInstance, type Target, TARGET_NAMES, type TargetName } from "./targets.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -49,14 +48,7 @@ async function main(): Promise<number> {
   }
   setEpoch(Math.floor(performance.timeOrigin + performance.now()));
   const progress = new Progress();
-  installSignalHandlers(() => progress.stop());
-  if (opts.selfCheck) {
-    try {
-      return (await runSelfCheck()) ? 0 : 1;
-    } finally {
-      await cleanupAll();
-    }
-  }
+  exitOnSignals("bench", () => progress.stop());
 
   const started = performance.now();
   const out = path.resolve(ROOT, opts.out);
@@ -161,9 +153,7 @@ async function main(): Promise<number> {
     const single = has("fanout") || has("echo") || has("memory");
     const singles: [TargetName, string, () => Promise<Host>][] = [
       ["raw", "baseline server", () => startScriptHost("raw", { inspect })],
-      ["raw-once", "baseline server framing once", () => startScriptHost("raw-once", { inspect })],
       ["sio-stock", "stock Socket.IO server", () => startScriptHost("sio-stock", { inspect })],
-      ["sio-stock-nodebug", "stock Socket.IO server, debug off", () => startScriptHost("sio-stock-nodebug", { inspect })],
       ["ws-1", "instance for /ws", () => startSingleInstance("ws-1", { inspect })],
       ["sio-1", "instance for Socket.IO", () => startSingleInstance("sio-1", { inspect })],
     ];

@@ -1,27 +1,23 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { spawnChild, stopChild } from "../scripts/lib/child.js";
-import { type InstanceProcess, startInstance } from "../scripts/lib/instance.js";
-import { type NginxLimits, type Stack, type StackEvent, startStack } from "../scripts/lib/stack.js";
+import { type InstanceProcess, startInstance } from "../harness/instance.js";
+import type { NginxLimits } from "../harness/nginx.js";
+import { freePort } from "../harness/ports.js";
+import { onCleanup, spawnChild, stopChild } from "../harness/processes.js";
+import { childPids, pidsListeningOn } from "../harness/procfs.js";
+import { type Stack, type StackEvent, startStack } from "../harness/stack.js";
+import { poll } from "../harness/waiting.js";
 import type { Kind } from "./generator/protocol.js";
-import { sleep } from "./lib/clock.js";
 import { inspectorUrlFrom } from "./lib/inspector.js";
-import { serverPorts } from "./lib/ports.js";
-import { onCleanup } from "./lib/processes.js";
-import { childPids, pidsListeningOn } from "./lib/proc.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
-export const TARGET_NAMES = ["raw", "raw-once", "sio-stock", "sio-stock-nodebug", "ws-1", "sio-1", "sio-4-direct", "sio-4-nginx"] as const;
-/** What a run measures unless --targets says otherwise (raw-once and sio-stock-nodebug are experiments, on request). */
-export const DEFAULT_TARGETS: readonly TargetName[] = ["raw", "sio-stock", "ws-1", "sio-1", "sio-4-direct", "sio-4-nginx"];
+export const TARGET_NAMES = ["raw", "sio-stock", "ws-1", "sio-1", "sio-4-direct", "sio-4-nginx"] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 export const TARGET_LABELS: Record<TargetName, string> = {
   raw: "baseline: bare ws broadcast server (bench/raw-ws-server.ts)",
-  "raw-once": "experiment: the baseline framing each broadcast once (RAW_FRAME_ONCE=1)",
   "sio-stock": "reference: stock Socket.IO, nothing of ours (bench/sio-stock-server.ts)",
-  "sio-stock-nodebug": "experiment: stock Socket.IO with its `debug` calls made no-ops (SIO_NO_DEBUG=1)",
   "ws-1": "1 instance, /ws",
   "sio-1": "1 instance, Socket.IO (websocket)",
   "sio-4-direct": "4 instances + Redis, Socket.IO, direct",
@@ -73,52 +69,30 @@ export interface InstanceHostOptions extends HostOptions {
 const nodeOptions = (inspect: boolean): Record<string, string> =>
   inspect ? { NODE_OPTIONS: [process.env.NODE_OPTIONS, "--inspect=127.0.0.1:0"].filter(Boolean).join(" ") } : {};
 
-async function waitForInspector(lines: readonly string[], timeoutMs = 5_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const url = inspectorUrlFrom(lines);
-    if (url) return url;
-    await sleep(20);
-  }
-  throw new Error("the process printed no inspector URL");
-}
+const waitForInspector = (lines: readonly string[]): Promise<string> =>
+  poll(() => inspectorUrlFrom(lines), { timeoutMs: 5_000, everyMs: 20, what: "the process's inspector URL" });
 
 /** A reference server of ours (bench/raw-ws-server.ts, bench/sio-stock-server.ts) as a process of its own. */
-export async function startScriptHost(which: "raw" | "raw-once" | "sio-stock" | "sio-stock-nodebug", opts: HostOptions): Promise<Host> {
-  const sio = which === "sio-stock" || which === "sio-stock-nodebug";
-  const script = sio ? "bench/sio-stock-server.ts" : "bench/raw-ws-server.ts";
-  const port = await serverPorts(1);
-  let listening!: () => void;
-  const up = new Promise<void>((r) => (listening = r));
+export async function startScriptHost(which: "raw" | "sio-stock", opts: HostOptions): Promise<Host> {
+  const script = which === "sio-stock" ? "bench/sio-stock-server.ts" : "bench/raw-ws-server.ts";
+  const port = await freePort();
   const child = spawnChild(process.execPath, ["--import", "tsx", script], {
     cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      ...(which === "raw-once" ? { RAW_FRAME_ONCE: "1" } : {}),
-      ...(which === "sio-stock-nodebug" ? { SIO_NO_DEBUG: "1" } : {}),
-      ...nodeOptions(opts.inspect),
-    },
-    onLine: (line) => {
-      if (line.startsWith("listening ")) listening();
-    },
+    env: { ...process.env, PORT: String(port), ...nodeOptions(opts.inspect) },
+    name: script,
   });
   const stop = () => stopChild(child.proc, child.exited, 3_000);
   const forget = onCleanup(script, stop);
-  const failed = child.exited.then((e) => {
-    throw new Error(`${script} exited while starting (${JSON.stringify(e)}): ${child.output.slice(-5).join(" | ")}`);
-  });
-  await Promise.race([up, failed, sleep(30_000).then(() => Promise.reject(new Error(`${script} did not listen within 30 s`)))]);
-  failed.catch(() => undefined);
-  const inspector = opts.inspect ? await waitForInspector(child.output) : undefined;
+  await child.output.find((line) => line.startsWith("listening "), 30_000, `${script} to listen`);
+  const inspector = opts.inspect ? await waitForInspector(child.output.items) : undefined;
   const url = `http://127.0.0.1:${port}`;
-  const pid = child.proc.pid ?? -1;
+  const pid = child.pid;
   return {
     targets: [
       {
         name: which,
         label: TARGET_LABELS[which],
-        kind: sio ? "sio" : "raw",
+        kind: which === "sio-stock" ? "sio" : "raw",
         clientUrls: [url],
         publishUrl: url,
         processes: () => ({ server: [pid] }),
@@ -165,7 +139,7 @@ const serviceInstance = (inst: InstanceProcess, url = inst.url): ServiceInstance
 
 /** One instance of the service without Redis; its /ws or its Socket.IO is the target. */
 export async function startSingleInstance(which: "ws-1" | "sio-1", opts: InstanceHostOptions): Promise<Host> {
-  const port = await serverPorts(1);
+  const port = await freePort();
   const instance: InstanceProcess = await startInstance({
     env: { ...instanceEnv(opts), PORT: String(port), INSTANCE_ID: `bench-${which}${opts.defaultLimits ? "-limits" : ""}`, ...nodeOptions(opts.inspect) },
   });
@@ -200,16 +174,15 @@ export interface ClusterHost extends Host {
 }
 
 /**
- * Four instances, Redis and nginx (scripts/lib/stack.ts), as one target:
+ * Four instances, Redis and nginx (harness/stack.ts), as one target:
  * clients straight to the instances (spread evenly, the publisher on ws1), or
  * everyone through nginx. The two targets need stacks of their own: on one,
  * a broadcast of either would also reach the other's clients.
  */
 export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", opts: InstanceHostOptions & { forcedShutdownSec: number }): Promise<ClusterHost> {
   const listeners = new Set<(e: StackEvent) => void>();
+  // On ports below the ephemeral range, as the stack picks them (harness/ports.ts).
   const stack = await startStack({
-    // Below the ephemeral range: see serverPorts().
-    basePort: await serverPorts(5),
     // LOG_LEVEL info on the benchmark stacks (their lifecycle lines): nothing on the message
     // path logs at info, so this costs nothing in the measurements. The abuse scenario's
     // stack logs warnings only, as its single instances do.
@@ -248,22 +221,13 @@ export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", op
   };
   const direct = stack.instances.map((_, i) => stack.instanceUrl(i));
   const instances = () => stack.instances.map((inst, i) => serviceInstance(inst, stack.instanceUrl(i)));
-  // The stack runs nginx with `-e <its temp dir>/error.log`: read it from the master's command line.
-  let errorLog: string | undefined;
-  try {
-    // nginx rewrites its title ("nginx: master process nginx -c … -e …"): match, don't split.
-    errorLog = /(?:^|[\s\0])-e[\s\0]+([^\s\0]+)/.exec(readFileSync(`/proc/${stack.nginxPid}/cmdline`, "utf8"))?.[1];
-  } catch {
-    errorLog = undefined;
-  }
   return {
     stack,
     nginxErrors() {
       const out: Record<string, number> = {};
-      if (!errorLog) return out;
       let text = "";
       try {
-        text = readFileSync(errorLog, "utf8");
+        text = readFileSync(stack.nginxErrorLog, "utf8");
       } catch {
         return out;
       }

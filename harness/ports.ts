@@ -2,11 +2,13 @@ import { readFileSync } from "node:fs";
 import net from "node:net";
 
 /**
- * Ports for the processes tests and the local stack start. They come from
- * below the kernel's ephemeral range: a port the OS hands out for listen(0)
- * is also one it may give any outgoing connection as its local port before
- * our process binds it (EADDRINUSE under connection churn). Below the range
- * only another explicit bind can take it.
+ * Ports for the processes the tests, the local stack and the benchmarks
+ * start, and whether something answers on one. They come from below the
+ * kernel's ephemeral range: a port the OS hands out for listen(0) is also one
+ * it may give any outgoing connection as its local port before our process
+ * binds it (EADDRINUSE under connection churn), and a benchmark's tens of
+ * thousands of clients (and their TIME_WAIT leftovers) fill that range. Below
+ * it only another explicit bind can take a port.
  */
 const LOWEST = 10_000;
 

@@ -1,21 +1,49 @@
-import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import os from "node:os";
 
 /**
- * Which processes listen on a TCP port, from /proc (Linux): the listening
- * sockets' inodes from /proc/net/tcp{,6}, then the fd tables that hold them.
+ * What Linux's /proc says about processes: who listens on a port, a
+ * process's children and command line, CPU time, resident memory,
+ * descriptor limits. Every reader answers undefined (or nothing) when /proc
+ * cannot tell rather than throw: a process may go at any moment. Synchronous,
+ * so exit handlers can use them.
  */
 
-/** Inodes of the sockets listening on `port`; undefined when /proc cannot tell. */
+const read = (file: string): string | undefined => {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+};
+
+/** Numeric entries of /proc: every process we may see. */
+function allPids(): number[] {
+  try {
+    return readdirSync("/proc")
+      .filter((name) => /^\d+$/.test(name))
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** stat(5) fields from field 3 (state) on; comm may hold spaces and parentheses, so split after the last ')'. */
+function statFields(pid: number): string[] | undefined {
+  const stat = read(`/proc/${pid}/stat`);
+  return stat === undefined ? undefined : stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+}
+
+// --- listeners -----------------------------------------------------------------
+
+/** Inodes of the sockets listening on `port`, from /proc/net/tcp{,6}; undefined when neither is readable. */
 function listeningInodes(port: number): Set<string> | undefined {
   const inodes = new Set<string>();
   let readable = false;
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text: string;
-    try {
-      text = readFileSync(table, "utf8");
-    } catch {
-      continue;
-    }
+    const text = read(table);
+    if (text === undefined) continue;
     readable = true;
     for (const row of text.split("\n").slice(1)) {
       // sl local_address rem_address st ... inode: LISTEN is 0A
@@ -53,26 +81,121 @@ export function listensOn(pid: number, port: number): boolean | undefined {
 }
 
 /**
- * Every process listening on 127.0.0.1:`port` (a Redis we did not spawn
- * ourselves, say). Walks every fd table: only call it before sockets pile up.
+ * Every process listening on `port` (a Redis we did not spawn ourselves,
+ * say). Walks every fd table: only call it before sockets pile up.
  */
 export function pidsListeningOn(port: number): number[] {
   const inodes = listeningInodes(port);
   if (!inodes || inodes.size === 0) return [];
-  let entries: string[];
+  return allPids().filter((pid) => {
+    try {
+      return holdsSocket(pid, inodes);
+    } catch {
+      return false; // gone, or not ours to read
+    }
+  });
+}
+
+// --- processes -----------------------------------------------------------------
+
+/** Live (not zombie) children of `ppid`. */
+export function childPids(ppid: number): number[] {
+  return allPids().filter((pid) => {
+    const f = statFields(pid);
+    return f !== undefined && Number(f[1]) === ppid && f[0] !== "Z";
+  });
+}
+
+/** The command line of `pid`, arguments separated by NUL (a process may rewrite it: nginx does). */
+export const commandLine = (pid: number): string | undefined => read(`/proc/${pid}/cmdline`);
+
+/** Whether this process has capability `bit` (capabilities(7)) in its effective set; undefined when /proc cannot tell. */
+export function hasCapability(bit: number): boolean | undefined {
+  const capEff = /^CapEff:\s*([0-9a-f]+)/m.exec(read("/proc/self/status") ?? "")?.[1];
+  return capEff === undefined ? undefined : ((BigInt(`0x${capEff}`) >> BigInt(bit)) & 1n) === 1n;
+}
+
+// --- CPU and memory ------------------------------------------------------------
+
+/** Clock ticks a second for /proc/<pid>/stat times (USER_HZ; 100 on Linux almost always). */
+const CLK_TCK = (() => {
   try {
-    entries = readdirSync("/proc");
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
   } catch {
-    return [];
+    return 100;
   }
-  return entries
-    .filter((name) => /^\d+$/.test(name))
-    .map(Number)
-    .filter((pid) => {
-      try {
-        return holdsSocket(pid, inodes);
-      } catch {
-        return false; // gone, or not ours to read
-      }
-    });
+})();
+
+/** utime + stime of a process, seconds; undefined once it has gone. */
+export function cpuSeconds(pid: number): number | undefined {
+  const f = statFields(pid);
+  // Fields 14 and 15 of stat(5) are utime and stime; index 0 here is field 3.
+  return f === undefined ? undefined : (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+
+/** CPU seconds of named groups of processes, read before and after a phase. */
+export class CpuMeter {
+  #start = new Map<string, number>();
+  #t0 = 0;
+
+  /** @param groups the processes by name, read at start() and stop() (a group's processes may change meanwhile) */
+  constructor(private readonly groups: () => Record<string, number[]>) {}
+
+  start(): void {
+    this.#t0 = performance.now();
+    this.#start.clear();
+    for (const [name, pids] of Object.entries(this.groups())) this.#start.set(name, cpuOf(pids));
+  }
+
+  /** Percent of one core each group used since start(). */
+  stop(): Record<string, number> {
+    const elapsed = (performance.now() - this.#t0) / 1000;
+    const out: Record<string, number> = {};
+    for (const [name, pids] of Object.entries(this.groups())) {
+      const before = this.#start.get(name);
+      if (before === undefined) continue;
+      out[name] = elapsed > 0 ? Math.round(((cpuOf(pids) - before) / elapsed) * 1000) / 10 : 0;
+    }
+    return out;
+  }
+}
+
+const cpuOf = (pids: number[]): number => pids.reduce((s, pid) => s + (cpuSeconds(pid) ?? 0), 0);
+
+/** VmRSS of a process, bytes; undefined once it has gone. */
+export function rssBytes(pid: number): number | undefined {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(read(`/proc/${pid}/status`) ?? "");
+  return m ? Number(m[1]) * 1024 : undefined;
+}
+
+/** 1- and 5-minute load averages, the cores, and whether the machine looks busy (load1 over half the cores). */
+export function machineLoad(): { load1: number; load5: number; cores: number; busy: boolean } {
+  const [load1 = 0, load5 = 0] = os.loadavg();
+  const cores = os.availableParallelism?.() ?? os.cpus().length;
+  return { load1, load5, cores, busy: load1 > cores * 0.5 };
+}
+
+// --- descriptors ---------------------------------------------------------------
+
+/** RLIMIT_NOFILE of this process, soft and hard (Infinity: unlimited); undefined when /proc cannot tell. */
+export function nofileLimit(): { soft: number; hard: number } | undefined {
+  const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(read("/proc/self/limits") ?? "");
+  if (!m) return undefined;
+  const n = (v: string) => (v === "unlimited" ? Infinity : Number(v));
+  return { soft: n(m[1]!), hard: n(m[2]!) };
+}
+
+/** Descriptors this process may open (its soft limit; 1,000,000 when unlimited, 1024 when /proc cannot tell). */
+export function fdLimit(): number {
+  const soft = nofileLimit()?.soft;
+  return soft === undefined ? 1024 : Number.isFinite(soft) ? soft : 1_000_000;
+}
+
+/** Open file descriptors of this process. */
+export function openFds(): number {
+  try {
+    return readdirSync("/proc/self/fd").length;
+  } catch {
+    return 0;
+  }
 }

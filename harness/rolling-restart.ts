@@ -2,6 +2,7 @@ import { type Socket, io } from "socket.io-client";
 import WebSocket from "ws";
 import type { InstanceProcess } from "./instance.js";
 import type { Stack } from "./stack.js";
+import { sleep } from "./timeouts.js";
 
 /**
  * A rolling restart under load, measured from the clients' side: clients hold
@@ -204,7 +205,7 @@ export async function measureUnderLoad(
         fail(`publish seq:${seq}: ${(err as Error).message}`, true);
       }
       publishes.push({ seq, sentAt, doneAt: Date.now(), ok });
-      await new Promise((r) => setTimeout(r, opts.publishEveryMs ?? 20));
+      await sleep(opts.publishEveryMs ?? 20);
     }
   })();
 
@@ -212,10 +213,10 @@ export async function measureUnderLoad(
     await during();
     // Cut clients come back within a bounded wait.
     const deadline = Date.now() + 15_000;
-    while (trackers.some((t) => t.connectedSince === undefined) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (trackers.some((t) => t.connectedSince === undefined) && Date.now() < deadline) await sleep(50);
     // A few more messages with everyone back, then the last one must reach every connected client.
     const until = publishes.length + 10;
-    while (publishes.length < until && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (publishes.length < until && Date.now() < deadline) await sleep(20);
   } finally {
     publishing = false;
     await publisher;
@@ -223,7 +224,7 @@ export async function measureUnderLoad(
   const last = publishes.findLast((p) => p.ok);
   if (last) {
     const deadline = Date.now() + 5_000;
-    while (trackers.some((t) => t.connectedSince !== undefined && !t.seen.has(last.seq)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (trackers.some((t) => t.connectedSince !== undefined && !t.seen.has(last.seq)) && Date.now() < deadline) await sleep(20);
   }
   const end = Date.now();
   for (const close of closers) close();

@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
-import { measureUnderLoad } from "./lib/rolling-restart.js";
-import { startStack } from "./lib/stack.js";
+import { measureUnderLoad } from "../harness/rolling-restart.js";
+import { startStack } from "../harness/stack.js";
 
 // Prints the figures of a rolling restart of all four instances under load:
 //   node --import tsx scripts/rolling-restart.ts [--clients 200] [--forced-after 2]

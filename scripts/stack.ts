@@ -64,10 +64,10 @@ function supervise(): void {
 
 /** The inner process: owns the stack. */
 async function runStack(): Promise<void> {
-  type Stack = import("./lib/stack.js").Stack;
-  type StackEvent = import("./lib/stack.js").StackEvent;
-  type InstanceProcess = import("./lib/instance.js").InstanceProcess;
-  type LogRecord = import("./lib/instance.js").LogRecord;
+  type Stack = import("../harness/stack.js").Stack;
+  type StackEvent = import("../harness/stack.js").StackEvent;
+  type InstanceProcess = import("../harness/instance.js").InstanceProcess;
+  type LogRecord = import("../harness/instance.js").LogRecord;
 
   const color = process.stdout.isTTY && !process.env.NO_COLOR;
   const paint = (code: string, text: string) => (color ? `\x1b[${code}m${text}\x1b[0m` : text);
@@ -108,7 +108,7 @@ async function runStack(): Promise<void> {
       for (const inst of stack?.instances ?? []) if (!exited.has(inst)) inst.signal("SIGTERM");
     } else {
       warn(`${name} a third time: killing everything`);
-      process.exit(130); // child.ts and stack.ts SIGKILL every process they started
+      process.exit(130); // harness/processes.ts and nginx.ts SIGKILL every process they started
     }
   };
   for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(name, () => stopSignal(name));
@@ -134,7 +134,8 @@ async function runStack(): Promise<void> {
     process.stdin.resume();
   }
 
-  const { startStack, INSTANCE_COUNT } = await import("./lib/stack.js");
+  const { startStack } = await import("../harness/stack.js");
+  const { INSTANCE_COUNT } = await import("../harness/nginx.js");
 
   // --- configuration ---------------------------------------------------------
   const PASS_THROUGH = [
@@ -179,35 +180,13 @@ async function runStack(): Promise<void> {
     for (const line of inst.otherOutput.slice(from)) if (line.trim()) process.stdout.write(`${idLabel(inst.id)} ${paint("31", "!")} ${line}\n`);
     otherPrinted.set(inst, inst.otherOutput.length);
   };
-  /** Prints every log record of `inst`, past and future, once. */
+  /** Prints every log record of `inst`, past and future, and the rest of its output once it has ended. */
   const follow = (inst: InstanceProcess) => {
     if (followed.has(inst)) return;
     followed.add(inst);
-    const printed = new WeakSet<LogRecord>();
-    const print = (r: LogRecord) => {
-      if (printed.has(r)) return;
-      printed.add(r);
-      printRecord(inst.id, r);
-    };
-    let exited = false;
-    // waitForLog calls the matcher on every record (old ones first); it never matches.
-    const subscribe = (): void =>
-      void inst
-        .waitForLog((r) => (print(r), false), 2 ** 31 - 1)
-        .catch(() => {
-          if (!exited) subscribe();
-        });
-    subscribe();
-    void inst.exited.then(() => {
-      exited = true;
-      // Output may still be in the pipe when the exit is reported.
-      for (const ms of [50, 500]) {
-        setTimeout(() => {
-          for (const r of inst.logs) print(r);
-          flushOther(inst);
-        }, ms).unref();
-      }
-    });
+    for (const r of inst.logs) printRecord(inst.id, r);
+    inst.onLog((r) => printRecord(inst.id, r));
+    void inst.ended.then(() => flushOther(inst));
   };
   setInterval(() => {
     for (const inst of stack?.instances ?? []) flushOther(inst);

@@ -1,6 +1,6 @@
 import { expect } from "chai";
-import { freePort } from "../scripts/lib/free-port.js";
-import { startInstance } from "../scripts/lib/instance.js";
+import { freePort } from "../harness/ports.js";
+import { startInstance } from "../harness/instance.js";
 import { ConfigError, loadConfig } from "../server/config.js";
 import { startApp, type TestApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";

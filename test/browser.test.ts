@@ -1,16 +1,14 @@
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
 import express from "express";
 import { type Browser, type BrowserContext, type Locator, type Page, chromium } from "playwright-core";
-import { Server } from "socket.io";
 import { type Stack, startStack } from "../harness/stack.js";
 import { type TestApp, startApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
+import { startDrainingServer } from "./helpers/draining-server.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DEMO_DIR = path.join(ROOT, "client-demo", "public");
@@ -281,26 +279,14 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
   });
 
   it("after a DRAINING refusal (which socket.io-client does not retry) the page retries with back-off", async () => {
-    // The race this covers (a drain beginning between the Engine.IO handshake and the
-    // namespace connect) is too narrow to hit through nginx; a bare Socket.IO server
-    // serving the same page refuses the first two connects as a draining instance would.
-    const server = http.createServer(express().use(express.static(DEMO_DIR)));
-    const io = new Server(server);
-    defer(() => io.close());
-    let attempts = 0;
-    io.use((_socket, next) => {
-      if (++attempts > 2) return next();
-      next(Object.assign(new Error("server is draining"), { data: { code: "DRAINING" } }));
-    });
-    io.on("connection", (socket) => {
-      socket.emit("welcome", { clientId: socket.handshake.auth.clientId, instance: "ws9", commands: [], at: new Date().toISOString() });
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const { port } = server.address() as AddressInfo;
+    // The race this covers is too narrow to hit through nginx: the fake, serving the
+    // same page, refuses the first two connects as a draining instance would.
+    const server = await startDrainingServer({ refusals: 2, instance: "ws9", handler: express().use(express.static(DEMO_DIR)) });
+    defer(() => server.close());
 
-    const p = await open("patient", undefined, `http://127.0.0.1:${port}`);
+    const p = await open("patient", undefined, server.url);
     expect(await p.instance()).to.equal("ws9");
-    expect(attempts).to.equal(3);
+    expect(server.attempts()).to.equal(3);
     const retries = await p.page.getByTestId("system").filter({ hasText: "The instance is draining; reconnecting in" }).allTextContents();
     expect(retries).to.have.length(2);
     // Back-off: the second wait is drawn from a range twice as high as the first.

@@ -4,8 +4,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { expect } from "chai";
-import { freePort } from "../scripts/lib/free-port.js";
-import { startInstance } from "../scripts/lib/instance.js";
+import { freePort } from "../harness/ports.js";
+import { startInstance } from "../harness/instance.js";
 import { useCleanup } from "./helpers/cleanup.js";
 import { connectIo, connectWs } from "./helpers/clients.js";
 
@@ -24,8 +24,8 @@ describe("the compiled build (npm run build, node dist/server/main.js)", functio
   it("compiles the service alone to plain JavaScript, with the demo page beside it", () => {
     expect(existsSync(path.join(ROOT, "dist/server/main.js"))).to.equal(true);
     expect(existsSync(path.join(ROOT, "dist/client-demo/public/index.html"))).to.equal(true);
-    // Only the service: no tests, benchmarks or scripts in the build.
-    for (const dir of ["test", "bench", "scripts"]) expect(existsSync(path.join(ROOT, "dist", dir)), `dist/${dir}`).to.equal(false);
+    // Only the service: no tests, benchmarks, scripts or harness in the build.
+    for (const dir of ["test", "bench", "scripts", "harness"]) expect(existsSync(path.join(ROOT, "dist", dir)), `dist/${dir}`).to.equal(false);
     const main = readFileSync(path.join(ROOT, "dist/server/main.js"), "utf8");
     expect(main).to.not.match(/from "tsx"|--import tsx/);
   });

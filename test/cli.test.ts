@@ -1,14 +1,12 @@
-import { spawn } from "node:child_process";
-import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
-import { Server } from "socket.io";
-import { type Exit, stopChild } from "../scripts/lib/child.js";
+import { type Exit, spawnChild, stopChild } from "../harness/processes.js";
+import type { Arrivals } from "../harness/waiting.js";
 import { startApp, type TestApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
 import { connectIo, connectWs } from "./helpers/clients.js";
-import { Inbox } from "./helpers/inbox.js";
+import { startDrainingServer } from "./helpers/draining-server.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** Long enough for tsx to start a child and for a back-off or two. */
@@ -16,7 +14,7 @@ const LINE_TIMEOUT_MS = 10_000;
 
 interface Cli {
   /** stdout and stderr lines, in order, each handed out once by `next`. */
-  lines: Inbox<string>;
+  lines: Arrivals<string>;
   /** The next output line matching `pattern`. */
   next(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Types a line. */
@@ -33,31 +31,22 @@ describe("terminal client (client-demo/cli.ts) and example (client-demo/example.
 
   /** A real child process, as `npm run client -- ...` runs it, with stdin a pipe. */
   const spawnScript = (script: string, args: string[]): Cli => {
-    const proc = spawn(process.execPath, ["--import", "tsx", script, ...args], {
+    const child = spawnChild(process.execPath, ["--import", "tsx", script, ...args], {
       cwd: ROOT,
       env: { ...process.env, NO_COLOR: "1" },
-      stdio: ["pipe", "pipe", "pipe"],
+      stdin: "pipe",
+      name: script,
     });
-    const exited = new Promise<Exit>((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
-    defer(() => stopChild(proc, exited));
-    const lines = new Inbox<string>();
-    for (const stream of [proc.stdout, proc.stderr]) {
-      let rest = "";
-      stream.setEncoding("utf8");
-      stream.on("data", (chunk: string) => {
-        const parts = (rest + chunk).split("\n");
-        rest = parts.pop() ?? "";
-        for (const line of parts) lines.push(line);
-      });
-    }
-    proc.stdin.on("error", () => undefined); // writes after the child left
+    defer(() => stopChild(child.proc, child.exited));
+    const stdin = child.proc.stdin!;
+    stdin.on("error", () => undefined); // writes after the child left
     return {
-      lines,
-      next: (pattern, timeoutMs = LINE_TIMEOUT_MS) => lines.next((l) => pattern.test(l), timeoutMs, `a line matching ${pattern}`),
-      type: (line) => void proc.stdin.write(`${line}\n`),
-      end: () => void proc.stdin.end(),
-      exited,
-      pid: proc.pid ?? -1,
+      lines: child.output,
+      next: (pattern, timeoutMs = LINE_TIMEOUT_MS) => child.output.next((l) => pattern.test(l), timeoutMs, `a line matching ${pattern}`),
+      type: (line) => void stdin.write(`${line}\n`),
+      end: () => void stdin.end(),
+      exited: child.exited,
+      pid: child.pid,
     };
   };
   const cli = (args: string[]) => spawnScript("client-demo/cli.ts", args);
@@ -307,27 +296,16 @@ describe("terminal client (client-demo/cli.ts) and example (client-demo/example.
     });
 
     it("Socket.IO: after a DRAINING refusal from the namespace middleware it reconnects with back-off", async () => {
-      // socket.io-client does not retry a middleware refusal by itself. A bare Socket.IO
-      // server refuses the first attempt as a draining instance would, then accepts.
-      const server = http.createServer();
-      const io = new Server(server);
-      defer(() => io.close());
-      let attempts = 0;
-      io.use((_socket, next) => {
-        if (++attempts > 1) return next();
-        next(Object.assign(new Error("server is draining"), { data: { code: "DRAINING" } }));
-      });
-      io.on("connection", (socket) => {
-        socket.emit("welcome", { clientId: socket.handshake.auth.clientId, instance: "fake", commands: [], at: new Date().toISOString() });
-      });
-      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-      const { port } = server.address() as AddressInfo;
-      const c = cli([`http://127.0.0.1:${port}`, "--id", "dave"]);
+      // socket.io-client does not retry a middleware refusal by itself. The fake
+      // refuses the first attempt as a draining instance would, then accepts.
+      const server = await startDrainingServer({ refusals: 1, instance: "fake" });
+      defer(() => server.close());
+      const c = cli([server.url, "--id", "dave"]);
       const line = await c.next(/ info +server is draining; reconnecting in [\d.]+s…$/);
       const delay = Number(/in ([\d.]+)s/.exec(line)![1]);
       expect(delay).to.be.within(0.2, 0.5); // the first back-off step: 250-500 ms
       await c.next(/ info +connected to fake as dave$/);
-      expect(attempts).to.equal(2);
+      expect(server.attempts()).to.equal(2);
     });
 
     it("/ws: after a forced close (1001) it reconnects to the replacement", async () => {

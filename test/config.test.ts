@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { ConfigError, loadConfig } from "../server/config.js";
-import { startInstance } from "../scripts/lib/instance.js";
+import { startInstance } from "../harness/instance.js";
 import { useCleanup } from "./helpers/cleanup.js";
 
 describe("configuration", () => {

@@ -6,8 +6,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { expect } from "chai";
-import { canConnect } from "../scripts/lib/free-port.js";
-import { INSTANCE_COUNT, NGINX_CONF, type Stack, childPids, renderNginxConf, startStack } from "../scripts/lib/stack.js";
+import { INSTANCE_COUNT, NGINX_CONF, renderNginxConf } from "../harness/nginx.js";
+import { canConnect } from "../harness/ports.js";
+import { childPids } from "../harness/procfs.js";
+import { type Stack, startStack } from "../harness/stack.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const COMPOSE_FILE = path.join(ROOT, "docker-compose.yml");

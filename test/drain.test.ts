@@ -1,8 +1,8 @@
 import { expect } from "chai";
 import { Manager } from "socket.io-client";
-import { freePort } from "../scripts/lib/free-port.js";
-import { type InstanceProcess, startInstance } from "../scripts/lib/instance.js";
-import { startRedis } from "../scripts/lib/redis-server.js";
+import { freePort } from "../harness/ports.js";
+import { type InstanceProcess, startInstance } from "../harness/instance.js";
+import { startRedis } from "../harness/redis.js";
 import { useCleanup } from "./helpers/cleanup.js";
 import { connectIo, connectWs, ioRefusal, wrapIo, wsRefusal } from "./helpers/clients.js";
 

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { type Stack, startStack } from "../scripts/lib/stack.js";
+import { type Stack, startStack } from "../harness/stack.js";
 import { useCleanup } from "./helpers/cleanup.js";
 import { connectIo, connectWs } from "./helpers/clients.js";
 import { expectAlive } from "./helpers/process.js";

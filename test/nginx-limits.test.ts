@@ -1,7 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { expect } from "chai";
 import type WebSocket from "ws";
-import { NGINX_CONF, renderNginxConf, type Stack, startStack } from "../scripts/lib/stack.js";
+import { NGINX_CONF, renderNginxConf } from "../harness/nginx.js";
+import { type Stack, startStack } from "../harness/stack.js";
 import { useCleanup } from "./helpers/cleanup.js";
 import type { WsClient } from "./helpers/clients.js";
 import { pollingHandshake, pollingReceive, pollingSend, upgradeSession } from "./helpers/engine-io.js";

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import type { InstanceProcess, LogRecord } from "../scripts/lib/instance.js";
+import type { InstanceProcess, LogRecord } from "../harness/instance.js";
 import { useCleanup } from "./helpers/cleanup.js";
 import { connectWs } from "./helpers/clients.js";
 import { startCluster } from "./helpers/cluster.js";

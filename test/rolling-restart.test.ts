@@ -1,6 +1,6 @@
 import { expect } from "chai";
-import { measureUnderLoad } from "../scripts/lib/rolling-restart.js";
-import { type Stack, startStack } from "../scripts/lib/stack.js";
+import { measureUnderLoad } from "../harness/rolling-restart.js";
+import { type Stack, startStack } from "../harness/stack.js";
 
 describe("rolling restart of all four instances through nginx, under load", function () {
   this.timeout(120_000);

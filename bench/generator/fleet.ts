@@ -1,8 +1,8 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { track } from "../../harness/processes.js";
 import { epoch } from "../lib/clock.js";
 import { type Histogram, mergeEncoded } from "../lib/hist.js";
-import { track } from "../lib/processes.js";
 import { PendingReplies } from "../lib/replies.js";
 import type { ConnectOrder, ConnectResult, Delivery, DeliveryBucket, EchoResult, FloodOrder, FloodResult, Order, Report, Stats } from "./protocol.js";
 
@@ -12,7 +12,6 @@ interface Child {
   proc: ChildProcess;
   pid: number;
   capacity: number;
-  fdLimit: number;
   pending: PendingReplies;
   beat: { open: number; frames: number; failed: number; connecting: number };
 }
@@ -83,7 +82,6 @@ export class Fleet {
       proc,
       pid: proc.pid ?? -1,
       capacity: 0,
-      fdLimit: 0,
       pending: new PendingReplies(),
       beat: { open: 0, frames: 0, failed: 0, connecting: 0 },
     };
@@ -93,7 +91,6 @@ export class Fleet {
         if (report.type === "ready") {
           clearTimeout(timer);
           child.capacity = report.capacity;
-          child.fdLimit = report.fdLimit;
           resolve();
         } else if (report.type === "reply") {
           child.pending.settle(report.id, report.error || undefined, report.result);

@@ -141,7 +141,7 @@ export interface DeliveryBucket {
 }
 
 export type Report =
-  | { type: "ready"; pid: number; fdLimit: number; capacity: number }
+  | { type: "ready"; capacity: number }
   | { type: "reply"; id: number; result: unknown; error?: string }
   /** A broadcast reached every open fanout client of this child; `last` = µs of the last receipt. */
   | { type: "done"; seq: number; last: number }

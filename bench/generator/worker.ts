@@ -5,10 +5,10 @@
  * orders over IPC. It exits when the parent goes, so it can never outlive a run.
  */
 import WebSocket from "ws";
+import { fdLimit, openFds } from "../../harness/procfs.js";
 import { EngineClient } from "../engine-client.js";
 import { nowUs, setEpoch } from "../lib/clock.js";
 import { encodeHistogram, type Histogram, newHistogram } from "../lib/hist.js";
-import { fdLimit, openFds } from "../lib/proc.js";
 import {
   BROADCAST_MARK,
   type ConnectOrder,
@@ -588,4 +588,4 @@ process.on("message", (msg: { id: number; order: Order }) => {
 const beat = setInterval(() => send({ type: "beat", open: openTotal, frames: framesEver, failed: failedTotal, connecting }), 500);
 beat.unref();
 
-send({ type: "ready", pid: process.pid, fdLimit: limit, capacity });
+send({ type: "ready", capacity });

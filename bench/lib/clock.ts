@@ -19,5 +19,3 @@ export function epoch(): number {
 export function nowUs(): number {
   return Math.round((performance.timeOrigin + performance.now() - epochMs) * 1000);
 }
-
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,9 +1,9 @@
+import { isInterrupted } from "../../harness/processes.js";
+import { CpuMeter, rssBytes } from "../../harness/procfs.js";
+import { sleep } from "../../harness/timeouts.js";
 import { Fleet } from "../generator/fleet.js";
 import type { FloodResult } from "../generator/protocol.js";
-import { sleep } from "../lib/clock.js";
 import { type LatencySummary, summarize } from "../lib/hist.js";
-import { isInterrupted } from "../lib/processes.js";
-import { CpuMeter, rssBytes } from "../lib/proc.js";
 import { rateMeter } from "../lib/progress.js";
 import { Publisher } from "../publisher.js";
 import type { ServiceInstance, Target, TargetName } from "../targets.js";

@@ -1,7 +1,8 @@
-import type { StackEvent } from "../../scripts/lib/stack.js";
-import { nowUs, sleep } from "../lib/clock.js";
+import { isInterrupted } from "../../harness/processes.js";
+import type { StackEvent } from "../../harness/stack.js";
+import { sleep } from "../../harness/timeouts.js";
+import { nowUs } from "../lib/clock.js";
 import { type LatencySummary, summarize } from "../lib/hist.js";
-import { isInterrupted } from "../lib/processes.js";
 import { Publisher } from "../publisher.js";
 import type { ClusterHost } from "../targets.js";
 import type { Ctx } from "./context.js";

@@ -1,6 +1,6 @@
-import { sleep } from "../lib/clock.js";
+import { CpuMeter } from "../../harness/procfs.js";
+import { sleep } from "../../harness/timeouts.js";
 import { type LatencySummary, summarize } from "../lib/hist.js";
-import { CpuMeter } from "../lib/proc.js";
 import type { Target, TargetName } from "../targets.js";
 import type { Ctx } from "./context.js";
 
@@ -24,7 +24,6 @@ const PATHS: Record<string, string> = {
   ws: "text frame to /ws/{id}, `Server echo: …` back",
   sio: "`message` with ack to an empty room (full message path, no fan-out); the ack back",
   "sio-stock": "`message` with ack to an empty room (`io.to(room).emit`); the ack back",
-  "sio-stock-nodebug": "`message` with ack to an empty room (`io.to(room).emit`); the ack back",
 };
 
 /** Request/response round trips at a fixed total rate, spread over `echoClients` connections. */

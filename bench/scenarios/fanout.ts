@@ -1,12 +1,12 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { isInterrupted } from "../../harness/processes.js";
+import { CpuMeter } from "../../harness/procfs.js";
+import { sleep } from "../../harness/timeouts.js";
 import type { Fleet, FleetConnectResult } from "../generator/fleet.js";
-import { sleep } from "../lib/clock.js";
 import { summarizeProfile, type ProfileSummary } from "../lib/cpuprofile.js";
 import { type LatencySummary, newHistogram, summarize, summarizeValues } from "../lib/hist.js";
 import { Inspector } from "../lib/inspector.js";
-import { isInterrupted } from "../lib/processes.js";
-import { CpuMeter } from "../lib/proc.js";
 import { rateMeter } from "../lib/progress.js";
 import { Publisher } from "../publisher.js";
 import type { Target, TargetName } from "../targets.js";

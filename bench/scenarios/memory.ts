@@ -1,6 +1,6 @@
-import { sleep } from "../lib/clock.js";
+import { rssBytes } from "../../harness/procfs.js";
+import { sleep } from "../../harness/timeouts.js";
 import { heapDiff, Inspector } from "../lib/inspector.js";
-import { rssBytes } from "../lib/proc.js";
 import type { Target, TargetName } from "../targets.js";
 import type { Ctx } from "./context.js";
 
@@ -24,7 +24,7 @@ export interface MemoryCell {
   heapGrowth?: { clients: number; rows: ReturnType<typeof heapDiff> };
 }
 
-const TRANSPORT: Record<string, string> = { raw: "bare ws", "sio-stock": "stock Socket.IO", "sio-stock-nodebug": "stock Socket.IO, debug off", "ws-1": "/ws", "sio-1": "Socket.IO" };
+const TRANSPORT: Record<string, string> = { raw: "bare ws", "sio-stock": "stock Socket.IO", "ws-1": "/ws", "sio-1": "Socket.IO" };
 
 /**
  * Memory per idle connection: forced full GC (over the inspector: the server

@@ -1,6 +1,6 @@
-import { sleep } from "../lib/clock.js";
+import { isInterrupted } from "../../harness/processes.js";
+import { sleep } from "../../harness/timeouts.js";
 import { type LatencySummary, summarize } from "../lib/hist.js";
-import { isInterrupted } from "../lib/processes.js";
 import type { Target, TargetName } from "../targets.js";
 import { type Ctx, Interrupted } from "./context.js";
 

@@ -1,6 +1,6 @@
-import { freePort } from "../../scripts/lib/free-port.js";
-import { type InstanceProcess, startInstance } from "../../scripts/lib/instance.js";
-import { type RedisProcess, startRedis } from "../../scripts/lib/redis-server.js";
+import { freePort } from "../../harness/ports.js";
+import { type InstanceProcess, startInstance } from "../../harness/instance.js";
+import { type RedisProcess, startRedis } from "../../harness/redis.js";
 
 export interface Cluster {
   redis: RedisProcess;

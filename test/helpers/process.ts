@@ -1,4 +1,4 @@
-import type { InstanceProcess } from "../../scripts/lib/instance.js";
+import type { InstanceProcess } from "../../harness/instance.js";
 
 /** Whether the process has exited already (its exit promise settled). */
 export function hasExited(inst: InstanceProcess): Promise<boolean> {
@@ -32,6 +32,8 @@ export async function expectAlive(inst: InstanceProcess, context = ""): Promise<
   }
   if (status !== 200 || body.instance !== inst.id) {
     const exited = await hasExited(inst);
-    throw new Error(`instance ${inst.id}${where}: GET /healthz answered ${status} ${JSON.stringify(body)}${exited ? ", and it has exited" : ""}\n${lastOutput(inst)}`);
+    throw new Error(
+      `instance ${inst.id}${where}: GET /healthz answered ${status} ${JSON.stringify(body)}${exited ? ", and it has exited" : ""}\n${lastOutput(inst)}`,
+    );
   }
 }
