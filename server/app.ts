@@ -10,7 +10,7 @@ import { BroadcastDomain, type Envelope } from "./domain/broadcast.js";
 import { DrainState } from "./drain.js";
 import { createHttpApp } from "./http/routes.js";
 import { type Logger, createLogger } from "./logger.js";
-import { createMetrics } from "./metrics.js";
+import { type ConnectionCount, createMetrics } from "./metrics.js";
 import { createTokenVerifier } from "./realtime/client-auth.js";
 import { installFrontDoor } from "./realtime/front-door.js";
 import { createOriginPolicy } from "./realtime/origin.js";
@@ -61,7 +61,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   // us, closes an idle keep-alive connection: never one it is sending on.
   server.keepAliveTimeout = 75_000;
 
-  let connections = (): Record<string, number> => ({});
+  let connections = (): ConnectionCount[] => [];
   const metrics = createMetrics({ connections: () => connections(), clientIds: () => registry.size, draining: () => drain.draining });
 
   const origins = createOriginPolicy(config);
@@ -109,7 +109,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });
   domain.addSink(sio.sink);
   domain.addSink(wsg.sink);
-  connections = () => ({ ...sio.connectionsByTransport(), ws: wsg.size });
+  connections = () => [...sio.connectionsByTransport(), { transport: "ws", via: "websocket", count: wsg.size }];
 
   const httpApp = createHttpApp({ ...deps, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
   installFrontDoor(server, { drain, full, maxConnections: config.maxConnections, ws: wsg, metrics, log: log.child({ component: "http" }), app: httpApp });

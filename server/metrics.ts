@@ -6,17 +6,24 @@ export type Metrics = ReturnType<typeof createMetrics>;
  * Prometheus metrics, on a registry of this app's own (so two apps in one
  * process, as in tests, keep separate figures).
  */
-export function createMetrics(read: { connections(): Record<string, number>; clientIds(): number; draining(): boolean }) {
+/** Open connections: `transport` as on every other metric (socket.io, ws), `via` the wire under it (polling, websocket). */
+export interface ConnectionCount {
+  transport: "socket.io" | "ws";
+  via: "polling" | "websocket";
+  count: number;
+}
+
+export function createMetrics(read: { connections(): ConnectionCount[]; clientIds(): number; draining(): boolean }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const connections = new Gauge({
     name: "wbs_connections",
-    help: "Open client connections by transport (socket.io-polling, socket.io-websocket, ws)",
-    labelNames: ["transport"] as const,
+    help: "Open client connections by transport (socket.io, ws) and the wire under it (via: polling, websocket)",
+    labelNames: ["transport", "via"] as const,
     registers: [registry],
     collect() {
       this.reset();
-      for (const [transport, n] of Object.entries(read.connections())) this.set({ transport }, n);
+      for (const { transport, via, count } of read.connections()) this.set({ transport, via }, count);
     },
   });
   const draining = new Gauge({

@@ -88,8 +88,8 @@ describe("HTTP API", () => {
       await io.socket.emitWithAck("message", "");
       await io.next("message");
       const text = await (await fetch(`${t.url}/metrics`)).text();
-      expect(text).to.match(/^wbs_connections\{transport="socket.io-websocket"\} 1$/m);
-      expect(text).to.match(/^wbs_connections\{transport="ws"\} 1$/m);
+      expect(text).to.match(/^wbs_connections\{transport="socket.io",via="websocket"\} 1$/m);
+      expect(text).to.match(/^wbs_connections\{transport="ws",via="websocket"\} 1$/m);
       expect(text).to.match(/^wbs_messages_received_total\{transport="socket.io"\} 2$/m);
       expect(text).to.match(/^wbs_messages_sent_total\{transport="socket.io"\} 1$/m);
       expect(text).to.match(/^wbs_messages_sent_total\{transport="ws"\} 1$/m);

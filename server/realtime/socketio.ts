@@ -5,7 +5,7 @@ import type { Config } from "../config.js";
 import type { Envelope, LocalSink } from "../domain/broadcast.js";
 import { COMMANDS, ROOM_PATTERN, now } from "../domain/names.js";
 import { ServiceError } from "../errors.js";
-import type { Metrics } from "../metrics.js";
+import type { ConnectionCount, Metrics } from "../metrics.js";
 import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "../protocol.js";
 import { admit } from "./admission.js";
 import { parseResume, recoverConnection, welcomeOf } from "./recovery.js";
@@ -41,7 +41,7 @@ export interface SocketIoGateway {
   io: IoServer;
   sink: LocalSink;
   /** Open sockets by transport, for metrics. */
-  connectionsByTransport(): Record<string, number>;
+  connectionsByTransport(): ConnectionCount[];
   /** A closer per socket, at the drain deadline: its transport, so socket.io-client reconnects by itself (to a live instance). */
   connections(): (() => void)[];
   /** Stops the gateway's timers. */
@@ -283,12 +283,13 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     io,
     sink,
     connectionsByTransport() {
-      const counts: Record<string, number> = { "socket.io-polling": 0, "socket.io-websocket": 0 };
-      for (const socket of io.of("/").sockets.values()) {
-        const key = `socket.io-${socket.conn.transport.name}`;
-        counts[key] = (counts[key] ?? 0) + 1;
-      }
-      return counts;
+      let polling = 0;
+      for (const socket of io.of("/").sockets.values()) if (socket.conn.transport.name === "polling") polling++;
+      const all = io.of("/").sockets.size;
+      return [
+        { transport: "socket.io", via: "polling", count: polling },
+        { transport: "socket.io", via: "websocket", count: all - polling },
+      ];
     },
     connections() {
       return [...io.of("/").sockets.values()].map((socket) => () => socket.conn.close());

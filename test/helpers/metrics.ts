@@ -21,14 +21,14 @@ export function parseMetrics(text: string): MetricSeries {
 /** One value; undefined when the series is absent. */
 export const metric = (m: MetricSeries, series: string): number | undefined => m.get(series);
 
-/** `wbs_connections{transport}` as a record, and their sum. */
+/** `wbs_connections{transport,via}` summed by transport (socket.io, ws), and their sum. */
 export function connections(m: MetricSeries): { byTransport: Record<string, number>; total: number } {
   const byTransport: Record<string, number> = {};
   let total = 0;
   for (const [series, value] of m) {
-    const t = /^wbs_connections\{transport="([^"]*)"\}$/.exec(series)?.[1];
+    const t = /^wbs_connections\{transport="([^"]*)",via="[^"]*"\}$/.exec(series)?.[1];
     if (t === undefined) continue;
-    byTransport[t] = value;
+    byTransport[t] = (byTransport[t] ?? 0) + value;
     total += value;
   }
   return { byTransport, total };
@@ -59,6 +59,8 @@ export async function waitForHoldings(baseUrl: string, done: (h: Holdings) => bo
   for (;;) {
     last = await holdings(baseUrl);
     if (done(last)) return last;
+    // A series the server does not export will not appear by waiting.
+    if (last.clientIds === undefined) throw new Error(`${what}: GET /metrics has no wbs_client_ids; reading: ${JSON.stringify(last)}`);
     if (Date.now() >= deadline) throw new Error(`${what}: not reached within ${timeoutMs} ms; last /metrics reading: ${JSON.stringify(last)}`);
     await new Promise((r) => setTimeout(r, pause));
     pause = Math.min(pause * 2, 100);
