@@ -204,6 +204,8 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
   const accept = (ws: WebSocket, req: IncomingMessage): void => {
     const attempt = attempts.get(req);
     attempts.delete(req);
+    // Nothing may keep the handshake request once the connection is open (about 1.3 KB each).
+    bySocket.delete(req.socket);
     req.socket.removeListener("close", releaseUnopened);
     const admitted = attempt?.admitted;
     if (!attempt || !admitted) return void ws.terminate();
