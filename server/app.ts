@@ -86,7 +86,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
       })
     : localBus<Envelope>();
   const limits = { maxEntries: config.historySize, ttlMs: config.historyTtlMs };
-  const history = config.historySize === 0 ? undefined : redis ? new RedisLog(redis, limits, log.child({ component: "history" })) : new MemoryLog(limits);
+  const history = config.historySize === 0 ? undefined : redis ? new RedisLog(redis, limits, log.child({ component: "history" }), () => metrics.clusterPublishesSkipped.inc()) : new MemoryLog(limits);
   await history?.start();
   const domain = new BroadcastDomain({
     instanceId: config.instanceId,

@@ -1,4 +1,5 @@
 import type { Logger } from "../logger.js";
+import { skippedPublishes } from "./outage.js";
 
 export type QueryName = "status" | "clients" | "members";
 
@@ -55,8 +56,7 @@ const QUERY = "wbs:query";
  *   because the adapter first counts subscribers, which waits on Redis.
  */
 export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; redisReady: () => boolean; log: Logger; onSkipped: () => void }): ClusterBus<E> {
-  // Publishes skipped in the current outage: logged once at its start and once at its end.
-  let skipped = 0;
+  const outage = skippedPublishes(opts.log, opts.onSkipped);
   const gather = <T>(event: string, arg: unknown): Promise<Gathered<T>> => {
     if (!opts.redisReady()) return Promise.resolve({ answers: [], partial: true });
     return new Promise((resolve) => {
@@ -74,13 +74,11 @@ export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; re
       // While Redis is away the adapter would queue the publish and replay it
       // minutes later; the local clients already have it, so skip instead.
       if (opts.redisReady()) {
-        if (skipped > 0) opts.log.info({ skipped }, "redis is back: cross-instance publishes resume");
-        skipped = 0;
+        outage.published();
         io.serverSideEmit(PUBLISH, envelope);
         return;
       }
-      if (skipped++ === 0) opts.log.warn("redis away: cross-instance publishes skipped until it returns");
-      opts.onSkipped();
+      outage.skip();
     },
     publishCounted: (envelope) => gather<number>(PUBLISH, envelope),
     query: <T>(query: Query) => gather<T>(QUERY, query),

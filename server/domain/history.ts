@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { skippedPublishes } from "../cluster/outage.js";
 import type { RedisPair } from "../cluster/redis.js";
 import type { Logger } from "../logger.js";
 import type { Envelope } from "../protocol.js";
@@ -147,11 +148,16 @@ export class RedisLog implements BroadcastLog {
   #gap = false;
   #closed = false;
 
+  readonly #outage: ReturnType<typeof skippedPublishes>;
+
   constructor(
     private readonly redis: RedisPair,
     private readonly limits: HistoryLimits,
     private readonly log: Logger,
-  ) {}
+    onSkipped: () => void = () => undefined,
+  ) {
+    this.#outage = skippedPublishes(log, onSkipped);
+  }
 
   head() {
     return { epoch: this.#epoch, offset: this.#last };
@@ -182,14 +188,16 @@ export class RedisLog implements BroadcastLog {
     if (this.redis.ready) {
       try {
         await this.#append(JSON.stringify(envelope), "e");
+        this.#outage.published();
         return;
       } catch (err) {
-        this.log.warn({ err: (err as Error).message }, "history append failed: delivered to this instance's clients only");
+        this.log.debug({ err: (err as Error).message }, "history append failed: delivered to this instance's clients only");
       }
     }
     // Redis is away: this instance's clients get it, without an offset; the
     // gap entry written on Redis's return tells recovering clients.
     this.#gap = true;
+    this.#outage.skip();
     this.#handler(envelope);
   }
 

@@ -1,5 +1,5 @@
-/** Client ids: short tokens, integers included (the old service B used integers). */
-export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Client ids: short tokens, integers included (the old service B used integers); not `.` or `..`, which no URL path can carry. */
+export const CLIENT_ID_PATTERN = /^(?!\.\.?$)[A-Za-z0-9_.-]{1,64}$/;
 /** Room names share the client id alphabet, plus ':' for namespacing such as "team:red". */
 export const ROOM_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
 

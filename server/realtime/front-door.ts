@@ -71,7 +71,12 @@ export function installFrontDoor(
     // While draining, connections are not kept alive after a response, so a
     // proxy holds none that the final close would cut under a request.
     if (drain.draining) res.setHeader("Connection", "close");
-    if (!(req.url ?? "").startsWith(ENGINE_PATH)) return app(req, res);
+    if (!(req.url ?? "").startsWith(ENGINE_PATH)) {
+      if (parseTarget(req.url)) return app(req, res);
+      const err = refuse(new ServiceError("BAD_REQUEST", "malformed request target"));
+      res.writeHead(err.status, { "Content-Type": "application/json", Connection: "close" }).end(JSON.stringify(err.toJSON()));
+      return;
+    }
     const target = engineTarget(req);
     const refusal = !target ? new ServiceError("BAD_REQUEST", "malformed request target") : opensSession(target) ? sessionRefusal() : undefined;
     if (refusal) {

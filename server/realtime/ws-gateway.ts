@@ -207,6 +207,8 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     // Nothing may keep the handshake request once the connection is open (about 1.3 KB each).
     bySocket.delete(req.socket);
     req.socket.removeListener("close", releaseUnopened);
+    // First of all: a socket without an error listener ends the process on the next bad frame.
+    ws.on("error", onError);
     const admitted = attempt?.admitted;
     if (!attempt || !admitted) return void ws.terminate();
     if (!admitted.lease) {
@@ -233,7 +235,6 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     log.debug({ clientId: lease.id, transport: "ws", mode: attempt.mode }, "connected");
     ws.on("pong", onPong);
     ws.on("message", onMessage);
-    ws.on("error", onError);
     ws.on("close", onClose);
 
     const base = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };

@@ -63,42 +63,107 @@ const validId = fc.stringMatching(/^[A-Za-z0-9_.-]{1,64}$/);
  * A few ids many cases share, so duplicates and releases meet. Not "." or
  * "..": valid ids, but a URL path normalises them away, so /ws/. is /ws/.
  */
-const pooledId = fc.oneof(w(3, fc.constantFrom("alice", "bob", "1")), w(1, validId.filter((id) => id !== "." && id !== "..")));
+const pooledId = fc.oneof(
+  w(3, fc.constantFrom("alice", "bob", "1")),
+  w(
+    1,
+    validId.filter((id) => id !== "." && id !== ".."),
+  ),
+);
 const unicode = (maxLength: number) => fc.string({ unit: "binary", maxLength });
 
 const byte = fc.integer({ min: 0, max: 255 });
 const hexDigit = fc.constantFrom(..."0123456789abcdefABCDEF");
 /** One piece of a path segment: percent-encodings, good and malformed, raw unicode, plain characters. */
 const pctPiece = fc.oneof(
-  w(3, byte.map((b) => `%${b.toString(16).padStart(2, "0")}`)),
-  w(1, byte.map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`)),
-  w(1, hexDigit.map((h) => `%${h}`)),
+  w(
+    3,
+    byte.map((b) => `%${b.toString(16).padStart(2, "0")}`),
+  ),
+  w(
+    1,
+    byte.map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`),
+  ),
+  w(
+    1,
+    hexDigit.map((h) => `%${h}`),
+  ),
   w(1, fc.constant("%")),
-  w(3, fc.constantFrom("%ZZ", "%G0", "%0G", "%%", "%FF", "%E0%A4%A", "%C3%28", "%ED%A0%80", "%F4%90%80%80", "%C0%AF", "%E2%80%A8", "%00", "%2F", "%3F", "%23", "%25", "%61lice")),
-  w(2, unicode(3).filter((s) => s.length > 0).map(encodeURIComponent)),
-  w(1, unicode(3).filter((s) => s.length > 0)),
+  w(
+    3,
+    fc.constantFrom(
+      "%ZZ",
+      "%G0",
+      "%0G",
+      "%%",
+      "%FF",
+      "%E0%A4%A",
+      "%C3%28",
+      "%ED%A0%80",
+      "%F4%90%80%80",
+      "%C0%AF",
+      "%E2%80%A8",
+      "%00",
+      "%2F",
+      "%3F",
+      "%23",
+      "%25",
+      "%61lice",
+    ),
+  ),
+  w(
+    2,
+    unicode(3)
+      .filter((s) => s.length > 0)
+      .map(encodeURIComponent),
+  ),
+  w(
+    1,
+    unicode(3).filter((s) => s.length > 0),
+  ),
   w(2, fc.stringMatching(/^[A-Za-z0-9_.-]{1,8}$/)),
 );
 const idSegment = fc.oneof(
   w(3, validId),
-  w(5, fc.array(pctPiece, { minLength: 1, maxLength: 8 }).map((a) => a.join(""))),
-  w(1, fc.integer({ min: 65, max: 600 }).map((n) => "x".repeat(n))),
+  w(
+    5,
+    fc.array(pctPiece, { minLength: 1, maxLength: 8 }).map((a) => a.join("")),
+  ),
+  w(
+    1,
+    fc.integer({ min: 65, max: 600 }).map((n) => "x".repeat(n)),
+  ),
   w(1, fc.constantFrom("", ".", "..", "alice", "1", "%61lice", "a b", "a/b", "a?b")),
 );
 const wsQuery = fc.oneof(
   w(4, fc.constant("")),
   w(2, fc.constantFrom("?format=json", "?format=text", "?format=", "?format=json&format=text", "?", "?%", "?format=%FF", "?a=%ZZ&format=json")),
-  w(1, fc.array(pctPiece, { maxLength: 4 }).map((a) => `?${a.join("")}`)),
+  w(
+    1,
+    fc.array(pctPiece, { maxLength: 4 }).map((a) => `?${a.join("")}`),
+  ),
 );
 const wsTarget = fc.oneof(
-  w(2, wsQuery.map((q) => `/ws${q}`)),
-  w(6, fc.tuple(idSegment, fc.constantFrom("", "/", "/extra", "//"), wsQuery).map(([id, tail, q]) => `/ws/${id}${tail}${q}`)),
+  w(
+    2,
+    wsQuery.map((q) => `/ws${q}`),
+  ),
+  w(
+    6,
+    fc.tuple(idSegment, fc.constantFrom("", "/", "/extra", "//"), wsQuery).map(([id, tail, q]) => `/ws/${id}${tail}${q}`),
+  ),
   w(1, fc.constantFrom("/ws/", "/WS", "/ws%2Falice", "/ws/../ws", "/./ws", "//ws", "/ws;x", "/ws#frag", "/wsx", "/ws\\alice")),
 );
 
 const engineParam = fc.oneof(
-  w(1, fc.constantFrom("4", "3", "5", "", "x", "04").map((v) => `EIO=${v}`)),
-  w(1, fc.constantFrom("polling", "websocket", "webtransport", "", "flashsocket", "POLLING").map((v) => `transport=${v}`)),
+  w(
+    1,
+    fc.constantFrom("4", "3", "5", "", "x", "04").map((v) => `EIO=${v}`),
+  ),
+  w(
+    1,
+    fc.constantFrom("polling", "websocket", "webtransport", "", "flashsocket", "POLLING").map((v) => `transport=${v}`),
+  ),
   w(
     2,
     fc
@@ -111,7 +176,10 @@ const engineParam = fc.oneof(
       .map((v) => `sid=${v}`),
   ),
   w(1, fc.constantFrom("b64=1", "t=NAbc", "j=0", "sid", "EIO", "=", "%", "%73id=", "sid[]=x", "&&")),
-  w(1, fc.tuple(fc.array(pctPiece, { maxLength: 2 }), fc.array(pctPiece, { maxLength: 2 })).map(([k, v]) => `${k.join("")}=${v.join("")}`)),
+  w(
+    1,
+    fc.tuple(fc.array(pctPiece, { maxLength: 2 }), fc.array(pctPiece, { maxLength: 2 })).map(([k, v]) => `${k.join("")}=${v.join("")}`),
+  ),
 );
 const engineTarget = fc
   .tuple(
@@ -142,10 +210,37 @@ const apiTarget = fc.constantFrom(
   "/?%",
 );
 const oddTarget = fc.oneof(
-  w(3, fc.constantFrom("//[", "http://[", "*", "http://127.0.0.1/ws", "http://evil/ws/alice", "https://[::1]/socket.io/?EIO=4&transport=polling", "//ws", "ws", "/ws%00", "/ws/%00", "/\\ws", "//", "/ /ws", "http://[::1", "//[::1]/ws", "%2Fws", "?")),
+  w(
+    3,
+    fc.constantFrom(
+      "//[",
+      "http://[",
+      "*",
+      "http://127.0.0.1/ws",
+      "http://evil/ws/alice",
+      "https://[::1]/socket.io/?EIO=4&transport=polling",
+      "//ws",
+      "ws",
+      "/ws%00",
+      "/ws/%00",
+      "/\\ws",
+      "//",
+      "/ /ws",
+      "http://[::1",
+      "//[::1]/ws",
+      "%2Fws",
+      "?",
+    ),
+  ),
   w(1, fc.string({ maxLength: 30 })),
-  w(1, unicode(20).map((s) => `/${s}`)),
-  w(1, fc.integer({ min: 2_000, max: 20_000 }).map((n) => `/ws/${"a".repeat(n)}`)),
+  w(
+    1,
+    unicode(20).map((s) => `/${s}`),
+  ),
+  w(
+    1,
+    fc.integer({ min: 2_000, max: 20_000 }).map((n) => `/ws/${"a".repeat(n)}`),
+  ),
 );
 const target = fc.oneof(w(6, wsTarget), w(4, engineTarget), w(1, apiTarget), w(2, oddTarget));
 
@@ -159,7 +254,10 @@ const version = fc.oneof(w(20, fc.constant("HTTP/1.1")), w(1, fc.constantFrom("H
 
 const validKey = fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => Buffer.from(b).toString("base64"));
 const badKey = fc.oneof(
-  fc.uint8Array({ maxLength: 24 }).filter((b) => b.length !== 16).map((b) => Buffer.from(b).toString("base64")),
+  fc
+    .uint8Array({ maxLength: 24 })
+    .filter((b) => b.length !== 16)
+    .map((b) => Buffer.from(b).toString("base64")),
   fc.string({ maxLength: 30 }),
   fc.constantFrom("", "dGhlIHNhbXBsZSBub25jZQ", "not-a-valid-key", "dGhlIHNhbXBsZSBub25jZQ==="),
 );
@@ -167,12 +265,21 @@ const hostH = fc.oneof(
   w(12, header("Host", fc.constant(SELF))),
   w(1, absent),
   w(1, header("Host", fc.constantFrom("evil.com", "", "[", "localhost", "127.0.0.1:1", "a".repeat(300), "chat.example.com"))),
-  w(1, fc.constant<Headers>([["Host", SELF], ["Host", "evil.com"]])),
+  w(
+    1,
+    fc.constant<Headers>([
+      ["Host", SELF],
+      ["Host", "evil.com"],
+    ]),
+  ),
 );
 const connectionH = fc.oneof(
   w(10, header("Connection", fc.constant("Upgrade"))),
   w(2, absent),
-  w(2, header("Connection", fc.constantFrom("upgrade", "keep-alive, Upgrade", "close", "keep-alive", "Upgrade, HTTP2-Settings", "Upgrade, close", "", "Upgradex"))),
+  w(
+    2,
+    header("Connection", fc.constantFrom("upgrade", "keep-alive, Upgrade", "close", "keep-alive", "Upgrade, HTTP2-Settings", "Upgrade, close", "", "Upgradex")),
+  ),
 );
 const upgradeH = fc.oneof(
   w(10, header("Upgrade", fc.constant("websocket"))),
@@ -183,29 +290,82 @@ const keyH = fc.oneof(
   w(10, header("Sec-WebSocket-Key", validKey)),
   w(1, absent),
   w(2, header("Sec-WebSocket-Key", badKey)),
-  w(1, fc.tuple(validKey, validKey).map(([a, b]): Headers => [["Sec-WebSocket-Key", a], ["Sec-WebSocket-Key", b]])),
+  w(
+    1,
+    fc.tuple(validKey, validKey).map(
+      ([a, b]): Headers => [
+        ["Sec-WebSocket-Key", a],
+        ["Sec-WebSocket-Key", b],
+      ],
+    ),
+  ),
 );
-const versionH = fc.oneof(w(10, header("Sec-WebSocket-Version", fc.constant("13"))), w(1, absent), w(2, header("Sec-WebSocket-Version", fc.constantFrom("8", "99", "13, 8", "", "abc", "-1", "013"))));
+const versionH = fc.oneof(
+  w(10, header("Sec-WebSocket-Version", fc.constant("13"))),
+  w(1, absent),
+  w(2, header("Sec-WebSocket-Version", fc.constantFrom("8", "99", "13, 8", "", "abc", "-1", "013"))),
+);
 const originH = fc.oneof(
   w(8, absent),
   w(2, header("Origin", fc.constantFrom("http://localhost:1234", "http://127.0.0.1:8080", "http://[::1]:3000", `http://${SELF}`))),
-  w(2, header("Origin", fc.constantFrom("http://evil.com", "null", "file://", "http://[", "https://chat.example.com", "http://localhost.evil.com", "http://127.0.0.1.evil.com", "javascript:alert(1)"))),
+  w(
+    2,
+    header(
+      "Origin",
+      fc.constantFrom(
+        "http://evil.com",
+        "null",
+        "file://",
+        "http://[",
+        "https://chat.example.com",
+        "http://localhost.evil.com",
+        "http://127.0.0.1.evil.com",
+        "javascript:alert(1)",
+      ),
+    ),
+  ),
   w(1, header("Origin", fc.webUrl())),
   w(1, header("Origin", fc.string({ maxLength: 40 }))),
 );
 const protocolH = fc.oneof(w(10, absent), w(1, header("Sec-WebSocket-Protocol", fc.constantFrom("chat", "chat, chat", "a b", ",", "", "x,y,z"))));
 const extensionsH = fc.oneof(
   w(10, absent),
-  w(1, header("Sec-WebSocket-Extensions", fc.constantFrom("permessage-deflate", "permessage-deflate; client_max_window_bits", "permessage-deflate; server_max_window_bits=7", ";;=", "x-webkit-deflate-frame", "permessage-deflate; permessage-deflate"))),
+  w(
+    1,
+    header(
+      "Sec-WebSocket-Extensions",
+      fc.constantFrom(
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; server_max_window_bits=7",
+        ";;=",
+        "x-webkit-deflate-frame",
+        "permessage-deflate; permessage-deflate",
+      ),
+    ),
+  ),
 );
-const headerName = fc.oneof(w(6, fc.stringMatching(/^[A-Za-z][A-Za-z0-9-]{0,15}$/)), w(1, fc.constantFrom("Bad Header", "X(y)", "", "X:Y", "Transfer-Encoding", "Content-Length", "Expect")));
-const headerValue = fc.oneof(w(6, fc.string({ maxLength: 40 })), w(1, fc.constantFrom("\u0001", "a\u007fb", "100-continue", "chunked", "-1", "1, 2")), w(1, unicode(10)));
+const headerName = fc.oneof(
+  w(6, fc.stringMatching(/^[A-Za-z][A-Za-z0-9-]{0,15}$/)),
+  w(1, fc.constantFrom("Bad Header", "X(y)", "", "X:Y", "Transfer-Encoding", "Content-Length", "Expect")),
+);
+const headerValue = fc.oneof(
+  w(6, fc.string({ maxLength: 40 })),
+  w(1, fc.constantFrom("\u0001", "a\u007fb", "100-continue", "chunked", "-1", "1, 2")),
+  w(1, unicode(10)),
+);
 const extraH = fc.array(fc.tuple(headerName, headerValue), { maxLength: 3 });
 
 const body = fc.oneof(
   w(4, fc.constant("")),
-  w(2, fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify({ message: v }))),
-  w(1, unicode(40).map((s) => JSON.stringify({ message: s }))),
+  w(
+    2,
+    fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify({ message: v })),
+  ),
+  w(
+    1,
+    unicode(40).map((s) => JSON.stringify({ message: s })),
+  ),
   w(1, fc.string({ maxLength: 60 })),
 );
 
@@ -236,7 +396,12 @@ export function httpCaseRequest(c: HttpCase, host: string): RequestSpec {
   if (c.framing === "length") headers.push(["Content-Length", String(bytes.length)]);
   if (c.framing === "chunked" || c.framing === "both") {
     headers.push(["Transfer-Encoding", "chunked"]);
-    body = Buffer.concat([bytes.length > 0 ? Buffer.from(`${bytes.length.toString(16)}\r\n`) : Buffer.alloc(0), bytes, bytes.length > 0 ? Buffer.from("\r\n") : Buffer.alloc(0), Buffer.from("0\r\n\r\n")]);
+    body = Buffer.concat([
+      bytes.length > 0 ? Buffer.from(`${bytes.length.toString(16)}\r\n`) : Buffer.alloc(0),
+      bytes,
+      bytes.length > 0 ? Buffer.from("\r\n") : Buffer.alloc(0),
+      Buffer.from("0\r\n\r\n"),
+    ]);
   }
   if (c.framing === "both") headers.push(["Content-Length", String(body.length)]);
   return { method: c.method, target: c.target.split(SELF).join(host), version: c.version, headers, body };
@@ -249,34 +414,122 @@ const invalidUtf8 = fc.oneof(
 const engineRoom = fc.oneof(fc.constantFrom("ops", "a b", "", "x".repeat(70)), fc.string({ maxLength: 10 }));
 const enginePacket = fc.oneof(
   w(3, fc.constant("40")),
-  w(3, pooledId.map((id) => `40${JSON.stringify({ clientId: id })}`)),
-  w(1, fc.jsonValue({ maxDepth: 2 }).map((v) => `40${JSON.stringify({ clientId: v })}`)),
-  w(2, unicode(30).map((t) => `42${JSON.stringify(["message", t])}`)),
-  w(1, fc.tuple(unicode(20), engineRoom).map(([t, room]) => `42${JSON.stringify(["message", { text: t, room }])}`)),
-  w(1, engineRoom.map((room) => `42${JSON.stringify(["join", room])}`)),
-  w(1, fc.constantFrom('421["message","with ack"]', '42["status"]', '423["status"]', '42["message"]', '42["message",null]', '42["message","x".repeat]', '42[', "42", "43", '45-["x",{"_placeholder":true,"num":0}]', "41", "2", "3", "2probe", "5", "6", "1", "4", "4x", "")),
-  w(1, fc.jsonValue({ maxDepth: 3 }).map((v) => `42${JSON.stringify(["message", v])}`)),
+  w(
+    3,
+    pooledId.map((id) => `40${JSON.stringify({ clientId: id })}`),
+  ),
+  w(
+    1,
+    fc.jsonValue({ maxDepth: 2 }).map((v) => `40${JSON.stringify({ clientId: v })}`),
+  ),
+  w(
+    2,
+    unicode(30).map((t) => `42${JSON.stringify(["message", t])}`),
+  ),
+  w(
+    1,
+    fc.tuple(unicode(20), engineRoom).map(([t, room]) => `42${JSON.stringify(["message", { text: t, room }])}`),
+  ),
+  w(
+    1,
+    engineRoom.map((room) => `42${JSON.stringify(["join", room])}`),
+  ),
+  w(
+    1,
+    fc.constantFrom(
+      '421["message","with ack"]',
+      '42["status"]',
+      '423["status"]',
+      '42["message"]',
+      '42["message",null]',
+      '42["message","x".repeat]',
+      "42[",
+      "42",
+      "43",
+      '45-["x",{"_placeholder":true,"num":0}]',
+      "41",
+      "2",
+      "3",
+      "2probe",
+      "5",
+      "6",
+      "1",
+      "4",
+      "4x",
+      "",
+    ),
+  ),
+  w(
+    1,
+    fc.jsonValue({ maxDepth: 3 }).map((v) => `42${JSON.stringify(["message", v])}`),
+  ),
   w(1, fc.string({ maxLength: 30 })),
 );
 /** Frames, valid and not. `maxMessageBytes` sizes the oversized ones. */
 export function frameSpec(): fc.Arbitrary<FrameSpec> {
   return fc.oneof(
-    w(6, unicode(120).map((text) => ({ kind: "text" as const, text }))),
-    w(2, fc.tuple(fc.jsonValue({ maxDepth: 2 }), fc.option(engineRoom, { nil: undefined })).map(([text, room]) => ({ kind: "json" as const, json: JSON.stringify(room === undefined ? { text } : { text, room }) }))),
-    w(1, fc.constantFrom("ping", "test", " PING ").map((text) => ({ kind: "text" as const, text }))),
-    w(1, fc.integer({ min: 1, max: 2_000 }).map((extra) => ({ kind: "oversize" as const, extra }))),
-    w(1, invalidUtf8.map((bytes) => ({ kind: "bad-utf8" as const, bytes }))),
-    w(1, fc.array(byte, { maxLength: 40 }).map((bytes) => ({ kind: "binary" as const, bytes }))),
-    w(1, fc.string({ maxLength: 20 }).map((payload) => ({ kind: "ping" as const, payload }))),
+    w(
+      6,
+      unicode(120).map((text) => ({ kind: "text" as const, text })),
+    ),
+    w(
+      2,
+      fc
+        .tuple(fc.jsonValue({ maxDepth: 2 }), fc.option(engineRoom, { nil: undefined }))
+        .map(([text, room]) => ({ kind: "json" as const, json: JSON.stringify(room === undefined ? { text } : { text, room }) })),
+    ),
+    w(
+      1,
+      fc.constantFrom("ping", "test", " PING ").map((text) => ({ kind: "text" as const, text })),
+    ),
+    w(
+      1,
+      fc.integer({ min: 1, max: 2_000 }).map((extra) => ({ kind: "oversize" as const, extra })),
+    ),
+    w(
+      1,
+      invalidUtf8.map((bytes) => ({ kind: "bad-utf8" as const, bytes })),
+    ),
+    w(
+      1,
+      fc.array(byte, { maxLength: 40 }).map((bytes) => ({ kind: "binary" as const, bytes })),
+    ),
+    w(
+      1,
+      fc.string({ maxLength: 20 }).map((payload) => ({ kind: "ping" as const, payload })),
+    ),
     w(1, fc.constant({ kind: "ping-oversize" as const })),
     w(1, fc.constant({ kind: "pong" as const })),
-    w(2, fc.tuple(unicode(40), fc.nat({ max: 200 })).map(([text, at]) => ({ kind: "fragmented" as const, text, at }))),
-    w(1, unicode(10).map((text) => ({ kind: "orphan-continuation" as const, text }))),
-    w(1, unicode(10).map((text) => ({ kind: "unmasked" as const, text }))),
-    w(1, fc.tuple(fc.integer({ min: 1, max: 7 }), unicode(10)).map(([rsv, text]) => ({ kind: "rsv" as const, rsv, text }))),
-    w(1, fc.constantFrom(3, 4, 5, 6, 7, 11, 12, 13, 14, 15).map((opcode) => ({ kind: "reserved-opcode" as const, opcode }))),
-    w(1, fc.tuple(fc.constantFrom(1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1015, 999, 2999, 3000, 4999, 5000, 65535), unicode(10)).map(([code, reason]) => ({ kind: "close" as const, code, reason }))),
-    w(3, enginePacket.map((packet) => ({ kind: "engine-packet" as const, packet }))),
+    w(
+      2,
+      fc.tuple(unicode(40), fc.nat({ max: 200 })).map(([text, at]) => ({ kind: "fragmented" as const, text, at })),
+    ),
+    w(
+      1,
+      unicode(10).map((text) => ({ kind: "orphan-continuation" as const, text })),
+    ),
+    w(
+      1,
+      unicode(10).map((text) => ({ kind: "unmasked" as const, text })),
+    ),
+    w(
+      1,
+      fc.tuple(fc.integer({ min: 1, max: 7 }), unicode(10)).map(([rsv, text]) => ({ kind: "rsv" as const, rsv, text })),
+    ),
+    w(
+      1,
+      fc.constantFrom(3, 4, 5, 6, 7, 11, 12, 13, 14, 15).map((opcode) => ({ kind: "reserved-opcode" as const, opcode })),
+    ),
+    w(
+      1,
+      fc
+        .tuple(fc.constantFrom(1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1015, 999, 2999, 3000, 4999, 5000, 65535), unicode(10))
+        .map(([code, reason]) => ({ kind: "close" as const, code, reason })),
+    ),
+    w(
+      3,
+      enginePacket.map((packet) => ({ kind: "engine-packet" as const, packet })),
+    ),
   );
 }
 
@@ -305,7 +558,10 @@ export function frameBytes(f: FrameSpec, maxMessageBytes: number): Buffer {
       // Cut at a byte offset, possibly inside a multi-byte character: legal, the receiver must join them.
       const bytes = Buffer.from(f.text, "utf8");
       const at = bytes.length === 0 ? 0 : f.at % (bytes.length + 1);
-      return Buffer.concat([encodeFrame({ opcode: 0x1, fin: false, payload: bytes.subarray(0, at) }), encodeFrame({ opcode: 0x0, payload: bytes.subarray(at) })]);
+      return Buffer.concat([
+        encodeFrame({ opcode: 0x1, fin: false, payload: bytes.subarray(0, at) }),
+        encodeFrame({ opcode: 0x0, payload: bytes.subarray(at) }),
+      ]);
     }
     case "orphan-continuation":
       return encodeFrame({ opcode: 0x0, payload: f.text });
@@ -327,7 +583,10 @@ export function frameBytes(f: FrameSpec, maxMessageBytes: number): Buffer {
 
 const connTarget = fc.oneof(
   w(2, fc.constantFrom("/ws", "/ws?format=json")),
-  w(2, fc.tuple(pooledId, fc.constantFrom("", "?format=json")).map(([id, q]) => `/ws/${id}${q}`)),
+  w(
+    2,
+    fc.tuple(pooledId, fc.constantFrom("", "?format=json")).map(([id, q]) => `/ws/${id}${q}`),
+  ),
   w(2, fc.constant("/socket.io/?EIO=4&transport=websocket")),
 );
 

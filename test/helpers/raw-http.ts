@@ -55,14 +55,7 @@ export function buildRequest(spec: RequestSpec): Buffer {
 
 /** The headers of a valid WebSocket handshake (RFC 6455), to be varied by the caller. */
 export function upgradeHeaders(host: string, extra: [string, string][] = []): [string, string][] {
-  return [
-    ["Host", host],
-    ["Connection", "Upgrade"],
-    ["Upgrade", "websocket"],
-    ["Sec-WebSocket-Version", "13"],
-    ["Sec-WebSocket-Key", wsKey()],
-    ...extra,
-  ];
+  return [["Host", host], ["Connection", "Upgrade"], ["Upgrade", "websocket"], ["Sec-WebSocket-Version", "13"], ["Sec-WebSocket-Key", wsKey()], ...extra];
 }
 
 /**
@@ -225,13 +218,33 @@ export class RawConnection {
       if (!noBody) {
         if (/chunked/i.test(headers["transfer-encoding"] ?? "")) {
           const parsed = await this.#waitFor(() => parseChunked(this.#buf, afterHead), deadline);
-          if (parsed === undefined) return { status, statusLine, headers, body: this.#buf.subarray(afterHead), raw: this.#take(this.#buf.length), closed: this.#ended, error: this.#error, timedOut: !this.#ended };
+          if (parsed === undefined)
+            return {
+              status,
+              statusLine,
+              headers,
+              body: this.#buf.subarray(afterHead),
+              raw: this.#take(this.#buf.length),
+              closed: this.#ended,
+              error: this.#error,
+              timedOut: !this.#ended,
+            };
           body = parsed.body;
           bodyLen = parsed.end - afterHead;
         } else if (headers["content-length"] !== undefined) {
           const want = Number(headers["content-length"]);
           const got = await this.#waitFor(() => (this.#buf.length >= afterHead + want ? true : undefined), deadline);
-          if (got === undefined) return { status, statusLine, headers, body: this.#buf.subarray(afterHead), raw: this.#take(this.#buf.length), closed: this.#ended, error: this.#error, timedOut: !this.#ended };
+          if (got === undefined)
+            return {
+              status,
+              statusLine,
+              headers,
+              body: this.#buf.subarray(afterHead),
+              raw: this.#take(this.#buf.length),
+              closed: this.#ended,
+              error: this.#error,
+              timedOut: !this.#ended,
+            };
           body = this.#buf.subarray(afterHead, afterHead + want);
           bodyLen = want;
         } else {
@@ -374,7 +387,11 @@ function parseFrame(buf: Buffer): { frame: RawFrame; length: number } | undefine
  * Sends one request on a fresh connection and reads its answer, then closes
  * the connection (also after a 101). For one-shot checks.
  */
-export async function rawExchange(port: number, request: Buffer | string | RequestSpec, opts: { timeoutMs?: number; host?: string } = {}): Promise<RawResponse> {
+export async function rawExchange(
+  port: number,
+  request: Buffer | string | RequestSpec,
+  opts: { timeoutMs?: number; host?: string } = {},
+): Promise<RawResponse> {
   const conn = await RawConnection.open(port, opts.host);
   try {
     const bytes = typeof request === "string" || Buffer.isBuffer(request) ? request : buildRequest(request);
