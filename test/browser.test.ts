@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import express from "express";
 import { type Browser, type BrowserContext, type Locator, type Page, chromium } from "playwright-core";
@@ -368,6 +369,52 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     }
   });
 
+  it("Disconnect, then Connect: the page gets what it missed replayed, and warns when the history no longer has it", async () => {
+    // Alone (no Redis): the history is a ring of 3 in memory.
+    const t = await startApp({ INSTANCE_ID: "ws8", HISTORY_SIZE: "3" });
+    defer(() => t.close());
+    const publish = async (text: string) => {
+      const res = await fetch(`${t.url}/broadcast-to-all`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ message: text }) });
+      expect(res.status, `publish ${text}`).to.equal(200);
+    };
+    const p = await open("resumer", undefined, t.url);
+    const recovery = p.page.getByTestId("recovery");
+    await publish("seen live");
+    await message(p.page, "seen live").waitFor({ timeout: WAIT_MS });
+    // A first connection sends no place, so it has nothing to say about recovery.
+    expect(await recovery.count()).to.equal(0);
+
+    const reconnectAfter = async (missed: string[]) => {
+      await p.page.getByTestId("disconnect-button").click();
+      await p.page.locator('[data-testid="conn-state"][data-state="disconnected"]').waitFor({ timeout: WAIT_MS });
+      for (const text of missed) await publish(text);
+      const before = await recovery.count();
+      await p.page.getByTestId("connect-button").click();
+      await connected(p.page);
+      await recovery.nth(before).waitFor({ timeout: WAIT_MS });
+      return recovery.nth(before);
+    };
+
+    const complete = await reconnectAfter(["missed 1", "missed 2"]);
+    expect(await complete.getAttribute("data-recovered")).to.equal("true");
+    expect(await complete.getAttribute("data-replayed")).to.equal("2");
+    expect(await complete.textContent()).to.include("Reconnected to ws8: 2 missed message(s) replayed");
+    for (const text of ["missed 1", "missed 2"]) await message(p.page, text).waitFor({ timeout: WAIT_MS });
+    // Replayed after the line that announced them, each once; what was seen live is not repeated.
+    const feed = await p.page.locator('[data-testid="messages"] > li').evaluateAll((els) =>
+      els.map((e) => (e.getAttribute("data-testid") === "recovery" ? "recovery" : (e.querySelector('[data-testid="message-text"]')?.textContent ?? ""))).filter(Boolean),
+    );
+    expect(feed.slice(feed.indexOf("recovery"))).to.deep.equal(["recovery", "missed 1", "missed 2"]);
+    expect(feed.filter((x) => x === "seen live")).to.have.length(1);
+
+    // Five more while away: the ring of 3 no longer holds the page's place.
+    const partial = await reconnectAfter(["gone 1", "gone 2", "gone 3", "gone 4", "gone 5"]);
+    expect(await partial.getAttribute("data-recovered")).to.equal("false");
+    expect(await partial.textContent()).to.include("Reconnected to ws8: some messages may be missing");
+    expect(await partial.getAttribute("class")).to.include("warn");
+    await shot(p.page, "15-recovery-partial");
+  });
+
   // Last: it takes an instance down (and brings it back for whatever runs after).
   it("after its instance drains and is force-closed at the 1 s deadline, the page reconnects to another instance and re-joins its rooms", async () => {
     const [mover, peer] = await twoInstances("mover", "peer");
@@ -398,5 +445,114 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     await send(peer.page, "blue after the move", "blue");
     await message(mover.page, "blue after the move").waitFor({ timeout: WAIT_MS });
     await shot(mover.page, "10-reconnected-elsewhere");
+  });
+
+  it("a page moved by a rolling restart receives every message", async function () {
+    // Its own stack: all four instances are replaced. Bounded: starting a stack and
+    // four restarts (drain up to the 1 s deadline, then a fresh start) on a busy machine.
+    this.timeout(300_000);
+    const roll = await startStack({ env: { PERIODIC_INTERVAL_SEC: "0", FORCED_SHUTDOWN_AFTER_SEC: "1", RATE_LIMIT_MESSAGES_PER_SEC: "0" } });
+    defer(() => roll.stop({ graceMs: 5_000 }));
+
+    // On ws1 if nginx offers it within a few tries: replaced first, the page then
+    // lands on an instance still to be replaced, and moves more than once.
+    let p = await open("roller-0", undefined, roll.url);
+    for (let i = 1; i <= 8 && (await p.instance()) !== "ws1"; i++) {
+      await p.context.close();
+      pages.splice(pages.indexOf(p), 1);
+      // Another id: the one just closed may still be held for a moment.
+      p = await open(`roller-${i}`, undefined, roll.url);
+    }
+    const first = await p.instance();
+    // What reached the page on the wire (WebSocket frames, polling answers), to show a failure's offsets.
+    const wire: string[] = [];
+    p.page.on("websocket", (ws) => ws.on("framereceived", (f) => wire.push(`${ws.url()} ${String(f.payload)}`)));
+    p.page.on("response", (res) => {
+      if (res.url().includes("EIO=") && res.request().method() === "GET") void res.text().then((t) => wire.push(`${res.url()} ${t}`), () => undefined);
+    });
+    // In a room too: after a move the server joins it from the page's auth before the
+    // replay, so the room's messages published meanwhile are replayed as well.
+    await join(p.page, "rollers");
+    // Everything the feed shows, as it is appended (the feed itself keeps only the last 400 items).
+    await p.page.evaluate(() => {
+      const w = window as unknown as { feedLog: string[] };
+      w.feedLog = [];
+      new MutationObserver((records) => {
+        for (const r of records) {
+          for (const node of r.addedNodes) {
+            if (!(node instanceof HTMLElement)) continue;
+            const kind = node.dataset.testid;
+            if (kind === "message") w.feedLog.push(`message ${node.querySelector('[data-testid="message-text"]')?.textContent ?? ""}`);
+            else if (kind === "recovery") w.feedLog.push(`recovery ${node.dataset.recovered} ${node.dataset.replayed} ${node.dataset.instance}`);
+          }
+        }
+      }).observe(document.querySelector('[data-testid="messages"]')!, { childList: true });
+    });
+    const feedLog = () => p.page.evaluate(() => (window as unknown as { feedLog: string[] }).feedLog);
+
+    // Numbered messages, one in flight at a time; only a 200 means published.
+    const run = `roll-${Date.now().toString(36)}`;
+    const post = async (text: string, room?: string): Promise<string> => {
+      try {
+        const res = await fetch(`${roll.url}/broadcast-to-all`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(room ? { message: text, room } : { message: text }),
+          signal: AbortSignal.timeout(15_000),
+        });
+        const body = await res.text();
+        return res.status === 200 ? "ok" : `${res.status} ${body.slice(0, 200)}`;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    const published: number[] = [];
+    const refused = new Map<number, string>();
+    let publishing = true;
+    const publisher = (async () => {
+      for (let n = 1; publishing; n++) {
+        // Every third one to the page's room.
+        const answer = await post(`${run} ${n}`, n % 3 === 0 ? "rollers" : undefined);
+        if (answer === "ok") published.push(n);
+        else refused.set(n, answer);
+        await sleep(20);
+      }
+    })();
+
+    try {
+      await roll.rollingRestart();
+    } finally {
+      publishing = false;
+      await publisher;
+    }
+    // The last word: once the page has it, it has everything published before it.
+    const sentinel = `${run} end`;
+    let answer = "";
+    for (let i = 0; i < 20 && (answer = await post(sentinel)) !== "ok"; i++) await sleep(500);
+    expect(answer, "the sentinel publish").to.equal("ok");
+    await p.page.waitForFunction((t) => (window as unknown as { feedLog: string[] }).feedLog.includes(`message ${t}`), sentinel, { timeout: 60_000 });
+    await connected(p.page);
+
+    const log = await feedLog();
+    const numbers = log.flatMap((line) => (line.startsWith(`message ${run} `) && line !== `message ${sentinel}` ? [Number(line.slice(`message ${run} `.length))] : []));
+    const recoveries = log.filter((line) => line.startsWith("recovery "));
+    const context = `on ${first} first; ${published.length} published, ${refused.size} refused (${[...refused].slice(0, 5).map(([n, why]) => `${n}: ${why}`).join("; ")}); recoveries: ${recoveries.join(", ")}`;
+    expect(published.length, context).to.be.greaterThan(0);
+    // In order and each once: strictly increasing.
+    const disorder = numbers.flatMap((n, i) => (i > 0 && n <= numbers[i - 1]! ? [`${numbers[i - 1]} then ${n}`] : []));
+    // On failure, the frames that carried them (with their offsets).
+    const onTheWire = () => disorder.flatMap((d) => wire.filter((w) => w.includes(`"${run} ${d.split(" ")[2]}"`)).map((w) => w.slice(0, 4_000)));
+    expect(disorder, `out of order or twice; ${context}${disorder.length > 0 ? `; on the wire:\n${onTheWire().join("\n")}` : ""}`).to.deep.equal([]);
+    // Every publish answered 200 is there (one refused may still have been delivered: never twice, though).
+    const got = new Set(numbers);
+    expect(published.filter((n) => !got.has(n)), `missing; ${context}`).to.deep.equal([]);
+    expect(numbers.filter((n) => !published.includes(n) && !refused.has(n)), `never published; ${context}`).to.deep.equal([]);
+    // The sentinel came last.
+    expect(log.filter((line) => line.startsWith("message ")).at(-1)).to.equal(`message ${sentinel}`);
+    // Every instance is new, so the page moved at least once: it said it recovered, and never that something may be missing.
+    expect(recoveries.filter((r) => r.startsWith("recovery true ")), context).to.not.be.empty;
+    expect(recoveries.filter((r) => r.startsWith("recovery false ")), context).to.deep.equal([]);
+    await p.page.getByTestId("recovery").last().scrollIntoViewIfNeeded();
+    await shot(p.page, "14-rolling-restart-recovered");
   });
 });

@@ -14,6 +14,13 @@
 // - a new session refused over HTTP (503 DRAINING or OVER_CAPACITY, 429
 //   RATE_LIMITED or nginx's TOO_MANY_REQUESTS) reaches us as a transport error
 //   ("xhr poll error") that socket.io-client retries itself; we say why.
+//
+// No message lost across reconnects: the page keeps its place in the history
+// (the epoch and the last offset, from every welcome, message and status
+// notification) and sends it, with its rooms, in the handshake `auth`, a
+// function that socket.io-client calls on every (re)connection. Wherever the
+// reconnect lands, that instance joins the rooms and replays what was missed
+// before going live; the feed says so, or warns when something may be missing.
 "use strict";
 
 (() => {
@@ -71,8 +78,15 @@
   /** Instance of the last welcome, to tell the user where a reconnect landed. */
   let lastInstance = "";
   let myClientId = "";
-  /** Rooms we joined; joined again after every reconnect (server rooms do not survive one). */
+  /** Rooms we joined: sent in `auth` on every (re)connect (the server joins them before the replay), and re-joined after it. */
   const joined = new Set();
+  /**
+   * Our place in the broadcast history: the epoch of the last welcome and the
+   * offset of the last broadcast seen (or the welcome's starting offset). Kept
+   * across reconnects and across Disconnect/Connect: the feed keeps its
+   * messages, so what was missed meanwhile is replayed into it.
+   */
+  const place = { epoch: "", offset: "", sent: false };
   let retryTimer = 0;
   let retryAttempt = 0;
   let connectedOnce = false;
@@ -120,6 +134,29 @@
         h("time", { text: clock(undefined) }),
         h("span", { className: "body", text }),
       ]),
+    );
+  }
+
+  /**
+   * What the welcome of a reconnect says about the history: everything missed
+   * was replayed (the replayed broadcasts follow it in the feed), or some may
+   * be missing.
+   */
+  function renderRecovery(/** @type {any} */ w) {
+    const recovered = w.recovered === true;
+    const n = Number(w.replayed) || 0;
+    const text = recovered
+      ? `Reconnected to ${str(w.instance)}: ${n > 0 ? `${n} missed message(s) replayed` : "nothing missed"}`
+      : `Reconnected to ${str(w.instance)}: some messages may be missing (history trimmed or restarted)${n > 0 ? `; ${n} replayed` : ""}`;
+    appendToFeed(
+      h(
+        "li",
+        {
+          className: `item system recovery ${recovered ? "ok" : "warn"}`,
+          attrs: { "data-testid": "recovery", "data-recovered": String(recovered), "data-replayed": String(n), "data-instance": str(w.instance) },
+        },
+        [h("time", { text: clock(undefined) }), h("span", { className: "body", text })],
+      ),
     );
   }
 
@@ -296,6 +333,29 @@
     return instances.some((/** @type {any} */ i) => i?.id === lastInstance && i.draining === true);
   }
 
+  /** Keeps an offset (a message's, a status notification's, a welcome's); a missing or empty one is ignored. */
+  function seen(/** @type {unknown} */ offset) {
+    if (typeof offset === "string" && offset !== "") place.offset = offset;
+  }
+
+  /**
+   * The handshake `auth`, built afresh for every (re)connection attempt:
+   * socket.io-client's own reconnects, our back-off retries and a new Connect.
+   * @param {string} clientId
+   */
+  function handshakeAuth(clientId) {
+    /** @type {Record<string, unknown>} */
+    const auth = clientId ? { clientId } : {};
+    // The welcome answering this attempt tells whether the replay was complete.
+    place.sent = place.offset !== "" && place.epoch !== "";
+    if (place.sent) {
+      auth.offset = place.offset;
+      auth.epoch = place.epoch;
+    }
+    auth.rooms = [...joined];
+    return auth;
+  }
+
   /** Our own retry (for refusals socket.io-client does not retry): exponential back-off with jitter. */
   function scheduleRetry(/** @type {string} */ why, retry = () => socket?.connect()) {
     clearTimeout(retryTimer);
@@ -346,7 +406,13 @@
     showError(ui.connectError, "");
     const clientId = ui.clientIdInput.value.trim();
     // forceNew: a fresh Manager (and session) each time the user connects.
-    const s = io({ auth: clientId ? { clientId } : {}, forceNew: true, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
+    // auth as a function: called on every (re)connection, so each one sends where we are now.
+    const s = io({
+      auth: (/** @type {(auth: object) => void} */ cb) => cb(handshakeAuth(clientId)),
+      forceNew: true,
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 5000,
+    });
     socket = s;
     setState("connecting", "connecting…");
     /** What the feed last said about the current outage; "" while connected. */
@@ -364,7 +430,6 @@
       engine.once("upgrade", (/** @type {any} */ transport) => {
         if (s.connected) setTransport(transport.name);
       });
-      void rejoinRooms();
     });
 
     s.on("welcome", (/** @type {any} */ w) => {
@@ -383,10 +448,22 @@
         system(`Connected to ${str(w.instance)} as ${myClientId}`, "ok");
       }
       lastInstance = str(w.instance);
+      // Only a connection that asked to resume has something to say about it
+      // (the first one sends no offset, and is told recovered: false).
+      if (place.sent) renderRecovery(w);
+      place.sent = false;
+      if (typeof w.epoch === "string") place.epoch = w.epoch;
+      seen(w.offset);
+      // After the welcome (and the replay that follows it), so the feed tells the story in order.
+      void rejoinRooms();
     });
 
-    s.on("message", renderMessage);
+    s.on("message", (/** @type {any} */ m) => {
+      seen(m?.offset);
+      renderMessage(m);
+    });
     s.on("notification", (/** @type {any} */ n) => {
+      if (n?.type === "status") seen(n.offset);
       renderNotification(n);
       if (lastInstance && drainsOurInstance(n)) showDraining(lastInstance);
     });
@@ -437,7 +514,12 @@
     });
   }
 
-  /** Joins the remembered rooms again on the (possibly new) instance. */
+  /**
+   * Joins the remembered rooms again on the (possibly new) instance. The
+   * server already joined them from `auth.rooms` (before the replay); this
+   * second join is harmless, confirms each one, and covers a server that
+   * ignores `auth.rooms`.
+   */
   async function rejoinRooms() {
     if (joined.size === 0) return;
     const rooms = [...joined];
