@@ -540,8 +540,20 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     expect(published.length, context).to.be.greaterThan(0);
     // In order and each once: strictly increasing.
     const disorder = numbers.flatMap((n, i) => (i > 0 && n <= numbers[i - 1]! ? [`${numbers[i - 1]} then ${n}`] : []));
-    // On failure, the frames that carried them (with their offsets).
-    const onTheWire = () => disorder.flatMap((d) => wire.filter((w) => w.includes(`"${run} ${d.split(" ")[2]}"`)).map((w) => w.slice(0, 4_000)));
+    // On failure, what carried them (with their offsets): the packets of each session
+    // (polling answers hold several, split by \x1e) that name them, and its welcomes.
+    const onTheWire = () => {
+      const wanted = new Set(disorder.map((d) => `"${run} ${d.split(" ")[2]}"`));
+      return wire.flatMap((w) => {
+        const [url = "", ...rest] = w.split(" ");
+        const sid = new URL(url).searchParams.get("sid") ?? "?";
+        return rest
+          .join(" ")
+          .split("\x1e")
+          .filter((packet) => packet.includes('"welcome"') || [...wanted].some((t) => packet.includes(t)))
+          .map((packet) => `${sid}: ${packet}`);
+      });
+    };
     expect(disorder, `out of order or twice; ${context}${disorder.length > 0 ? `; on the wire:\n${onTheWire().join("\n")}` : ""}`).to.deep.equal([]);
     // Every publish answered 200 is there (one refused may still have been delivered: never twice, though).
     const got = new Set(numbers);
