@@ -151,8 +151,8 @@ export interface SocketData {
   lease: { readonly id: string; readonly transport: "socket.io" | "ws"; readonly token: string };
   /** The address it connected from (the penalty box's key). */
   address: string;
-  /** Live broadcasts held while its replay runs. */
-  pending?: Envelope[];
+  /** Set while its replay runs: live broadcasts are held there. */
+  replay?: { hold(envelope: Envelope): void; drop(): void };
   /** Its inbound rate-limit bucket; absent when the limit is off. */
   bucket: { tokens: number; at: number; refused: number } | undefined;
 }

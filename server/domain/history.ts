@@ -85,9 +85,12 @@ export class MemoryLog implements BroadcastLog {
 
   async since(epoch: string, offset: string, limit: number) {
     this.#trim(Date.now());
+    // Offsets of another history mean nothing here.
+    if (epoch !== this.#epoch) return { entries: [], complete: false };
     const after = this.#entries.filter((e) => compareOffsets(e.offset, offset) > 0);
-    const complete = epoch === this.#epoch && compareOffsets(offset, this.#maxDeleted) >= 0 && after.length <= limit;
-    return { entries: after.slice(0, limit).map((e) => e.envelope), complete };
+    const complete = compareOffsets(offset, this.#maxDeleted) >= 0 && after.length <= limit;
+    // Past the limit, the newest: what is replayed runs into live without a hole.
+    return { entries: after.slice(-limit).map((e) => e.envelope), complete };
   }
 
   async start(): Promise<void> {}
@@ -106,16 +109,25 @@ export class MemoryLog implements BroadcastLog {
 const STREAM = "wbs:history";
 const EPOCH = "wbs:history:epoch";
 const CHANNEL = "wbs:history:live";
+/** The first entry left after the last trim: a client behind it may have missed what was trimmed. */
+const FLOOR = "wbs:history:floor";
 
 // Append and publish in one atomic step: Redis runs scripts one at a time, so
 // the order of PUBLISH (what every instance delivers) is the order of XADD
 // (the offsets). A `gap` entry marks a Redis outage during which an instance
-// delivered to its own clients only. ARGV: payload, kind (e|gap), maxlen, minid, a new epoch.
+// delivered to its own clients only. When a trim removes entries, the first
+// one left is the floor (XINFO's max-deleted-entry-id does not follow trims).
+// KEYS: stream, epoch, floor. ARGV: payload, kind (e|gap), maxlen, minid, a new epoch, channel.
 const APPEND = `
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then epoch = ARGV[5]; redis.call('SET', KEYS[2], epoch) end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', ARGV[2], ARGV[1])
-if ARGV[4] ~= '0' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4]) end
+local id = redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[1])
+local trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
+if ARGV[4] ~= '0' then trimmed = trimmed + redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4]) end
+if trimmed > 0 then
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  redis.call('SET', KEYS[3], first[1] and first[1][1] or id)
+end
 redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
 return {epoch, id}`;
 
@@ -126,16 +138,11 @@ if not epoch then epoch = ARGV[1]; redis.call('SET', KEYS[2], epoch) end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 return {epoch, last[1] and last[1][1] or '0-0'}`;
 
-// What came after ARGV[1]: the epoch, the newest trimmed id, and up to ARGV[2] entries.
+// What came after ARGV[1]: the epoch, the floor, and up to ARGV[2] entries, newest first.
 const SINCE = `
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then return {false} end
-local maxDeleted = '0-0'
-local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
-if ok then
-  for i = 1, #info, 2 do if info[i] == 'max-deleted-entry-id' then maxDeleted = info[i + 1] end end
-end
-return {epoch, maxDeleted, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}`;
+return {epoch, redis.call('GET', KEYS[3]) or '0-0', redis.call('XREVRANGE', KEYS[1], '+', '(' .. ARGV[1], 'COUNT', ARGV[2])}`;
 
 type StreamEntry = [id: string, fields: string[]];
 
@@ -202,15 +209,18 @@ export class RedisLog implements BroadcastLog {
   }
 
   async since(epoch: string, offset: string, limit: number) {
-    const [current, maxDeleted, entries] = (await this.redis.pub.sendCommand(["EVAL", SINCE, "2", STREAM, EPOCH, offset, String(limit + 1)])) as [
+    const [current, floor, entries] = (await this.redis.pub.sendCommand(["EVAL", SINCE, "3", STREAM, EPOCH, FLOOR, offset, String(limit + 1)])) as [
       string | null,
       string,
       StreamEntry[],
     ];
-    if (!current) return { entries: [], complete: false };
-    let complete = current === epoch && compareOffsets(offset, maxDeleted) >= 0 && entries.length <= limit;
+    // Offsets of another history (or of one Redis lost) mean nothing here.
+    if (!current || current !== epoch) return { entries: [], complete: false };
+    // Entries before the floor were trimmed: only a client at or past it has them all.
+    let complete = (floor === "0-0" || compareOffsets(offset, floor) >= 0) && entries.length <= limit;
     const out: Envelope[] = [];
-    for (const [id, fields] of entries.slice(0, limit)) {
+    // Newest first from XREVRANGE: past the limit, the newest are kept, so the replay runs into live without a hole.
+    for (const [id, fields] of entries.slice(0, limit).reverse()) {
       if (fields[0] !== "e") {
         complete = false; // a gap: some instance served its own clients only
         continue;
@@ -223,7 +233,7 @@ export class RedisLog implements BroadcastLog {
 
   async #append(payload: string, kind: "e" | "gap"): Promise<void> {
     const minId = this.limits.ttlMs > 0 ? String(Date.now() - this.limits.ttlMs) : "0";
-    await this.redis.pub.sendCommand(["EVAL", APPEND, "2", STREAM, EPOCH, payload, kind, String(this.limits.maxEntries), minId, newEpoch(), CHANNEL]);
+    await this.redis.pub.sendCommand(["EVAL", APPEND, "3", STREAM, EPOCH, FLOOR, payload, kind, String(this.limits.maxEntries), minId, newEpoch(), CHANNEL]);
   }
 
   async #readHead(): Promise<void> {

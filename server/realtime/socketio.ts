@@ -8,7 +8,7 @@ import { ServiceError } from "../errors.js";
 import type { ConnectionCount, Metrics } from "../metrics.js";
 import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "../protocol.js";
 import { admit } from "./admission.js";
-import { parseResume, recoverConnection, welcomeOf } from "./recovery.js";
+import { ReplayBoundary, parseResume, startConnection } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
 import type { OriginPolicy } from "./origin.js";
 import { clientAddress } from "./penalty.js";
@@ -195,6 +195,7 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
   }
 
   function onDisconnect(this: IoSocket, reason: string): void {
+    this.data.replay?.drop();
     const lease = this.data.lease;
     registry.release(lease);
     log.debug({ clientId: lease.id, reason }, "disconnected");
@@ -221,24 +222,27 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     // One catch-all listener array entry instead of four listeners a socket.
     socket.onAny(dispatch);
     socket.on("disconnect", onDisconnect);
-    const base = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
-    if (!resume) return void socket.emit("welcome", welcomeOf(base, domain, { recovered: false, offset: undefined }, 0));
-    // Replaying: live broadcasts wait in `pending` (the sink puts them there) until the replay is out.
-    socket.data.pending = [];
-    socket.join(REPLAYING);
-    const entitled = (e: Envelope) => e.room === undefined || socket.rooms.has(roomKey(e.room));
-    recoverConnection({ domain, resume, limit: config.historySize, entitled, pending: () => socket.data.pending ?? [] })
-      .catch((err: unknown) => {
-        log.warn({ clientId: lease.id, err: (err as Error).message }, "recovery failed: the client is told recovered: false");
-        return { recovered: false, replay: [], held: socket.data.pending ?? [], offset: undefined };
-      })
-      .then((result) => {
+    // Until its replay is out, live broadcasts wait at its boundary (the sink puts them there).
+    const boundary = new ReplayBoundary(
+      (e) => emitTo(socket, e),
+      () => {
         socket.leave(REPLAYING);
-        socket.data.pending = undefined;
-        if (!socket.connected) return;
-        socket.emit("welcome", welcomeOf(base, domain, result, result.replay.length));
-        for (const e of [...result.replay, ...result.held]) emitTo(socket, e);
-      });
+        socket.data.replay = undefined;
+      },
+    );
+    socket.data.replay = boundary;
+    socket.join(REPLAYING);
+    void startConnection({
+      domain,
+      resume,
+      limit: config.historySize,
+      base: { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() },
+      entitled: (e) => e.room === undefined || socket.rooms.has(roomKey(e.room)),
+      boundary,
+      greet: (w) => socket.emit("welcome", w),
+      send: (e) => emitTo(socket, e),
+      onError: (err) => log.warn({ clientId: lease.id, err: err.message }, "recovery failed: the client is told recovered: false"),
+    });
   });
 
   const slow = guardSlowClients({
@@ -263,18 +267,20 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
       const { room } = envelope;
       const n = members(room);
       if (n === 0) return 0;
-      // Connections still replaying hold it until their replay is out.
-      const replaying = io.of("/").adapter.rooms.get(REPLAYING);
-      if (replaying) {
-        for (const id of replaying) {
-          const socket = io.of("/").sockets.get(id);
-          if (socket?.data.pending && (room === undefined || socket.rooms.has(roomKey(room)))) socket.data.pending.push(envelope);
-        }
-      }
       // Encoded once for every member (Socket.IO's broadcast), not once a socket.
       const to = (room === undefined ? io.local : io.local.to(roomKey(room))).except(REPLAYING);
       if (envelope.event.event === "message") to.emit("message", envelope.event.data);
       else to.emit("notification", envelope.event.data);
+      // Then the connections still replaying: they hold it until their replay
+      // is out (a boundary it releases sends it itself; the broadcast above
+      // already went, so it cannot reach that socket twice).
+      const replaying = io.of("/").adapter.rooms.get(REPLAYING);
+      if (replaying) {
+        for (const id of [...replaying]) {
+          const socket = io.of("/").sockets.get(id);
+          if (socket?.data.replay && (room === undefined || socket.rooms.has(roomKey(room)))) socket.data.replay.hold(envelope);
+        }
+      }
       return n;
     },
   };

@@ -7,7 +7,7 @@ import { CLIENT_ID_PATTERN, COMMANDS, now } from "../domain/names.js";
 import { ServiceError } from "../errors.js";
 import type { ErrorBody, Welcome, WsServerFrame } from "../protocol.js";
 import { admit } from "./admission.js";
-import { type Resume, parseResume, recoverConnection, welcomeOf } from "./recovery.js";
+import { ReplayBoundary, type Resume, parseResume, startConnection } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
 import { clientAddress } from "./penalty.js";
 import type { Bucket } from "./rate-limit.js";
@@ -31,8 +31,8 @@ interface Client {
   address: string;
   /** Cut for flooding: whatever it still sends is dropped unread. */
   cut: boolean;
-  /** Set while its replay runs: live broadcasts wait here. */
-  pending: Envelope[] | undefined;
+  /** Set while its replay runs: live broadcasts wait at this boundary. */
+  boundary: ReplayBoundary | undefined;
 }
 
 /** An upgrade that passed our checks, on its way through ws's handshake checks and the admission. */
@@ -145,6 +145,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     const c = clients.get(this);
     if (!c) return;
     clients.delete(this);
+    c.boundary?.drop();
     registry.release(c.lease);
     log.debug({ clientId: c.lease.id, code }, "disconnected");
   }
@@ -229,7 +230,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       bucket: limiter.bucket(),
       address: attempt.address,
       cut: false,
-      pending: resume ? [] : undefined,
+      boundary: undefined,
     };
     clients.set(ws, client);
     log.debug({ clientId: lease.id, transport: "ws", mode: attempt.mode }, "connected");
@@ -237,22 +238,20 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     ws.on("message", onMessage);
     ws.on("close", onClose);
 
-    const base = { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() };
-    const greet = (welcome: Welcome) => send(client, { type: "welcome", data: welcome }, renderWelcome(welcome));
-    if (!resume) return greet(welcomeOf(base, domain, { recovered: false, offset: undefined }, 0));
-    // /ws clients are in no rooms: they are entitled to what is not for a room.
-    recoverConnection({ domain, resume, limit: config.historySize, entitled: (e) => e.room === undefined, pending: () => client.pending ?? [] })
-      .catch((err: unknown) => {
-        log.warn({ clientId: lease.id, err: (err as Error).message }, "recovery failed: the client is told recovered: false");
-        return { recovered: false, replay: [], held: client.pending ?? [], offset: undefined };
-      })
-      .then((result) => {
-        client.pending = undefined;
-        greet(welcomeOf(base, domain, result, result.replay.length));
-        for (const e of [...result.replay, ...result.held]) {
-          send(client, { type: e.event.event, data: e.event.data } as WsServerFrame, renderText(e.event));
-        }
-      });
+    const deliver = (e: Envelope) => send(client, { type: e.event.event, data: e.event.data } as WsServerFrame, renderText(e.event));
+    client.boundary = new ReplayBoundary(deliver, () => (client.boundary = undefined));
+    void startConnection({
+      domain,
+      resume,
+      limit: config.historySize,
+      base: { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() },
+      // /ws clients are in no rooms: they are entitled to what is not for a room.
+      entitled: (e) => e.room === undefined,
+      boundary: client.boundary,
+      greet: (welcome: Welcome) => send(client, { type: "welcome", data: welcome }, renderWelcome(welcome)),
+      send: deliver,
+      onError: (err) => log.warn({ clientId: lease.id, err: err.message }, "recovery failed: the client is told recovered: false"),
+    });
   };
 
   return {
@@ -296,8 +295,8 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         let json: string | undefined;
         let n = 0;
         for (const c of clients.values()) {
-          if (c.pending) {
-            c.pending.push(envelope); // replaying: sent once the replay is out
+          if (c.boundary) {
+            c.boundary.hold(envelope); // replaying: sent once the replay is out
             n++;
             continue;
           }
