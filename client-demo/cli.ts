@@ -48,21 +48,18 @@ interface Options {
 }
 
 /** Parses argv; answers the options, "help", or an error message. */
+const CLI_OPTIONS = {
+  ws: { type: "boolean", default: false },
+  id: { type: "string" },
+  room: { type: "string" },
+  json: { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
 function parse(argv: string[]): Options | "help" | string {
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; strict: true; options: typeof CLI_OPTIONS }>>;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        ws: { type: "boolean", default: false },
-        id: { type: "string" },
-        room: { type: "string" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
+    parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: CLI_OPTIONS });
   } catch (err) {
     return (err as Error).message;
   }

@@ -1,10 +1,10 @@
-import { createApp } from "./app.js";
-import { ConfigError, loadConfig } from "./config.js";
+import { type App, createApp } from "./app.js";
+import { type Config, ConfigError, loadConfig } from "./config.js";
 import { createLogger } from "./logger.js";
 
 // The entry point: the only file that touches the process (environment, signals, exit).
 
-let config;
+let config: Config;
 try {
   config = loadConfig(process.env);
 } catch (err) {
@@ -25,7 +25,7 @@ for (const name of ["SIGTERM", "SIGINT"] as const) process.on(name, () => onSign
 process.on("unhandledRejection", (err) => log.error({ err }, "unhandled rejection"));
 
 log.info({ cluster: Boolean(config.redisUrl) }, "starting");
-let app;
+let app: App;
 try {
   app = await createApp(config, { log });
 } catch (err) {

@@ -186,7 +186,10 @@ describe("cluster: instances sharing one broadcast domain over Redis", function 
     let refusal: string | undefined;
     for (let i = 0; i < 30 && refusal !== "DUPLICATE_CLIENT_ID"; i++) {
       refusal = await connectIo(c.instances[2]!.url, { clientId: "a" }).then(
-        (cl) => (cl.close(), "accepted"),
+        (cl) => {
+          cl.close();
+          return "accepted";
+        },
         (err: Error & { data?: { code: string } }) => err.data?.code,
       );
       if (refusal !== "DUPLICATE_CLIENT_ID") await new Promise((r) => setTimeout(r, 200));

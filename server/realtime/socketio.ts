@@ -126,7 +126,7 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     );
   });
 
-  type Work = (socket: IoSocket, lease: Lease, ...args: unknown[]) => Promise<Record<string, unknown> | void> | Record<string, unknown> | void;
+  type Work = (socket: IoSocket, lease: Lease, ...args: unknown[]) => Promise<Record<string, unknown> | undefined> | Record<string, unknown> | undefined;
   // One listener an event for every socket (Socket.IO calls it with `this` set
   // to the socket), not closures a connection: at tens of thousands of
   // sockets those cost memory. The ack, when given, answers { ok, ... }.
@@ -155,6 +155,7 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
       const { text, room } =
         typeof payload === "object" && payload !== null ? (payload as { text?: unknown; room?: unknown }) : { text: payload, room: undefined };
       await domain.handleClientText({ from: lease.id, origin: "socket.io", text, room });
+      return undefined;
     }),
     join: listener("join", (socket, _lease, room) => {
       const key = roomKey(validRoom(room));
@@ -172,6 +173,7 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     // The demo page's status button: the same notification as sending "ping", without the chat line.
     status: listener("status", async (_socket, lease) => {
       await domain.publishStatus(lease.id);
+      return undefined;
     }),
   };
 
