@@ -1,0 +1,92 @@
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type InstanceProcess, startInstance } from "../../harness/instance.js";
+import { freePort } from "../../harness/ports.js";
+import { type Child, spawnChild, stopChild } from "../../harness/processes.js";
+
+/**
+ * A redis-server that keeps its data across a restart (append-only file,
+ * fsync on every write, in a directory of its own), unlike the harness's
+ * startRedis, which comes back empty. `restart({ keepData: false })` is the
+ * crashed cache: the directory is emptied before it starts again.
+ */
+export interface DurableRedis {
+  readonly port: number;
+  readonly url: string;
+  /** Whether it is running (started and not stopped since). */
+  readonly running: boolean;
+  /** Stops it (SIGTERM: it flushes its append-only file), keeping the data for `start`. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port after `stop`. */
+  start(opts?: { keepData?: boolean }): Promise<void>;
+  /** Stops and starts it again. @default keepData true */
+  restart(opts?: { keepData?: boolean }): Promise<void>;
+  /** Stops it and removes its directory. */
+  remove(): Promise<void>;
+}
+
+export async function startDurableRedis(): Promise<DurableRedis> {
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), "wbs-redis-"));
+  let current: Child | undefined;
+  const launch = async () => {
+    const child = spawnChild(
+      "redis-server",
+      ["--port", String(port), "--bind", "127.0.0.1", "--protected-mode", "no", "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+      { name: "redis-server (durable)" },
+    );
+    current = child;
+    await child.output.find((line) => line.includes("Ready to accept connections"), 10_000, "redis-server to be ready");
+  };
+  const stop = async () => {
+    if (current) await stopChild(current.proc, current.exited);
+    current = undefined;
+  };
+  const start = async (opts: { keepData?: boolean } = {}) => {
+    if (opts.keepData === false) {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir);
+    }
+    await launch();
+  };
+  try {
+    await launch();
+  } catch (err) {
+    await stop();
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    get running() {
+      return current !== undefined;
+    },
+    stop,
+    start,
+    async restart(opts = {}) {
+      await stop();
+      await start(opts);
+    },
+    async remove() {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** `n` real instances (ws1..wsN) on the Redis at `redisUrl`, started in parallel; stops the ones that started if one fails. */
+export async function startInstancesOn(redisUrl: string, n: number, env: Record<string, string> = {}): Promise<InstanceProcess[]> {
+  const ports = await Promise.all(Array.from({ length: n }, () => freePort()));
+  const started = await Promise.allSettled(
+    ports.map((port, i) => startInstance({ env: { PORT: String(port), INSTANCE_ID: `ws${i + 1}`, REDIS_URL: redisUrl, PERIODIC_INTERVAL_SEC: "0", ...env } })),
+  );
+  const ok = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed) {
+    await Promise.all(ok.map((i) => i.stop(1_000)));
+    throw failed.reason;
+  }
+  return ok;
+}
