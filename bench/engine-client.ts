@@ -1,4 +1,5 @@
 import WebSocket from "ws";
+import type { Place } from "../harness/rolling-restart.js";
 
 /**
  * A cheap Socket.IO client for load generation: Engine.IO v4 and Socket.IO v5
@@ -10,6 +11,11 @@ import WebSocket from "ws";
  * - reads the Engine.IO open packet `0{"sid":...,"pingInterval":...}`;
  * - sends `40` (with the auth JSON when given) to join namespace `/`, and
  *   resolves `ready` on `40{"sid":...}` or rejects on `44{"message":...}`;
+ * - with a `place`, keeps where it is in the service's history (the
+ *   welcome's epoch and offset, then each broadcast's `"offset":"…"`, found
+ *   in the bytes) and sends them in that auth: a new client given the same
+ *   place resumes where the last one stopped, as socket.io-client does with
+ *   an `auth` function;
  * - answers every server ping `2` with a pong `3`;
  * - emits `42["event",...args]`, with an ack id (`42<id>[...]`) when asked,
  *   and resolves acks from `43<id>[...]`;
@@ -17,8 +23,12 @@ import WebSocket from "ws";
  *   scans them without parsing JSON.
  */
 export interface EngineClientOptions {
-  /** Sent with the namespace CONNECT packet (`socket.handshake.auth`). */
-  auth?: Record<string, unknown>;
+  /** Sent with the namespace CONNECT packet (`socket.handshake.auth`); a function is called when it is sent. */
+  auth?: Record<string, unknown> | (() => Record<string, unknown>);
+  /** Recovery: its offset and epoch go into the auth, and the welcome and every broadcast move it on. */
+  place?: Place;
+  /** With `place`: the welcome, and whether it answered a resume (then `recovered` says how it went). */
+  onWelcome?: (welcome: WelcomeInfo, resumed: boolean, client: EngineClient) => void;
   /** Source address (127.0.0.x) for when one address runs out of ports. */
   localAddress?: string;
   /** Until the namespace answers. @default 10_000 */
@@ -28,6 +38,19 @@ export interface EngineClientOptions {
   /** The WebSocket closed (after `ready`, or while connecting). */
   onClose?: (code: number, client: EngineClient) => void;
 }
+
+/** What the bench reads of a welcome. */
+export interface WelcomeInfo {
+  instance?: string;
+  epoch?: string;
+  offset?: string;
+  recovered?: boolean;
+  replayed?: number;
+}
+
+const WELCOME = Buffer.from('42["welcome",');
+const OFFSET_KEY = Buffer.from('"offset":"');
+const QUOTE = 0x22;
 
 // Engine.IO packet types (first byte) and Socket.IO packet types (second).
 const EIO_OPEN = 0x30; // '0'
@@ -131,7 +154,10 @@ export class EngineClient {
     const type = data[0];
     if (type === EIO_MESSAGE) {
       const sio = data[1];
-      if (sio === SIO_EVENT) return this.#opts.onRaw?.(data, this);
+      if (sio === SIO_EVENT) {
+        if (this.#opts.place) this.#keepPlace(data, this.#opts.place);
+        return this.#opts.onRaw?.(data, this);
+      }
       if (sio === SIO_ACK) return this.#onAck(data);
       if (sio === SIO_CONNECT) return this.#settle?.();
       if (sio === SIO_CONNECT_ERROR) {
@@ -147,10 +173,27 @@ export class EngineClient {
     }
     if (type === EIO_OPEN) {
       this.sid = (JSON.parse(data.toString("utf8", 1)) as { sid: string }).sid;
-      this.sendRaw(this.#opts.auth ? `40${JSON.stringify(this.#opts.auth)}` : "40");
+      const given = typeof this.#opts.auth === "function" ? this.#opts.auth() : this.#opts.auth;
+      const auth = this.#opts.place ? { ...given, ...this.#opts.place.resume() } : given;
+      this.sendRaw(auth ? `40${JSON.stringify(auth)}` : "40");
       return;
     }
     if (type === EIO_CLOSE) this.ws.close();
+  }
+
+  /** The welcome (parsed: one a connection) or a broadcast's offset (scanned: a JSON string holds no bare `"`). */
+  #keepPlace(data: Buffer, place: Place): void {
+    if (data.subarray(0, WELCOME.length).equals(WELCOME)) {
+      const [, welcome] = JSON.parse(data.toString("utf8", 2)) as [string, WelcomeInfo];
+      const resumed = place.welcome(welcome);
+      this.#opts.onWelcome?.(welcome, resumed, this);
+      return;
+    }
+    const at = data.lastIndexOf(OFFSET_KEY);
+    if (at < 0) return;
+    const from = at + OFFSET_KEY.length;
+    const to = data.indexOf(QUOTE, from);
+    if (to > from) place.seen(data.toString("latin1", from, to));
   }
 
   #onAck(data: Buffer): void {

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { TARGET_NAMES, type TargetName } from "./targets.js";
+import { OPT_IN_TARGETS, TARGET_NAMES, type TargetName } from "./targets.js";
 
 export const SCENARIOS = ["memory", "fanout", "echo", "ramp", "drain", "abuse"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
@@ -114,7 +114,7 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
 export const USAGE = `npm run bench -- [options]
 
   --quick                 smoke preset (about a minute and a half); default is the full run (under ten minutes)
-  --targets a,b           ${TARGET_NAMES.join(",")} (default: all)
+  --targets a,b           ${TARGET_NAMES.join(",")} (default: all but ${OPT_IN_TARGETS.join(", ")})
   --scenarios a,b         ${SCENARIOS.join(",")} (default: all)
   --sizes 1000,5000       fan-out client counts
   --payload BYTES         broadcast text size
@@ -205,7 +205,7 @@ export function parseOptions(argv: string[]): Options | "help" {
   const o: Options = {
     ...p,
     preset,
-    targets: list(values.targets, TARGET_NAMES, "target") ?? [...TARGET_NAMES],
+    targets: list(values.targets, TARGET_NAMES, "target") ?? TARGET_NAMES.filter((t) => !OPT_IN_TARGETS.includes(t)),
     scenarios: list(values.scenarios, SCENARIOS, "scenario") ?? [...SCENARIOS],
     sizes: [...new Set(sizes)].sort((a, b) => a - b),
     payloadBytes: num(values.payload, "payload", p.payloadBytes, { min: 24 }),

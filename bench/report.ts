@@ -97,6 +97,43 @@ function ratio(r: RunResults, a: TargetName, b: TargetName): Ratio {
   return { value: x.framesPerSec / y.framesPerSec, perCpu: x.framesPerCpuSec / y.framesPerCpuSec, size, bySize };
 }
 
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+/** a ÷ b frames a second, trial by trial (the targets take turns, so trial k of each ran back to back), at every size. */
+function pairedTrials(r: RunResults, a: TargetName, b: TargetName): number[] {
+  return [...new Set(r.fanout.map((c) => c.clients))].flatMap((size) => {
+    const x = cell(r, a, size)?.saturated.trials ?? [];
+    const y = cell(r, b, size)?.saturated.trials ?? [];
+    return x.flatMap((v, k) => (y[k]! > 0 ? [v / y[k]!] : []));
+  });
+}
+
+/**
+ * History on ÷ off: a ÷ b frames a second, the median of the paired trials
+ * (trial k of each ran back to back) at every size; met on frames/s.
+ */
+function historyFigure(r: RunResults, on: TargetName, off: TargetName, what: string): Figure {
+  const medians = ratio(r, on, off);
+  const paired = pairedTrials(r, on, off);
+  const value = paired.length > 0 ? median(paired) : undefined;
+  return {
+    name: `Socket.IO fan-out, ${what}, history on ÷ off (HISTORY_SIZE default ÷ 0)`,
+    value,
+    display:
+      value === undefined
+        ? "not measured"
+        : `${f(value)}× frames/s (median of ${paired.length} paired trials, ${f(Math.min(...paired))}–${f(Math.max(...paired))}); ${f(medians.perCpu)}× per server CPU-second`,
+    goal: "≥ 0.9×",
+    reference: "",
+    met: value === undefined ? undefined : value >= 0.9,
+    basis: `saturated trials at every size, each ${on} trial right before its ${off} twin (a load swing hits both); met on frames/s. ${ratioBasis(medians)}`,
+  };
+}
+
 const ratioDisplay = (x: { value: number | undefined; perCpu: number | undefined }) =>
   x.value === undefined ? "not measured" : `${f(x.value)}× frames/s; ${f(x.perCpu)}× per server CPU-second`;
 const ratioBasis = (x: Ratio) =>
@@ -150,6 +187,9 @@ export function figures(r: RunResults): Figure[] {
     met: undefined,
     basis: ratioBasis(ws),
   });
+  out.push(historyFigure(r, "sio-1", "sio-1-nohist", "1 instance"));
+  // The Redis path (opt-in target: a stack of its own).
+  if (r.fanout.some((c) => c.target === "sio-4-direct-nohist")) out.push(historyFigure(r, "sio-4-direct", "sio-4-direct-nohist", "4 instances + Redis, direct"));
   const cluster = ratio(r, "sio-4-nginx", "sio-1");
   out.push({
     name: "4 instances via nginx ÷ 1 instance direct (Socket.IO)",
@@ -193,7 +233,7 @@ export function figures(r: RunResults): Figure[] {
   const floor = floorMs(r, largest);
   for (const t of TARGET_NAMES) {
     const c = cell(r, t, largest);
-    if (!c || floor === undefined) continue;
+    if (!c || floor === undefined || t.endsWith("-nohist")) continue;
     const v = c.paced.latency.p99 / floor;
     out.push({
       name: `p99 broadcast latency ÷ floor, ${t}`,
@@ -216,9 +256,27 @@ export function figures(r: RunResults): Figure[] {
       basis: `ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}`,
     });
   }
+  if (r.drain) {
+    const m = r.drain.moved;
+    out.push({
+      name: "drain under load: moved clients' messages missed / duplicates / out of order (recovery)",
+      value: m.missed,
+      display: movedDisplay(r.drain),
+      goal: "0 / 0 / 0",
+      reference: "",
+      met: m.clients === 0 ? undefined : m.missed === 0 && m.duplicates === 0 && m.outOfOrder === 0 && m.notRecovered === 0,
+      basis: `${n0(m.clients)} clients closed at ${r.drain.drainedInstance}'s deadline (FORCED_SHUTDOWN_AFTER_SEC=${r.drain.forcedShutdownSec}), reconnected through nginx with their offset and epoch; ${n0(r.drain.published)} broadcasts at ${r.drain.publishRatePerSec}/s`,
+    });
+  }
   out.push(...abuseFigures(r));
   return out;
 }
+
+/** The drain's moved clients, in one line. */
+const movedDisplay = (d: DrainResult): string => {
+  const m = d.moved;
+  return `${n0(m.missed)} / ${n0(m.duplicates)} / ${n0(m.outOfOrder)} (${n0(m.clients)} moved; ${n0(m.resumes)} resumes: ${n0(m.recovered)} recovered:true, ${n0(m.notRecovered)} recovered:false; ${n0(m.replayed)} replayed)`;
+};
 
 const abusePhase = (c: AbuseCell, name: AbusePhaseName) => c.phases.find((p) => p.phase === name);
 /** A server count, or "n/a" when the instances do not expose it. */
@@ -386,7 +444,8 @@ export function renderConsole(r: RunResults): string {
       `  ${d.drainedInstance}: SIGTERM→exit ${d.drainMs ?? "–"} ms (deadline ${d.forcedShutdownSec}s), replacement ready after ${d.replacementReadyMs ?? "–"} ms; ${d.published} broadcasts at ${d.publishRatePerSec}/s\n` +
         `  clients that stayed connected: ${n0(d.stayed.clients)}, messages lost: ${n0(d.stayed.lost)}, not arrived ${d.stayed.lastArrivedAfterMs} ms after the last publish: ${n0(d.stayed.notArrived)}, duplicates: ${n0(d.stayed.duplicates)}\n` +
         `  reconnect wave: ${n0(d.moved.clients)} clients moved, ${n0(d.reconnectWave.reconnects)} reconnects over ${d.reconnectWave.durationMs ?? "–"} ms, ` +
-        `p50 ${f(d.reconnectWave.time.p50)} ms p99 ${f(d.reconnectWave.time.p99)} ms, ${n0(d.reconnectWave.failedAttempts)} failed attempts, ${n0(d.moved.lostWhileAway)} messages missed while away; open at end ${n0(d.openAtEnd)}/${n0(d.connected)}`,
+        `p50 ${f(d.reconnectWave.time.p50)} ms p99 ${f(d.reconnectWave.time.p99)} ms, ${n0(d.reconnectWave.failedAttempts)} failed attempts; open at end ${n0(d.openAtEnd)}/${n0(d.connected)}\n` +
+        `  moved clients (recovering): ${movedDisplay(d)}`,
     );
   }
   if (r.abuse.length > 0) {
@@ -424,7 +483,9 @@ const COLORS: Record<TargetName, string> = {
   "sio-stock": "#e377c2",
   "ws-1": "#1f77b4",
   "sio-1": "#d62728",
+  "sio-1-nohist": "#ff9896",
   "sio-4-direct": "#2ca02c",
+  "sio-4-direct-nohist": "#98df8a",
   "sio-4-nginx": "#9467bd",
 };
 
@@ -596,7 +657,7 @@ export function renderMarkdown(r: RunResults): string {
     L.push("## Drain under load");
     L.push("");
     L.push(
-      `${n0(d.connected)} Socket.IO clients through nginx (reconnecting like socket.io-client: 0.5–1.5 s, doubling), a publisher on ws1 at ${d.publishRatePerSec}/s; ${d.drainedInstance} drained and replaced (\`stack.restartInstance\`), FORCED_SHUTDOWN_AFTER_SEC=${d.forcedShutdownSec}.`,
+      `${n0(d.connected)} Socket.IO clients through nginx (reconnecting like socket.io-client: 0.5–1.5 s, doubling; each sends the offset of the last broadcast it got and the epoch of its welcome, so the instance it lands on replays what it missed), a publisher on ws1 at ${d.publishRatePerSec}/s; ${d.drainedInstance} drained and replaced (\`stack.restartInstance\`), FORCED_SHUTDOWN_AFTER_SEC=${d.forcedShutdownSec}.`,
     );
     L.push("");
     L.push(
@@ -617,7 +678,12 @@ export function renderMarkdown(r: RunResults): string {
             "failed reconnect attempts (retried)",
             `${n0(d.reconnectWave.failedAttempts)}${Object.keys(d.reconnectWave.errors).length ? ` (${Object.entries(d.reconnectWave.errors).map(([k, v]) => `${v}× ${k.replace(/\|/g, "/")}`).join("; ")})` : ""}`,
           ],
-          ["messages missed by moved clients while away (no replay)", n0(d.moved.lostWhileAway)],
+          ["moved clients: messages missed (replays included)", n0(d.moved.missed)],
+          ["moved clients: duplicates / out of order", `${n0(d.moved.duplicates)} / ${n0(d.moved.outOfOrder)}`],
+          [
+            "moved clients: reconnects that resumed (sent offset and epoch): recovered:true / recovered:false",
+            `${n0(d.moved.resumes)}: ${n0(d.moved.recovered)} / ${n0(d.moved.notRecovered)} (${n0(d.moved.replayed)} broadcasts replayed)`,
+          ],
           ["open at end / connected", `${n0(d.openAtEnd)} / ${n0(d.connected)}`],
         ],
         [0, 1],

@@ -156,12 +156,14 @@ async function main(): Promise<number> {
       ["sio-stock", "stock Socket.IO server", () => startScriptHost("sio-stock", { inspect })],
       ["ws-1", "instance for /ws", () => startSingleInstance("ws-1", { inspect })],
       ["sio-1", "instance for Socket.IO", () => startSingleInstance("sio-1", { inspect })],
+      ["sio-1-nohist", "instance for Socket.IO with history off", () => startSingleInstance("sio-1-nohist", { inspect })],
     ];
     const wantedSingles = single ? singles.filter(([t]) => wants(t)) : [];
     // Two stacks (one a cluster target): on one stack, a broadcast on either target would
     // also reach the other's clients.
     const broadcastScenarios = has("fanout") || has("echo");
     const wantDirect = broadcastScenarios && wants("sio-4-direct");
+    const wantDirectNoHist = has("fanout") && wants("sio-4-direct-nohist");
     const wantNginx = (broadcastScenarios && wants("sio-4-nginx")) || has("ramp") || has("drain");
     const clusterOpts = { inspect: opts.profile, forcedShutdownSec: opts.drainForcedSec };
     // The abuse scenario's targets: instances of their own with the abuse limits at their
@@ -177,10 +179,11 @@ async function main(): Promise<number> {
     // scenario's hosts stay idle until the end.
     noteLoad("starting the targets");
     progress.phase(
-      `starting ${[...wantedSingles.map(([, n]) => n), ...(wantDirect ? ["stack for direct clients"] : []), ...(wantNginx ? ["stack behind nginx"] : []), ...wantedAbuse.map(([, n]) => n)].join(", ")}`,
+      `starting ${[...wantedSingles.map(([, n]) => n), ...(wantDirect ? ["stack for direct clients"] : []), ...(wantDirectNoHist ? ["stack with history off"] : []), ...(wantNginx ? ["stack behind nginx"] : []), ...wantedAbuse.map(([, n]) => n)].join(", ")}`,
     );
     const stacks = Promise.all([
       wantDirect ? startHost("stack for direct clients", () => startClusterHost("sio-4-direct", clusterOpts)) : undefined,
+      wantDirectNoHist ? startHost("stack with history off", () => startClusterHost("sio-4-direct-nohist", clusterOpts)) : undefined,
       wantNginx ? startHost("stack behind nginx", () => startClusterHost("sio-4-nginx", clusterOpts)) : undefined,
     ]);
     stacks.catch(() => undefined); // awaited below; a rejection now must not count as unhandled
@@ -196,18 +199,20 @@ async function main(): Promise<number> {
     // Memory first, on fresh processes.
     if (has("memory")) {
       for (const t of singleTargets) {
+        if (t.name === "sio-1-nohist") continue; // fan-out only: the history's cost in frames a second
         const m = await attempt("memory", t.name, () => runMemory(ctx, t));
         if (m) results.memory.push(m);
       }
     }
 
-    if (wantDirect || wantNginx || wantedAbuse.length > 0) progress.phase("waiting for the four-instance stacks");
-    const [direct, cluster] = (await stacks) as (ClusterHost | undefined)[];
+    if (wantDirect || wantDirectNoHist || wantNginx || wantedAbuse.length > 0) progress.phase("waiting for the four-instance stacks");
+    const [direct, directNoHist, cluster] = (await stacks) as (ClusterHost | undefined)[];
     // Nothing is measured while anything still starts.
     await abuseStarted;
     const all = [
       ...singleTargets,
       ...(direct?.targets ?? []),
+      ...(directNoHist?.targets ?? []),
       ...(broadcastScenarios && wants("sio-4-nginx") ? (cluster?.targets ?? []) : []),
     ];
 
@@ -222,13 +227,15 @@ async function main(): Promise<number> {
     }
     if (has("echo")) {
       for (const t of all) {
-        if (t.name === "sio-4-direct") continue; // the cluster's echo goes through nginx
+        // The cluster's echo goes through nginx; history off is for fan-out.
+        if (t.name === "sio-4-direct" || t.name.endsWith("-nohist")) continue;
         const e = await attempt("echo", t.name, () => runEcho(ctx, t));
         if (e) results.echo.push(e);
       }
     }
     for (const [, name] of wantedSingles) await stopHost(name);
     await stopHost("stack for direct clients");
+    await stopHost("stack with history off");
 
     if (cluster) {
       const viaNginx = cluster.targets[0]!;

@@ -12,15 +12,19 @@ import { inspectorUrlFrom } from "./lib/inspector.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
-export const TARGET_NAMES = ["raw", "sio-stock", "ws-1", "sio-1", "sio-4-direct", "sio-4-nginx"] as const;
+export const TARGET_NAMES = ["raw", "sio-stock", "ws-1", "sio-1", "sio-1-nohist", "sio-4-direct", "sio-4-direct-nohist", "sio-4-nginx"] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
+/** Measured only when --targets names them: a third stack costs the default runs too much. */
+export const OPT_IN_TARGETS: readonly TargetName[] = ["sio-4-direct-nohist"];
 
 export const TARGET_LABELS: Record<TargetName, string> = {
   raw: "baseline: bare ws broadcast server (bench/raw-ws-server.ts)",
   "sio-stock": "reference: stock Socket.IO, nothing of ours (bench/sio-stock-server.ts)",
   "ws-1": "1 instance, /ws",
   "sio-1": "1 instance, Socket.IO (websocket)",
+  "sio-1-nohist": "1 instance, Socket.IO (websocket), HISTORY_SIZE=0: history and recovery off (fan-out only)",
   "sio-4-direct": "4 instances + Redis, Socket.IO, direct",
+  "sio-4-direct-nohist": "4 instances + Redis, Socket.IO, direct, HISTORY_SIZE=0: history and recovery off (fan-out only; opt-in)",
   "sio-4-nginx": "4 instances + Redis, Socket.IO, via nginx",
 };
 
@@ -137,11 +141,21 @@ const NO_NGINX_LIMITS: NginxLimits = { connPerAddress: 65_535, sessionsPerSec: 1
 
 const serviceInstance = (inst: InstanceProcess, url = inst.url): ServiceInstance => ({ id: inst.id, pid: inst.pid, url, logs: inst.logs });
 
-/** One instance of the service without Redis; its /ws or its Socket.IO is the target. */
-export async function startSingleInstance(which: "ws-1" | "sio-1", opts: InstanceHostOptions): Promise<Host> {
+/**
+ * One instance of the service without Redis; its /ws or its Socket.IO is the
+ * target. `sio-1-nohist` is `sio-1` with HISTORY_SIZE=0: what the history
+ * costs the fan-out.
+ */
+export async function startSingleInstance(which: "ws-1" | "sio-1" | "sio-1-nohist", opts: InstanceHostOptions): Promise<Host> {
   const port = await freePort();
   const instance: InstanceProcess = await startInstance({
-    env: { ...instanceEnv(opts), PORT: String(port), INSTANCE_ID: `bench-${which}${opts.defaultLimits ? "-limits" : ""}`, ...nodeOptions(opts.inspect) },
+    env: {
+      ...instanceEnv(opts),
+      ...(which === "sio-1-nohist" ? { HISTORY_SIZE: "0" } : {}),
+      PORT: String(port),
+      INSTANCE_ID: `bench-${which}${opts.defaultLimits ? "-limits" : ""}`,
+      ...nodeOptions(opts.inspect),
+    },
   });
   const forget = onCleanup(`instance ${which}`, () => instance.stop(5_000));
   const inspector = opts.inspect ? await waitForInspector(instance.otherOutput) : undefined;
@@ -179,7 +193,10 @@ export interface ClusterHost extends Host {
  * everyone through nginx. The two targets need stacks of their own: on one,
  * a broadcast of either would also reach the other's clients.
  */
-export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", opts: InstanceHostOptions & { forcedShutdownSec: number }): Promise<ClusterHost> {
+export async function startClusterHost(
+  which: "sio-4-direct" | "sio-4-direct-nohist" | "sio-4-nginx",
+  opts: InstanceHostOptions & { forcedShutdownSec: number },
+): Promise<ClusterHost> {
   const listeners = new Set<(e: StackEvent) => void>();
   // On ports below the ephemeral range, as the stack picks them (harness/ports.ts).
   const stack = await startStack({
@@ -189,6 +206,7 @@ export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", op
     env: {
       ...instanceEnv(opts),
       ...(opts.defaultLimits ? {} : { LOG_LEVEL: "info" }),
+      ...(which === "sio-4-direct-nohist" ? { HISTORY_SIZE: "0" } : {}),
       FORCED_SHUTDOWN_AFTER_SEC: String(opts.forcedShutdownSec),
       ...nodeOptions(opts.inspect),
     },
@@ -244,7 +262,7 @@ export async function startClusterHost(which: "sio-4-direct" | "sio-4-nginx", op
       return () => void listeners.delete(listener);
     },
     targets: [
-      which === "sio-4-direct"
+      which !== "sio-4-nginx"
         ? { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: direct, publishUrl: direct[0]!, processes, inspectors, instances }
         : { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: [stack.url], publishUrl: stack.url, processes, inspectors, instances },
     ],

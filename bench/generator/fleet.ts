@@ -214,13 +214,11 @@ export class Fleet {
     const defined = (xs: (number | undefined)[]) => xs.filter((x): x is number => x !== undefined);
     const firsts = defined(all.map((d) => d.firstDisconnectUs));
     const lasts = defined(all.map((d) => d.lastReconnectUs));
-    const bucket = (pick: (d: Delivery) => DeliveryBucket): DeliveryBucket => ({
-      clients: sum((d) => pick(d).clients),
-      received: sum((d) => pick(d).received),
-      skipped: sum((d) => pick(d).skipped),
-      duplicates: sum((d) => pick(d).duplicates),
-      sumLastSeq: sum((d) => pick(d).sumLastSeq),
-    });
+    const bucket = (pick: (d: Delivery) => DeliveryBucket): DeliveryBucket => {
+      const out = { ...pick(all[0]!) };
+      for (const k of Object.keys(out) as (keyof DeliveryBucket)[]) out[k] = sum((d) => pick(d)[k]);
+      return out;
+    };
     const reconnectErrors: Record<string, number> = {};
     for (const d of all) for (const [k, v] of Object.entries(d.reconnectErrors)) reconnectErrors[k] = (reconnectErrors[k] ?? 0) + v;
     return {

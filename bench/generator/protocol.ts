@@ -1,4 +1,5 @@
 /** What the parent and a load-generator child say to each other over IPC. */
+import type { RecoveryCounts } from "../../harness/rolling-restart.js";
 
 /** raw: the baseline server; ws: the service's /ws; sio: the service's Socket.IO (WebSocket transport). */
 export type Kind = "raw" | "ws" | "sio";
@@ -31,6 +32,12 @@ export interface ConnectOrder {
   spreadAfter: number;
   /** Reconnect (after 0.5–1.5 s, as socket.io-client does by default) when the server closes. */
   reconnect: boolean;
+  /**
+   * Socket.IO: keep each client's place in the service's history and send it
+   * (offset, epoch) on every reconnect, so the instance it lands on replays
+   * what it missed; count every broadcast it gets (duplicates, out of order).
+   */
+  recover?: boolean;
   /** Client ids for /ws/{id} echo connections. */
   idPrefix: string;
   timeoutMs: number;
@@ -132,11 +139,13 @@ export interface Delivery {
   pendingReconnects: number;
 }
 
-export interface DeliveryBucket {
+/** Duplicates for every client; out of order, resumes and what the welcomes said for recovering ones. */
+export interface DeliveryBucket extends RecoveryCounts {
   clients: number;
+  /** Distinct broadcasts received. */
   received: number;
+  /** Broadcasts jumped over (a later one came first); one that comes later still counts as out of order instead. */
   skipped: number;
-  duplicates: number;
   sumLastSeq: number;
 }
 

@@ -6,7 +6,8 @@
  */
 import WebSocket from "ws";
 import { fdLimit, openFds } from "../../harness/procfs.js";
-import { EngineClient } from "../engine-client.js";
+import { addRecoveryCounts, countResume, noRecoveryCounts, Place, type RecoveryCounts } from "../../harness/rolling-restart.js";
+import { EngineClient, type WelcomeInfo } from "../engine-client.js";
 import { nowUs, setEpoch } from "../lib/clock.js";
 import { encodeHistogram, type Histogram, newHistogram } from "../lib/hist.js";
 import {
@@ -14,6 +15,7 @@ import {
   type ConnectOrder,
   type ConnectResult,
   type Delivery,
+  type DeliveryBucket,
   ECHO_MARK,
   ECHO_ROOM,
   type EchoResult,
@@ -71,12 +73,17 @@ interface Client {
   /** We are closing it: no reconnect, not a drop. */
   closing: boolean;
   reconnect: boolean;
+  /** Socket.IO recovery (ConnectOrder.recover): where it is in the history, kept across its connections. */
+  place: Place | undefined;
+  /** With recovery: the broadcasts it got since `track`, to tell a duplicate from one that came late. */
+  seen: Set<number> | undefined;
   /** Instance that owned the Socket.IO session (sid prefix), for the drain report. */
   instance: string | undefined;
   // Delivery since `track`:
   got: number;
   skipped: number;
-  dups: number;
+  /** Duplicates; with recovery also out of order and what its welcomes said. */
+  counts: RecoveryCounts;
   lastSeq: number;
   disconnected: boolean;
   movedFrom: string | undefined;
@@ -145,12 +152,21 @@ function onData(client: Client, data: Buffer): void {
   g.frames++;
   framesEver++;
   if (seq < trackFrom) return;
-  if (seq > client.lastSeq) {
+  if (client.seen?.has(seq)) {
+    client.counts.duplicates++;
+  } else if (seq > client.lastSeq) {
     if (seq > client.lastSeq + 1) client.skipped += seq - client.lastSeq - 1;
     client.got++;
     client.lastSeq = seq;
+    client.seen?.add(seq);
+  } else if (client.seen) {
+    // Jumped over earlier, here now: late, not lost.
+    client.seen.add(seq);
+    client.got++;
+    client.skipped--;
+    client.counts.outOfOrder++;
   } else {
-    client.dups++;
+    client.counts.duplicates++;
   }
   if (!completion) return;
   let s = seqs.get(seq);
@@ -214,6 +230,14 @@ function open(client: Client, order: Pick<ConnectOrder, "idPrefix" | "timeoutMs"
         timeoutMs: order.timeoutMs,
         onRaw: (data) => onData(client, data),
         onClose,
+        ...(client.place
+          ? {
+              place: client.place,
+              onWelcome: (w: WelcomeInfo, resumed: boolean) => {
+                if (resumed) countResume(client.counts, w);
+              },
+            }
+          : {}),
       });
       client.conn = c;
       c.ready.then(
@@ -276,9 +300,13 @@ function scheduleReconnect(client: Client, order: Pick<ConnectOrder, "idPrefix" 
 }
 
 /** A client record, in `clients` (not connected yet: `open()` it). */
-function newClient(o: Pick<Client, "groupName" | "kind" | "mode" | "index" | "url" | "localAddress" | "reconnect">): Client {
+function newClient(o: Pick<Client, "groupName" | "kind" | "mode" | "index" | "url" | "localAddress" | "reconnect"> & { recover: boolean }): Client {
+  const { recover, ...rest } = o;
   const client: Client = {
-    ...o,
+    ...rest,
+    place: recover && o.kind === "sio" ? new Place() : undefined,
+    seen: undefined,
+    counts: noRecoveryCounts(),
     group: groupNamed(o.groupName),
     closing: false,
     conn: undefined,
@@ -286,7 +314,6 @@ function newClient(o: Pick<Client, "groupName" | "kind" | "mode" | "index" | "ur
     instance: undefined,
     got: 0,
     skipped: 0,
-    dups: 0,
     lastSeq: -1,
     disconnected: false,
     movedFrom: undefined,
@@ -323,6 +350,7 @@ async function connect(order: ConnectOrder): Promise<ConnectResult> {
           url: order.urls[index % order.urls.length]!,
           localAddress: sourceAddress(order, index),
           reconnect: order.reconnect,
+          recover: order.recover ?? false,
         });
         inflight++;
         connecting++;
@@ -429,7 +457,7 @@ async function flood(order: FloodOrder): Promise<FloodResult> {
   const t0 = performance.now();
   const deadline = t0 + order.durationMs;
   for (let index = 0; performance.now() < deadline; index++) {
-    const client = newClient({ groupName: order.group, kind: order.kind, mode: "idle", index, url: order.url, localAddress: undefined, reconnect: false });
+    const client = newClient({ groupName: order.group, kind: order.kind, mode: "idle", index, url: order.url, localAddress: undefined, reconnect: false, recover: false });
     const opened = await open(client, { idPrefix: order.group, timeoutMs: Math.min(order.timeoutMs, Math.max(100, deadline - performance.now())) });
     if (opened !== true) {
       client.closing = true;
@@ -507,10 +535,12 @@ function stats(reset: boolean, group?: string): Stats {
   return s;
 }
 
+const emptyBucket = (): DeliveryBucket => ({ clients: 0, received: 0, skipped: 0, sumLastSeq: 0, ...noRecoveryCounts() });
+
 function delivery(group?: string): Delivery {
   const d: Delivery = {
-    stayed: { clients: 0, received: 0, skipped: 0, duplicates: 0, sumLastSeq: 0 },
-    moved: { clients: 0, received: 0, skipped: 0, duplicates: 0, sumLastSeq: 0 },
+    stayed: emptyBucket(),
+    moved: emptyBucket(),
     movedFrom: {},
     reconnects,
     reconnectFailures,
@@ -527,8 +557,8 @@ function delivery(group?: string): Delivery {
     bucket.clients++;
     bucket.received += c.got;
     bucket.skipped += c.skipped;
-    bucket.duplicates += c.dups;
     bucket.sumLastSeq += c.lastSeq;
+    addRecoveryCounts(bucket, c.counts);
     if (c.disconnected) d.movedFrom[c.movedFrom ?? "?"] = (d.movedFrom[c.movedFrom ?? "?"] ?? 0) + 1;
   }
   return d;
@@ -542,7 +572,8 @@ function track(fromSeq: number, withCompletion: boolean, group?: string): void {
     if (group !== undefined && c.groupName !== group) continue;
     c.got = 0;
     c.skipped = 0;
-    c.dups = 0;
+    c.counts = noRecoveryCounts();
+    c.seen = c.place ? new Set() : undefined;
     c.lastSeq = fromSeq - 1;
     c.disconnected = false;
     c.movedFrom = undefined;

@@ -1,4 +1,5 @@
 import { isInterrupted } from "../../harness/processes.js";
+import { addRecoveryCounts, noRecoveryCounts, type RecoveryCounts } from "../../harness/rolling-restart.js";
 import type { StackEvent } from "../../harness/stack.js";
 import { sleep } from "../../harness/timeouts.js";
 import { nowUs } from "../lib/clock.js";
@@ -26,17 +27,32 @@ export interface DrainResult {
    * last of them arrived (the wait is 15 s at most).
    */
   stayed: { clients: number; lost: number; notArrived: number; lastArrivedAfterMs: number; duplicates: number };
-  /** Clients of the drained instance: closed at the deadline, reconnected through nginx. */
-  moved: { clients: number; lostWhileAway: number; duplicates: number; from: Record<string, number> };
+  /**
+   * Clients of the drained instance: closed at the deadline, reconnected
+   * through nginx, sending their last offset and epoch (recovery). `missed`:
+   * published since tracking began and never received, replays included;
+   * `outOfOrder`: received after a later one; `resumes`: reconnects that sent
+   * an offset, `recovered`/`notRecovered` what their welcomes said,
+   * `replayed` the broadcasts the welcomes announced.
+   */
+  moved: RecoveryCounts & { clients: number; missed: number; from: Record<string, number> };
   reconnectWave: { reconnects: number; failedAttempts: number; errors: Record<string, number>; durationMs: number | undefined; time: LatencySummary };
   openAtEnd: number;
   pendingReconnectsAtEnd: number;
 }
 
+/** Just the recovery counts of a bucket. */
+function recoveryCountsOf(from: RecoveryCounts): RecoveryCounts {
+  const out = noRecoveryCounts();
+  addRecoveryCounts(out, from);
+  return out;
+}
+
 /**
  * Drain under load: clients through nginx (they reconnect like
- * socket.io-client: 0.5–1.5 s, doubling), a publisher on ws1 directly, then
- * ws2 is drained and replaced (stack.restartInstance) while broadcasts flow.
+ * socket.io-client: 0.5–1.5 s, doubling, sending their last offset and epoch),
+ * a publisher on ws1 directly, then ws2 is drained and replaced
+ * (stack.restartInstance) while broadcasts flow.
  */
 export async function runDrain(ctx: Ctx, host: ClusterHost): Promise<DrainResult> {
   const { opts, fleet, progress } = ctx;
@@ -44,7 +60,7 @@ export async function runDrain(ctx: Ctx, host: ClusterHost): Promise<DrainResult
   const drainIndex = 1;
   const events: { e: StackEvent; us: number }[] = [];
   const off = host.onEvent((e) => events.push({ e, us: nowUs() }));
-    let publisher: Publisher | undefined;
+  let publisher: Publisher | undefined;
   let timer: NodeJS.Timeout | undefined;
   try {
     progress.phase(`drain: connecting ${opts.drainClients} clients through nginx`, () => `${fleet.live.open} open, ${fleet.live.failed} failed`);
@@ -58,6 +74,7 @@ export async function runDrain(ctx: Ctx, host: ClusterHost): Promise<DrainResult
       concurrency: 200,
       spreadAfter: opts.spreadAfter,
       reconnect: true,
+      recover: true,
       idPrefix: "drain",
       timeoutMs: 15_000,
     });
@@ -99,12 +116,13 @@ export async function runDrain(ctx: Ctx, host: ClusterHost): Promise<DrainResult
     clearInterval(timer);
     timer = undefined;
     const published = lastSeq - firstSeq + 1;
-    // The last broadcasts may still be on their way (queues behind the reconnect wave):
-    // wait until every client that stayed has the last one, or 15 s.
+    // The last broadcasts may still be on their way (queues behind the reconnect wave, replays):
+    // wait until every client that stayed has the last one and every moved one has them all, or 15 s.
     progress.phase("drain: waiting for the last broadcasts to arrive", status);
     const stopped = performance.now();
     let d = await fleet.delivery("drain");
-    while (performance.now() - stopped < 15_000 && !isInterrupted() && d.stayed.sumLastSeq < d.stayed.clients * lastSeq) {
+    const arrived = () => d.stayed.sumLastSeq >= d.stayed.clients * lastSeq && d.moved.received >= d.moved.clients * published;
+    while (performance.now() - stopped < 15_000 && !isInterrupted() && !arrived()) {
       await sleep(100);
       d = await fleet.delivery("drain");
     }
@@ -129,7 +147,7 @@ export async function runDrain(ctx: Ctx, host: ClusterHost): Promise<DrainResult
         lastArrivedAfterMs: tailMs,
         duplicates: d.stayed.duplicates,
       },
-      moved: { clients: d.moved.clients, lostWhileAway: d.moved.clients * published - d.moved.received, duplicates: d.moved.duplicates, from: d.movedFrom },
+      moved: { clients: d.moved.clients, missed: d.moved.clients * published - d.moved.received, ...recoveryCountsOf(d.moved), from: d.movedFrom },
       reconnectWave: {
         reconnects: d.reconnects,
         failedAttempts: d.reconnectFailures,
@@ -141,7 +159,7 @@ export async function runDrain(ctx: Ctx, host: ClusterHost): Promise<DrainResult
       pendingReconnectsAtEnd: d.pendingReconnects,
     };
     progress.log(
-      `  drain: ${drained.id} drained in ${result.drainMs} ms; ${result.moved.clients} clients moved (wave ${result.reconnectWave.durationMs} ms, p99 ${result.reconnectWave.time.p99} ms); lost by clients that stayed: ${result.stayed.lost} (${result.stayed.notArrived} not arrived after ${result.stayed.lastArrivedAfterMs} ms)`,
+      `  drain: ${drained.id} drained in ${result.drainMs} ms; ${result.moved.clients} clients moved (wave ${result.reconnectWave.durationMs} ms, p99 ${result.reconnectWave.time.p99} ms); lost by clients that stayed: ${result.stayed.lost} (${result.stayed.notArrived} not arrived after ${result.stayed.lastArrivedAfterMs} ms); moved clients missed ${result.moved.missed}, duplicates ${result.moved.duplicates}, out of order ${result.moved.outOfOrder}, resumes ${result.moved.resumes} (recovered ${result.moved.recovered}, not ${result.moved.notRecovered})`,
     );
     return result;
   } finally {

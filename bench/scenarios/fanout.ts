@@ -243,7 +243,8 @@ export async function runFanout(
 
     if (opts.profile) {
       const size = opts.sizes[opts.sizes.length - 1]!;
-      for (const lane of lanes) {
+      // History off is there for its frames a second beside sio-1, not for a profile of its own.
+      for (const lane of lanes.filter((l) => !l.target.name.endsWith("-nohist"))) {
         if (isInterrupted()) throw new Interrupted();
         const inspectors = pickProfiled(lane.target);
         if (inspectors.length === 0) continue;
