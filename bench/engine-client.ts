@@ -88,7 +88,11 @@ export class EngineClient {
     });
     this.ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        const where = this.sid ? `Engine.IO session open on ${this.sid.split(".")[0]}` : this.ws.readyState === WebSocket.OPEN ? "no Engine.IO open packet" : "WebSocket not open";
+        const where = this.sid
+          ? `Engine.IO session open on ${this.sid.split(".")[0]}`
+          : this.ws.readyState === WebSocket.OPEN
+            ? "no Engine.IO open packet"
+            : "WebSocket not open";
         this.#fail(new Error(`timeout waiting for the namespace to connect (${where})`));
       }, opts.timeoutMs ?? 10_000);
       this.#settle = (err) => {

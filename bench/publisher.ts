@@ -24,7 +24,11 @@ export class Publisher {
     if (kind === "sio") {
       const c = new EngineClient(baseUrl, { auth: { clientId: `bench-publisher-${process.pid}-${Date.now()}` } });
       await c.ready;
-      return new Publisher((text) => c.emit("message", text), () => c.close(), payloadBytes);
+      return new Publisher(
+        (text) => c.emit("message", text),
+        () => c.close(),
+        payloadBytes,
+      );
     }
     const url = `${baseUrl.replace(/^http/, "ws")}${kind === "ws" ? "/ws" : "/"}`;
     const ws = new WebSocket(url, { perMessageDeflate: false });
@@ -33,7 +37,11 @@ export class Publisher {
       ws.once("error", reject);
     });
     ws.on("error", () => undefined);
-    return new Publisher((text) => ws.readyState === ws.OPEN && ws.send(text), () => ws.terminate(), payloadBytes);
+    return new Publisher(
+      (text) => ws.readyState === ws.OPEN && ws.send(text),
+      () => ws.terminate(),
+      payloadBytes,
+    );
   }
 
   /** Publishes broadcast `seq`; answers its publish time (µs since the shared epoch). */

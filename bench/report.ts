@@ -189,7 +189,8 @@ export function figures(r: RunResults): Figure[] {
   });
   out.push(historyFigure(r, "sio-1", "sio-1-nohist", "1 instance"));
   // The Redis path (opt-in target: a stack of its own).
-  if (r.fanout.some((c) => c.target === "sio-4-direct-nohist")) out.push(historyFigure(r, "sio-4-direct", "sio-4-direct-nohist", "4 instances + Redis, direct"));
+  if (r.fanout.some((c) => c.target === "sio-4-direct-nohist"))
+    out.push(historyFigure(r, "sio-4-direct", "sio-4-direct-nohist", "4 instances + Redis, direct"));
   const cluster = ratio(r, "sio-4-nginx", "sio-1");
   out.push({
     name: "4 instances via nginx ÷ 1 instance direct (Socket.IO)",
@@ -319,14 +320,33 @@ function abuseFigures(r: RunResults): Figure[] {
       goal: `≤ ${ABUSE_RSS_GOAL_MIB} MB`,
       reference: "",
       met: mib === undefined ? undefined : mib <= ABUSE_RSS_GOAL_MIB,
-      basis: ping ? `VmRSS every 100 ms, most during the flood − just before${ping.rss.length > 1 ? `, the instance that grew most of ${ping.rss.length}` : ""}` : "",
+      basis: ping
+        ? `VmRSS every 100 ms, most during the flood − just before${ping.rss.length > 1 ? `, the instance that grew most of ${ping.rss.length}` : ""}`
+        : "",
     });
   }
   return out;
 }
 
 function abuseRows(r: RunResults): { header: string[]; rows: string[][] } {
-  const header = ["target", "phase", "s", "p50 ms", "p99 ms", "×base", "delivered", "abuser sent", "conns", "closed", "accepted", "refused", "cut", "status", "RSS +MiB", "CPU srv %"];
+  const header = [
+    "target",
+    "phase",
+    "s",
+    "p50 ms",
+    "p99 ms",
+    "×base",
+    "delivered",
+    "abuser sent",
+    "conns",
+    "closed",
+    "accepted",
+    "refused",
+    "cut",
+    "status",
+    "RSS +MiB",
+    "CPU srv %",
+  ];
   const rows = r.abuse.flatMap((c) => {
     const base = abusePhase(c, "baseline")?.probe.latency.p99;
     return c.phases.map((p) => [
@@ -370,7 +390,23 @@ function md(header: string[], rows: string[][], left: number[] = [0]): string {
 }
 
 function fanoutRows(r: RunResults): { header: string[]; rows: string[][] } {
-  const header = ["target", "clients", "frames/s", "×base", "frames/CPU-s", "×base", "p50 ms", "p99 ms", "max ms", "done p50", "done p99", "p99/floor", "CPU srv %", "CPU gen %", "lost"];
+  const header = [
+    "target",
+    "clients",
+    "frames/s",
+    "×base",
+    "frames/CPU-s",
+    "×base",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "done p50",
+    "done p99",
+    "p99/floor",
+    "CPU srv %",
+    "CPU gen %",
+    "lost",
+  ];
   const rows = r.fanout.map((c) => {
     const base = cell(r, "raw", c.clients);
     const floor = floorMs(r, c.clients);
@@ -400,7 +436,8 @@ function fanoutRows(r: RunResults): { header: string[]; rows: string[][] } {
 export function renderConsole(r: RunResults): string {
   const parts: string[] = [];
   parts.push(`ws-broadcast-service bench (${r.preset}), ${r.startedAt}, ${round(r.durationSec, 0)} s, ${r.machine.cores} cores, node ${r.machine.node}`);
-  if (r.machine.busy.length > 0) parts.push(`NOTE: the machine was busy during the run (${r.machine.busy.join("; ")}): absolute figures are noisy, compare the ratios.`);
+  if (r.machine.busy.length > 0)
+    parts.push(`NOTE: the machine was busy during the run (${r.machine.busy.join("; ")}): absolute figures are noisy, compare the ratios.`);
   if (r.fanout.length > 0) {
     const { header, rows } = fanoutRows(r);
     parts.push("\nFan-out: frames/s saturated; latency publish→receipt, paced (ms); done = publish→last receiver (ms)");
@@ -411,7 +448,18 @@ export function renderConsole(r: RunResults): string {
     parts.push(
       table(
         ["target", "clients", "rate/s", "sent", "answered", "errors", "p50 ms", "p99 ms", "max ms", "CPU srv %"],
-        r.echo.map((e) => [e.target, n0(e.connected), n0(e.ratePerSec), n0(e.sent), n0(e.answered), n0(e.errors), f(e.rtt.p50), f(e.rtt.p99), f(e.rtt.max), f(cpuServer(e.cpu), 0)]),
+        r.echo.map((e) => [
+          e.target,
+          n0(e.connected),
+          n0(e.ratePerSec),
+          n0(e.sent),
+          n0(e.answered),
+          n0(e.errors),
+          f(e.rtt.p50),
+          f(e.rtt.p99),
+          f(e.rtt.max),
+          f(cpuServer(e.cpu), 0),
+        ]),
       ),
     );
   }
@@ -420,7 +468,14 @@ export function renderConsole(r: RunResults): string {
     parts.push(
       table(
         ["target", "transport", "clients", "RSS/conn KiB", "heap/conn KiB", "external/conn KiB"],
-        r.memory.map((m) => [m.target, m.transport, n0(m.connected), f(m.rssPerConnection / KIB, 1), f(m.heapPerConnection / KIB, 1), f(m.externalPerConnection / KIB, 1)]),
+        r.memory.map((m) => [
+          m.target,
+          m.transport,
+          n0(m.connected),
+          f(m.rssPerConnection / KIB, 1),
+          f(m.heapPerConnection / KIB, 1),
+          f(m.externalPerConnection / KIB, 1),
+        ]),
       ),
     );
   }
@@ -429,7 +484,13 @@ export function renderConsole(r: RunResults): string {
       `\nConnection ramp, ${r.ramp.target} (ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}; held without errors ${n0(r.ramp.heldWithoutErrors)})`,
     );
     const ng = Object.entries(r.ramp.nginxErrors ?? {}).sort((a, b) => b[1] - a[1]);
-    if (ng.length > 0) parts.push(`  nginx error.log: ${ng.slice(0, 4).map(([k, v]) => `${v}× ${k}`).join("; ")}`);
+    if (ng.length > 0)
+      parts.push(
+        `  nginx error.log: ${ng
+          .slice(0, 4)
+          .map(([k, v]) => `${v}× ${k}`)
+          .join("; ")}`,
+      );
     parts.push(
       table(
         ["phase", "rate/s", "done/s", "opened", "failed", "p50 ms", "p99 ms", "open"],
@@ -468,8 +529,20 @@ export function renderConsole(r: RunResults): string {
   }
   for (const p of r.profiles) {
     parts.push(`\nCPU profile ${p.target} / ${p.process} (${n0(p.clients)} clients, saturated; busy ${p.summary.busyPercent}% of samples): by area`);
-    parts.push("  " + p.summary.byArea.slice(0, 8).map((a) => `${a.area} ${a.percent}%`).join(", "));
-    parts.push(table(["self %", "function", "where"], p.summary.top.slice(0, 8).map((l) => [f(l.percent, 1), l.name, l.where]), ["r", "l", "l"]));
+    parts.push(
+      "  " +
+        p.summary.byArea
+          .slice(0, 8)
+          .map((a) => `${a.area} ${a.percent}%`)
+          .join(", "),
+    );
+    parts.push(
+      table(
+        ["self %", "function", "where"],
+        p.summary.top.slice(0, 8).map((l) => [f(l.percent, 1), l.name, l.where]),
+        ["r", "l", "l"],
+      ),
+    );
   }
   if (r.errors.length > 0) {
     parts.push("\nErrors");
@@ -518,15 +591,26 @@ export function renderMarkdown(r: RunResults): string {
   L.push(
     `Run ${r.startedAt}, ${round(r.durationSec, 0)} s; ${r.machine.cores} cores, node ${r.machine.node}, fd limit ${r.machine.fdLimit}; load average ${f(r.machine.load1AtStart)} at start, ${f(r.machine.load1AtEnd)} at end; generator: ${r.machine.generatorChildren} processes, room for ${n0(r.machine.generatorCapacity)} connections.`,
   );
-  if (r.machine.busy.length > 0) L.push(`\n**The machine was busy** (${r.machine.busy.join("; ")}): absolute figures are noisy; the ratios, measured side by side in this run, are what to compare.`);
+  if (r.machine.busy.length > 0)
+    L.push(
+      `\n**The machine was busy** (${r.machine.busy.join("; ")}): absolute figures are noisy; the ratios, measured side by side in this run, are what to compare.`,
+    );
   if (r.interrupted) L.push("\n**Interrupted**: partial results.");
   L.push("");
   L.push("Everything runs on this one machine: servers, Redis, nginx, the load generator (several processes) and the publisher share its cores.");
-  L.push("Publishing goes through each target's own client path: a text frame on the baseline and on `/ws`, a Socket.IO `message` event (no ack) on Socket.IO, the same transport the receivers use. POST /broadcast-to-all is not used.");
+  L.push(
+    "Publishing goes through each target's own client path: a text frame on the baseline and on `/ws`, a Socket.IO `message` event (no ack) on Socket.IO, the same transport the receivers use. POST /broadcast-to-all is not used.",
+  );
   L.push("");
   L.push("## Figures");
   L.push("");
-  L.push(md(["figure", "measured", "goal", "reference", "met", "basis"], figures(r).map((x) => [x.name, x.display, x.goal, x.reference, x.met === undefined ? "" : x.met ? "yes" : "**no**", x.basis]), [0, 1, 2, 3, 4, 5]));
+  L.push(
+    md(
+      ["figure", "measured", "goal", "reference", "met", "basis"],
+      figures(r).map((x) => [x.name, x.display, x.goal, x.reference, x.met === undefined ? "" : x.met ? "yes" : "**no**", x.basis]),
+      [0, 1, 2, 3, 4, 5],
+    ),
+  );
   L.push("");
   L.push("## Targets");
   L.push("");
@@ -563,7 +647,12 @@ export function renderMarkdown(r: RunResults): string {
     if (failures.length > 0) {
       L.push("");
       L.push("Connect failures:");
-      for (const c of failures) L.push(`- ${c.target} @${c.clients}: ${c.connectFailed} (${Object.entries(c.connectErrors).map(([k, v]) => `${v}× ${k}`).join("; ")})`);
+      for (const c of failures)
+        L.push(
+          `- ${c.target} @${c.clients}: ${c.connectFailed} (${Object.entries(c.connectErrors)
+            .map(([k, v]) => `${v}× ${k}`)
+            .join("; ")})`,
+        );
     }
   }
   if (r.echo.length > 0) {
@@ -619,7 +708,9 @@ export function renderMarkdown(r: RunResults): string {
   const grown = r.memory.filter((m) => m.heapGrowth);
   if (grown.length > 0) {
     L.push("");
-    L.push("Where the heap per idle connection goes: two heap snapshots (V8 collects garbage first) around the idle clients, self size by constructor, per connection:");
+    L.push(
+      "Where the heap per idle connection goes: two heap snapshots (V8 collects garbage first) around the idle clients, self size by constructor, per connection:",
+    );
     for (const m of grown) {
       L.push("");
       L.push(`${m.target} (${m.transport}), ${n0(m.heapGrowth!.clients)} clients:`);
@@ -627,7 +718,9 @@ export function renderMarkdown(r: RunResults): string {
       L.push(
         md(
           ["what", "bytes/conn", "count/conn"],
-          m.heapGrowth!.rows.filter((x) => x.bytesPerConnection >= 8).map((x) => [`\`${x.what.replace(/[|`]/g, " ")}\``, f(x.bytesPerConnection, 0), f(x.countPerConnection, 2)]),
+          m
+            .heapGrowth!.rows.filter((x) => x.bytesPerConnection >= 8)
+            .map((x) => [`\`${x.what.replace(/[|`]/g, " ")}\``, f(x.bytesPerConnection, 0), f(x.countPerConnection, 2)]),
         ),
       );
     }
@@ -643,13 +736,30 @@ export function renderMarkdown(r: RunResults): string {
     L.push(
       md(
         ["phase", "rate/s", "done/s", "attempted", "opened", "failed", "p50 ms", "p99 ms", "max ms", "open after"],
-        r.ramp.steps.map((s) => [s.phase, n0(s.ratePerSec), n0(s.achievedPerSec), n0(s.attempted), n0(s.opened), n0(s.failed), f(s.connect.p50), f(s.connect.p99), f(s.connect.max), n0(s.open)]),
+        r.ramp.steps.map((s) => [
+          s.phase,
+          n0(s.ratePerSec),
+          n0(s.achievedPerSec),
+          n0(s.attempted),
+          n0(s.opened),
+          n0(s.failed),
+          f(s.connect.p50),
+          f(s.connect.p99),
+          f(s.connect.max),
+          n0(s.open),
+        ]),
       ),
     );
     const errs = r.ramp.steps.flatMap((s) => Object.entries(s.errors).map(([k, v]) => `${v}× ${k} (at ${s.ratePerSec}/s)`));
     if (errs.length > 0) L.push(`\nClient errors: ${errs.join("; ")}`);
     const ng = Object.entries(r.ramp.nginxErrors ?? {}).sort((a, b) => b[1] - a[1]);
-    if (ng.length > 0) L.push(`\nnginx error.log: ${ng.slice(0, 6).map(([k, v]) => `${v}× \`${k}\``).join("; ")}`);
+    if (ng.length > 0)
+      L.push(
+        `\nnginx error.log: ${ng
+          .slice(0, 6)
+          .map(([k, v]) => `${v}× \`${k}\``)
+          .join("; ")}`,
+      );
   }
   if (r.drain) {
     const d = r.drain;
@@ -669,14 +779,28 @@ export function renderMarkdown(r: RunResults): string {
           ["broadcasts published", n0(d.published)],
           ["clients that stayed connected", n0(d.stayed.clients)],
           ["messages lost by them (skipped: a later one arrived)", n0(d.stayed.lost)],
-          ["…still missing at the end (late, or lost at the tail)", `${n0(d.stayed.notArrived)} (waited ${d.stayed.lastArrivedAfterMs} ms after the last publish)`],
+          [
+            "…still missing at the end (late, or lost at the tail)",
+            `${n0(d.stayed.notArrived)} (waited ${d.stayed.lastArrivedAfterMs} ms after the last publish)`,
+          ],
           ["duplicates they saw", n0(d.stayed.duplicates)],
-          ["clients moved (reconnect wave size)", `${n0(d.moved.clients)} (from ${Object.entries(d.moved.from).map(([k, v]) => `${k}: ${v}`).join(", ")})`],
+          [
+            "clients moved (reconnect wave size)",
+            `${n0(d.moved.clients)} (from ${Object.entries(d.moved.from)
+              .map(([k, v]) => `${k}: ${v}`)
+              .join(", ")})`,
+          ],
           ["reconnect wave duration (first drop → last reconnect)", `${d.reconnectWave.durationMs ?? "–"} ms`],
           ["time to reconnect p50 / p99 / max", `${f(d.reconnectWave.time.p50)} / ${f(d.reconnectWave.time.p99)} / ${f(d.reconnectWave.time.max)} ms`],
           [
             "failed reconnect attempts (retried)",
-            `${n0(d.reconnectWave.failedAttempts)}${Object.keys(d.reconnectWave.errors).length ? ` (${Object.entries(d.reconnectWave.errors).map(([k, v]) => `${v}× ${k.replace(/\|/g, "/")}`).join("; ")})` : ""}`,
+            `${n0(d.reconnectWave.failedAttempts)}${
+              Object.keys(d.reconnectWave.errors).length
+                ? ` (${Object.entries(d.reconnectWave.errors)
+                    .map(([k, v]) => `${v}× ${k.replace(/\|/g, "/")}`)
+                    .join("; ")})`
+                : ""
+            }`,
           ],
           ["moved clients: messages missed (replays included)", n0(d.moved.missed)],
           ["moved clients: duplicates / out of order", `${n0(d.moved.duplicates)} / ${n0(d.moved.outOfOrder)}`],
@@ -695,14 +819,24 @@ export function renderMarkdown(r: RunResults): string {
     L.push("");
     L.push("## CPU profiles (saturated fan-out at the largest size)");
     L.push("");
-    L.push("Taken over the inspector (Profiler.start/stop around one extra saturated phase, 250 µs sampling), saved as `profiles/<target>-<process>.cpuprofile` (open in Chrome DevTools or speedscope). Self time, idle excluded.");
+    L.push(
+      "Taken over the inspector (Profiler.start/stop around one extra saturated phase, 250 µs sampling), saved as `profiles/<target>-<process>.cpuprofile` (open in Chrome DevTools or speedscope). Self time, idle excluded.",
+    );
     for (const p of r.profiles) {
       L.push("");
-      L.push(`### ${p.target} / ${p.process}: ${n0(p.clients)} clients, ${n0(p.framesPerSec)} frames/s while profiled, busy ${p.summary.busyPercent}% of samples`);
+      L.push(
+        `### ${p.target} / ${p.process}: ${n0(p.clients)} clients, ${n0(p.framesPerSec)} frames/s while profiled, busy ${p.summary.busyPercent}% of samples`,
+      );
       L.push("");
       L.push(`By area: ${p.summary.byArea.map((a) => `${a.area} ${a.percent}%`).join(", ")}`);
       L.push("");
-      L.push(md(["self %", "self ms", "function", "where"], p.summary.top.map((l) => [f(l.percent, 1), f(l.selfMs, 1), `\`${l.name}\``, `\`${l.where}\``]), [2, 3]));
+      L.push(
+        md(
+          ["self %", "self ms", "function", "where"],
+          p.summary.top.map((l) => [f(l.percent, 1), f(l.selfMs, 1), `\`${l.name}\``, `\`${l.where}\``]),
+          [2, 3],
+        ),
+      );
     }
   }
   if (r.errors.length > 0) {
@@ -731,7 +865,9 @@ function renderAbuse(r: RunResults, L: string[]): void {
       "On `sio-4-nginx` everyone (receivers, probe and abuser) connects through nginx from 127.0.0.1, which nginx.conf exempts from its per-address limits (limit_conn, limit_req on new sessions): the figures are the instances' own limits, not nginx's. An abuser from any other address would also meet nginx's limits.",
     );
   }
-  const overcounted = r.abuse.flatMap((c) => c.phases.filter((p) => p.abuser && (p.server.disconnects ?? 0) > p.abuser.connects).map((p) => `${c.target} ${p.phase}`));
+  const overcounted = r.abuse.flatMap((c) =>
+    c.phases.filter((p) => p.abuser && (p.server.disconnects ?? 0) > p.abuser.connects).map((p) => `${c.target} ${p.phase}`),
+  );
   if (overcounted.length > 0) {
     L.push("");
     L.push(
@@ -740,7 +876,12 @@ function renderAbuse(r: RunResults, L: string[]): void {
   }
   if (r.abuse.some((c) => !c.limitMetrics)) {
     L.push("");
-    L.push(`No wbs_rate_limited_total on ${r.abuse.filter((c) => !c.limitMetrics).map((c) => `\`${c.target}\``).join(", ")}: a server without the rate limit (refused and cut are n/a).`);
+    L.push(
+      `No wbs_rate_limited_total on ${r.abuse
+        .filter((c) => !c.limitMetrics)
+        .map((c) => `\`${c.target}\``)
+        .join(", ")}: a server without the rate limit (refused and cut are n/a).`,
+    );
   }
   L.push("");
   L.push(
@@ -753,7 +894,31 @@ function renderAbuse(r: RunResults, L: string[]): void {
   L.push("");
   L.push(
     md(
-      ["target", "phase", "s", "probe sent", "delivered", "p50 ms", "p99 ms", "max ms", "p99 ×base", "tail ms", "receiver drops", "abuser sent", "abuser connections", "connect failures", "closed by server (close code)", "accepted", "refused", "cut", "status", "RSS before MiB", "RSS +max MiB", "log records", "CPU by process"],
+      [
+        "target",
+        "phase",
+        "s",
+        "probe sent",
+        "delivered",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "p99 ×base",
+        "tail ms",
+        "receiver drops",
+        "abuser sent",
+        "abuser connections",
+        "connect failures",
+        "closed by server (close code)",
+        "accepted",
+        "refused",
+        "cut",
+        "status",
+        "RSS before MiB",
+        "RSS +max MiB",
+        "log records",
+        "CPU by process",
+      ],
       r.abuse.flatMap((c) => {
         const base = abusePhase(c, "baseline")?.probe.latency.p99;
         return c.phases.map((p) => [
@@ -770,8 +935,20 @@ function renderAbuse(r: RunResults, L: string[]): void {
           n0(p.drops),
           p.abuser ? n0(p.abuser.sent) : "",
           p.abuser ? n0(p.abuser.connects) : "",
-          p.abuser ? `${n0(p.abuser.connectFailures)}${Object.keys(p.abuser.connectErrors).length ? ` (${Object.entries(p.abuser.connectErrors).map(([k, v]) => `${v}× ${k.replace(/\|/g, "/")}`).join("; ")})` : ""}` : "",
-          p.abuser ? Object.entries(p.abuser.closedByServer).map(([k, v]) => `${v}× ${k}`).join(", ") || "0" : "",
+          p.abuser
+            ? `${n0(p.abuser.connectFailures)}${
+                Object.keys(p.abuser.connectErrors).length
+                  ? ` (${Object.entries(p.abuser.connectErrors)
+                      .map(([k, v]) => `${v}× ${k.replace(/\|/g, "/")}`)
+                      .join("; ")})`
+                  : ""
+              }`
+            : "",
+          p.abuser
+            ? Object.entries(p.abuser.closedByServer)
+                .map(([k, v]) => `${v}× ${k}`)
+                .join(", ") || "0"
+            : "",
           p.abuser ? na(p.server.accepted) : "",
           p.abuser ? na(p.server.refused) : "",
           p.abuser ? na(p.server.disconnects) : "",

@@ -28,7 +28,11 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** An error message on one line: its lines joined, at most 600 characters. */
 const oneLine = (message: string): string => {
-  const text = message.split("\n").map((l) => l.trim()).filter(Boolean).join(" | ");
+  const text = message
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(" | ");
   return text.length > 600 ? `${text.slice(0, 599)}…` : text;
 };
 /** Descriptors a generator child keeps for itself (see worker.ts). */
@@ -171,7 +175,11 @@ async function main(): Promise<number> {
     const abuseHosts: [TargetName, string, () => Promise<Host>][] = [
       ["ws-1", "abuse: instance for /ws", () => startSingleInstance("ws-1", { inspect: false, defaultLimits: true })],
       ["sio-1", "abuse: instance for Socket.IO", () => startSingleInstance("sio-1", { inspect: false, defaultLimits: true })],
-      ["sio-4-nginx", "abuse: stack behind nginx", () => startClusterHost("sio-4-nginx", { inspect: false, defaultLimits: true, forcedShutdownSec: opts.drainForcedSec })],
+      [
+        "sio-4-nginx",
+        "abuse: stack behind nginx",
+        () => startClusterHost("sio-4-nginx", { inspect: false, defaultLimits: true, forcedShutdownSec: opts.drainForcedSec }),
+      ],
     ];
     const wantedAbuse = has("abuse") ? abuseHosts.filter(([t]) => wants(t)) : [];
     // Everything starts at once (the stacks take a while on 2 cores); the memory scenario

@@ -252,7 +252,10 @@ export async function startClusterHost(
       for (const line of text.split("\n")) {
         const m = /\[(\w+)\] \d+#\d+: (?:\*\d+ )?(.*?)(?:, client: .*)?$/.exec(line);
         if (!m || m[1] === "notice" || m[1] === "info") continue;
-        const key = `[${m[1]}] ${m[2]!.replace(/\d+\.\d+\.\d+\.\d+(:\d+)?/g, "<addr>").replace(/\(\d+: /, "(").slice(0, 140)}`;
+        const key = `[${m[1]}] ${m[2]!
+          .replace(/\d+\.\d+\.\d+\.\d+(:\d+)?/g, "<addr>")
+          .replace(/\(\d+: /, "(")
+          .slice(0, 140)}`;
         out[key] = (out[key] ?? 0) + 1;
       }
       return out;

@@ -13,7 +13,15 @@ import readline from "node:readline";
 import { parseArgs } from "node:util";
 import { type Socket, io } from "socket.io-client";
 import WebSocket from "ws";
-import type { DomainEvent, Ack as ServerAck, ClientToServerEvents, Notification, ServerToClientEvents, Welcome, WsServerFrame } from "ws-broadcast-service/protocol";
+import type {
+  DomainEvent,
+  Ack as ServerAck,
+  ClientToServerEvents,
+  Notification,
+  ServerToClientEvents,
+  Welcome,
+  WsServerFrame,
+} from "ws-broadcast-service/protocol";
 import { renderEcho, renderText, renderWelcome } from "../server/realtime/ws-frames.js";
 
 const USAGE = `usage: npm run client -- [url] [--ws] [--id ID] [--room R] [--json]

@@ -74,7 +74,9 @@ export async function startInstance(opts: {
       logs.push(record);
     },
   });
-  void child.ended.then((exit) => logs.close(new Error(`instance ${id} exited (${JSON.stringify(exit)}) before logging the expected line; output:\n${lastOutput()}`)));
+  void child.ended.then((exit) =>
+    logs.close(new Error(`instance ${id} exited (${JSON.stringify(exit)}) before logging the expected line; output:\n${lastOutput()}`)),
+  );
 
   const instance: InstanceProcess = {
     id,
@@ -93,7 +95,11 @@ export async function startInstance(opts: {
     lastOutput,
   };
   if (opts.waitForListening !== false) {
-    const healthy = () => fetch(`${instance.url}/healthz`, { signal: AbortSignal.timeout(500) }).then((r) => r.ok, () => false);
+    const healthy = () =>
+      fetch(`${instance.url}/healthz`, { signal: AbortSignal.timeout(500) }).then(
+        (r) => r.ok,
+        () => false,
+      );
     try {
       await poll(async () => logs.items.some((r) => r.msg === "listening") || (await healthy()), {
         timeoutMs: START_TIMEOUT_MS,

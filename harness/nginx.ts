@@ -94,9 +94,7 @@ export function renderNginxConf(source: string, basePort: number, tmpDir: string
 
   const tmp = tmpDir.replace(/\/+$/, "");
   if (/[\s;{}"'#$]/.test(tmp)) throw new Error(`tmpDir ${JSON.stringify(tmpDir)} cannot be used in nginx.conf unquoted`);
-  const tempPaths = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
-    .map((kind) => `    ${kind}_temp_path ${tmp}/${kind}_temp;`)
-    .join("\n");
+  const tempPaths = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((kind) => `    ${kind}_temp_path ${tmp}/${kind}_temp;`).join("\n");
 
   let out = "";
   let placed = false;
@@ -142,7 +140,12 @@ export interface NginxProcess {
  * accepts TCP connections on `port` itself. `onExit` hears of its exit,
  * `expected` false unless stop() asked for it.
  */
-export async function startNginx(o: { confPath: string; tmpDir: string; port: number; onExit: (exit: Exit, expected: boolean) => void }): Promise<NginxProcess> {
+export async function startNginx(o: {
+  confPath: string;
+  tmpDir: string;
+  port: number;
+  onExit: (exit: Exit, expected: boolean) => void;
+}): Promise<NginxProcess> {
   const errorLog = path.join(o.tmpDir, "error.log");
   const args = ["-c", o.confPath, "-e", errorLog];
   const globals = `pid ${path.join(o.tmpDir, "nginx.pid")};`;

@@ -32,7 +32,9 @@ export async function startRedis(opts: { port?: number; bin?: string } = {}): Pr
 
 /** redis-server in the foreground; resolves once it logs that it accepts connections (10 s at most). */
 async function launch(port: number, bin: string): Promise<Child> {
-  const child = spawnChild(bin, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"], { name: "redis-server" });
+  const child = spawnChild(bin, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"], {
+    name: "redis-server",
+  });
   try {
     await child.output.find((line) => line.includes("Ready to accept connections"), 10_000, "redis-server to be ready");
   } catch (err) {

@@ -49,7 +49,14 @@ try {
   console.log(JSON.stringify(report, null, 2));
   console.log(describeReport(report).join("\n"));
   // A SIGKILL fails the handshakes in flight on the instance (retried): only a drain must fail none.
-  if ((!kill && report.connectionFailures > 0) || report.missed > 0 || report.duplicates > 0 || report.outOfOrder > 0 || report.all.notRecovered > 0 || report.notReconnected > 0) {
+  if (
+    (!kill && report.connectionFailures > 0) ||
+    report.missed > 0 ||
+    report.duplicates > 0 ||
+    report.outOfOrder > 0 ||
+    report.all.notRecovered > 0 ||
+    report.notReconnected > 0
+  ) {
     exitCode = 1;
   }
 } finally {

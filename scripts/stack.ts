@@ -151,7 +151,9 @@ async function runStack(): Promise<void> {
   const rawPort = process.env.STACK_PORT?.trim() || "8080";
   const basePort = Number(rawPort);
   if (!/^\d+$/.test(rawPort) || basePort < 1 || basePort + INSTANCE_COUNT > 65535) {
-    process.stderr.write(`stack: STACK_PORT=${JSON.stringify(rawPort)} must be a port from 1 to ${65535 - INSTANCE_COUNT} (instances use the next ${INSTANCE_COUNT})\n`);
+    process.stderr.write(
+      `stack: STACK_PORT=${JSON.stringify(rawPort)} must be a port from 1 to ${65535 - INSTANCE_COUNT} (instances use the next ${INSTANCE_COUNT})\n`,
+    );
     process.exit(2);
   }
   const env: Record<string, string> = {};

@@ -66,10 +66,16 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
 
   const origins = createOriginPolicy(config);
   if (config.adminToken === undefined && !config.adminOpen && !isLoopbackHost(config.host)) {
-    log.warn({ host: config.host }, "admin endpoints disabled (POST /broadcast-to-all, GET /clients answer 403): set ADMIN_TOKEN, or ADMIN_OPEN=true on a trusted network");
+    log.warn(
+      { host: config.host },
+      "admin endpoints disabled (POST /broadcast-to-all, GET /clients answer 403): set ADMIN_TOKEN, or ADMIN_OPEN=true on a trusted network",
+    );
   }
   if (config.publicOrigins === undefined && !isLoopbackHost(config.host)) {
-    log.warn({ host: config.host }, "PUBLIC_ORIGINS is unset: browser pages are accepted from loopback origins only; set it to the origin(s) users load the page from");
+    log.warn(
+      { host: config.host },
+      "PUBLIC_ORIGINS is unset: browser pages are accepted from loopback origins only; set it to the origin(s) users load the page from",
+    );
   }
   const io = createIo(server, {
     config,
@@ -86,7 +92,12 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
       })
     : localBus<Envelope>();
   const limits = { maxEntries: config.historySize, ttlMs: config.historyTtlMs };
-  const history = config.historySize === 0 ? undefined : redis ? new RedisLog(redis, limits, log.child({ component: "history" }), () => metrics.clusterPublishesSkipped.inc()) : new MemoryLog(limits);
+  const history =
+    config.historySize === 0
+      ? undefined
+      : redis
+        ? new RedisLog(redis, limits, log.child({ component: "history" }), () => metrics.clusterPublishesSkipped.inc())
+        : new MemoryLog(limits);
   await history?.start();
   const domain = new BroadcastDomain({
     instanceId: config.instanceId,

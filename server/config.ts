@@ -97,13 +97,26 @@ const schema = z.object({
     .trim()
     .default("65536")
     .transform(Number)
-    .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(16, "must be at least 16").max(16 * 1024 * 1024, "must be at most 16 MiB")),
+    .pipe(
+      z
+        .number({ error: "must be a whole number" })
+        .int("must be a whole number")
+        .min(16, "must be at least 16")
+        .max(16 * 1024 * 1024, "must be at most 16 MiB"),
+    ),
   MAX_BUFFERED_BYTES: z
     .string()
     .trim()
     .optional()
     .transform((v) => (v === undefined ? undefined : Number(v)))
-    .pipe(z.number({ error: "must be a whole number" }).int("must be a whole number").min(0, "must be 0 or more").max(1024 * 1024 * 1024, "must be at most 1 GiB").optional()),
+    .pipe(
+      z
+        .number({ error: "must be a whole number" })
+        .int("must be a whole number")
+        .min(0, "must be 0 or more")
+        .max(1024 * 1024 * 1024, "must be at most 1 GiB")
+        .optional(),
+    ),
   CORS_ORIGINS: originList({ allowAny: true }),
   PUBLIC_ORIGINS: originList({ allowAny: false }),
   RATE_LIMIT_MESSAGES_PER_SEC: z
@@ -246,7 +259,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const maxBufferedBytes = c.MAX_BUFFERED_BYTES ?? Math.max(8 * 1024 * 1024, 4 * c.MAX_MESSAGE_BYTES);
   if (maxBufferedBytes !== 0 && maxBufferedBytes < c.MAX_MESSAGE_BYTES) {
     // Otherwise one message of the largest size would cut every client.
-    throw new ConfigError([`MAX_BUFFERED_BYTES=${JSON.stringify(env.MAX_BUFFERED_BYTES ?? "")} must be 0 (off) or at least MAX_MESSAGE_BYTES (${c.MAX_MESSAGE_BYTES})`]);
+    throw new ConfigError([
+      `MAX_BUFFERED_BYTES=${JSON.stringify(env.MAX_BUFFERED_BYTES ?? "")} must be 0 (off) or at least MAX_MESSAGE_BYTES (${c.MAX_MESSAGE_BYTES})`,
+    ]);
   }
   let auth: JwtConfig | undefined;
   if (c.AUTH_JWT_SECRET !== undefined && c.AUTH_JWT_PUBLIC_KEY !== undefined) {
@@ -262,7 +277,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       throw new ConfigError(["AUTH_JWT_SECRET must be at least 32 bytes"]);
     }
     auth = Object.freeze({
-      key: c.AUTH_JWT_SECRET !== undefined ? { kind: "secret" as const, secret: c.AUTH_JWT_SECRET } : { kind: "public" as const, pem: c.AUTH_JWT_PUBLIC_KEY as string },
+      key:
+        c.AUTH_JWT_SECRET !== undefined
+          ? { kind: "secret" as const, secret: c.AUTH_JWT_SECRET }
+          : { kind: "public" as const, pem: c.AUTH_JWT_PUBLIC_KEY as string },
       algorithm,
       issuer: c.AUTH_JWT_ISSUER,
       audience: c.AUTH_JWT_AUDIENCE,

@@ -21,7 +21,8 @@ export const ERRORS = {
   ADMIN_DISABLED: {
     status: 403,
     close: 1008,
-    message: () => "admin endpoints are disabled on a non-loopback address without ADMIN_TOKEN: set ADMIN_TOKEN (then send Authorization: Bearer <token>), or ADMIN_OPEN=true on a trusted network",
+    message: () =>
+      "admin endpoints are disabled on a non-loopback address without ADMIN_TOKEN: set ADMIN_TOKEN (then send Authorization: Bearer <token>), or ADMIN_OPEN=true on a trusted network",
   },
   RATE_LIMITED: { status: 429, close: 1008, message: (why?: string) => `rate limited: ${why}` },
   TOO_MANY_ROOMS: { status: 429, close: 1008, message: (limit?: string) => `too many rooms: at most ${limit} a connection` },

@@ -18,7 +18,8 @@ export const PRETTY_OPTIONS = {
  */
 export function createLogger(opts: { instance: string; level: string; pretty?: boolean; destination?: DestinationStream }): Logger {
   const destination =
-    opts.destination ?? (opts.pretty ? pretty({ ...PRETTY_OPTIONS, colorize: !process.env.NO_COLOR, sync: true, destination: 1 }) : pino.destination({ fd: 1, sync: true }));
+    opts.destination ??
+    (opts.pretty ? pretty({ ...PRETTY_OPTIONS, colorize: !process.env.NO_COLOR, sync: true, destination: 1 }) : pino.destination({ fd: 1, sync: true }));
   return pino(
     {
       level: opts.level,

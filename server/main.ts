@@ -13,7 +13,11 @@ try {
   process.exit(1);
 }
 
-const log = createLogger({ instance: config.instanceId, level: config.logLevel, pretty: (config.logFormat ?? (process.stdout.isTTY ? "pretty" : "json")) === "pretty" });
+const log = createLogger({
+  instance: config.instanceId,
+  level: config.logLevel,
+  pretty: (config.logFormat ?? (process.stdout.isTTY ? "pretty" : "json")) === "pretty",
+});
 
 // A signal may come before the app exists (while Redis connects): remember it.
 const pending: string[] = [];

@@ -14,7 +14,8 @@ const isStatus = (e: { event: string; args: unknown[] }) => e.event === "notific
 const isMessage = (text: string) => (e: { event: string; args: unknown[] }) => e.event === "message" && (e.args[0] as Message).text === text;
 
 /** A series of GET /metrics with one `transport` label; 0 while it is absent (a counter never incremented). */
-const metricOf = async (t: TestApp, name: string, transport: string): Promise<number> => metric(await readMetrics(t.url), `${name}{transport="${transport}"}`) ?? 0;
+const metricOf = async (t: TestApp, name: string, transport: string): Promise<number> =>
+  metric(await readMetrics(t.url), `${name}{transport="${transport}"}`) ?? 0;
 
 const broadcast = (t: TestApp, message: string) =>
   fetch(`${t.url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ message }) });
@@ -58,14 +59,27 @@ describe("abuse limits", function () {
       }
       expect(err).to.be.instanceOf(ConfigError);
       const problems = (err as ConfigError).problems.join("\n");
-      for (const name of ["RATE_LIMIT_MESSAGES_PER_SEC", "RATE_LIMIT_BURST", "RATE_LIMIT_DISCONNECT_AFTER", "STATUS_INTERVAL_SEC", "MAX_ROOMS_PER_CONNECTION", "MAX_CONNECTIONS"]) {
+      for (const name of [
+        "RATE_LIMIT_MESSAGES_PER_SEC",
+        "RATE_LIMIT_BURST",
+        "RATE_LIMIT_DISCONNECT_AFTER",
+        "STATUS_INTERVAL_SEC",
+        "MAX_ROOMS_PER_CONNECTION",
+        "MAX_CONNECTIONS",
+      ]) {
         expect(problems).to.include(name);
       }
     });
 
     it("accepts 0 (off) for the limits that document it", () => {
       expect(() =>
-        loadConfig({ RATE_LIMIT_MESSAGES_PER_SEC: "0", RATE_LIMIT_DISCONNECT_AFTER: "0", STATUS_INTERVAL_SEC: "0", MAX_ROOMS_PER_CONNECTION: "0", MAX_CONNECTIONS: "0" }),
+        loadConfig({
+          RATE_LIMIT_MESSAGES_PER_SEC: "0",
+          RATE_LIMIT_DISCONNECT_AFTER: "0",
+          STATUS_INTERVAL_SEC: "0",
+          MAX_ROOMS_PER_CONNECTION: "0",
+          MAX_CONNECTIONS: "0",
+        }),
       ).to.not.throw();
     });
   });
@@ -110,7 +124,12 @@ describe("abuse limits", function () {
       const c = await io(t, { clientId: "eventful" });
       const other = await io(t, { clientId: "calm" });
       for (let i = 0; i < 3; i++) c.socket.emit("no-such-event", i);
-      for (const [event, arg] of [["message", "after unknown events"], ["join", "r1"], ["leave", "r1"], ["status", undefined]] as const) {
+      for (const [event, arg] of [
+        ["message", "after unknown events"],
+        ["join", "r1"],
+        ["leave", "r1"],
+        ["status", undefined],
+      ] as const) {
         const ack: Ack = arg === undefined ? await c.socket.emitWithAck(event) : await c.socket.emitWithAck(event, arg);
         expect(ack, event).to.include({ ok: false, code: "RATE_LIMITED" });
       }

@@ -127,7 +127,16 @@ describe("client tokens (AUTH_JWT_*)", function () {
     it("Socket.IO: refuses a missing, forged, expired, unsigned or garbled token with UNAUTHORIZED", async () => {
       const forged = await signJwt(hmacKey(`${SECRET}-not`), "HS256", { sub: "mallory" });
       const expired = await hs256({ sub: "late", exp: past() });
-      for (const auth of [{}, { token: "" }, { token: 42 }, { token: forged }, { token: expired }, { token: unsignedJwt({ sub: "nobody" }) }, { token: "not.a.jwt" }, { clientId: "no-token" }]) {
+      for (const auth of [
+        {},
+        { token: "" },
+        { token: 42 },
+        { token: forged },
+        { token: expired },
+        { token: unsignedJwt({ sub: "nobody" }) },
+        { token: "not.a.jwt" },
+        { clientId: "no-token" },
+      ]) {
         await unauthorizedIo(t, auth);
       }
       await unauthorizedIo(t, {}, ["polling"]);

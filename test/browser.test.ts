@@ -48,7 +48,15 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     stack = await startStack({ env: { FORCED_SHUTDOWN_AFTER_SEC: "1", PERIODIC_INTERVAL_SEC: "0", ADMIN_TOKEN } });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
     });
   });
 
@@ -59,7 +67,7 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     await stack?.stop({ graceMs: 5_000 });
   });
 
-  afterEach(function () {
+  afterEach(() => {
     // Every page of every test must have stayed free of dialogs and script errors.
     for (const p of pages.splice(0)) {
       expect(p.dialogs, "dialogs").to.deep.equal([]);
@@ -219,13 +227,17 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
 
     // No token: the server's 401 JSON is shown as the answer.
     await p.page.getByTestId("admin-clients").click();
-    await p.page.waitForFunction(() => document.querySelector('[data-testid="admin-output"]')?.getAttribute("data-status") === "401", null, { timeout: WAIT_MS });
+    await p.page.waitForFunction(() => document.querySelector('[data-testid="admin-output"]')?.getAttribute("data-status") === "401", null, {
+      timeout: WAIT_MS,
+    });
     expect(JSON.parse((await output.textContent()) ?? "")).to.include({ code: "UNAUTHORIZED" });
     expect(await p.page.getByTestId("admin-status").textContent()).to.include("401");
 
     await p.page.getByTestId("admin-token").fill(ADMIN_TOKEN);
     await p.page.getByTestId("admin-clients").click();
-    await p.page.waitForFunction(() => document.querySelector('[data-testid="admin-output"]')?.getAttribute("data-status") === "200", null, { timeout: WAIT_MS });
+    await p.page.waitForFunction(() => document.querySelector('[data-testid="admin-output"]')?.getAttribute("data-status") === "200", null, {
+      timeout: WAIT_MS,
+    });
     const clients = JSON.parse((await output.textContent()) ?? "") as { clients: string[]; partial: boolean };
     expect(clients.clients).to.include("admin-user");
     expect(clients.partial).to.equal(false);
@@ -306,13 +318,15 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     await badge.waitFor({ state: "visible", timeout: WAIT_MS });
     expect(await badge.textContent()).to.equal("draining");
     expect(await badge.getAttribute("data-instance")).to.equal("ws7");
-    expect(await badge.getAttribute("title")).to.include("stays connected").and.include("moves to a live instance");
+    expect(await badge.getAttribute("title"))
+      .to.include("stays connected")
+      .and.include("moves to a live instance");
     expect(await state(holder.page).getAttribute("data-state")).to.equal("connected");
     expect(await holder.instance()).to.equal("ws7");
     await shot(holder.page, "12-draining-badge");
   });
 
-  it("a page opened against a draining instance says the server is draining (not \"xhr poll error\") and keeps retrying", async () => {
+  it('a page opened against a draining instance says the server is draining (not "xhr poll error") and keeps retrying', async () => {
     const { t } = await instanceWithHolder("holder");
     t.app.shutdown.begin("test");
     const p = await load("newcomer", undefined, t.url);
@@ -359,7 +373,11 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
       (route) =>
         current.status === 0
           ? route.abort("connectionrefused")
-          : route.fulfill({ status: current.status, contentType: "application/json", body: typeof current.body === "string" ? current.body : JSON.stringify(current.body) }),
+          : route.fulfill({
+              status: current.status,
+              contentType: "application/json",
+              body: typeof current.body === "string" ? current.body : JSON.stringify(current.body),
+            }),
     );
     for (const c of cases) {
       current = c;
@@ -374,7 +392,11 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     const t = await startApp({ INSTANCE_ID: "ws8", HISTORY_SIZE: "3" });
     defer(() => t.close());
     const publish = async (text: string) => {
-      const res = await fetch(`${t.url}/broadcast-to-all`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ message: text }) });
+      const res = await fetch(`${t.url}/broadcast-to-all`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ message: text }),
+      });
       expect(res.status, `publish ${text}`).to.equal(200);
     };
     const p = await open("resumer", undefined, t.url);
@@ -401,9 +423,13 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     expect(await complete.textContent()).to.include("Reconnected to ws8: 2 missed message(s) replayed");
     for (const text of ["missed 1", "missed 2"]) await message(p.page, text).waitFor({ timeout: WAIT_MS });
     // Replayed after the line that announced them, each once; what was seen live is not repeated.
-    const feed = await p.page.locator('[data-testid="messages"] > li').evaluateAll((els) =>
-      els.map((e) => (e.getAttribute("data-testid") === "recovery" ? "recovery" : (e.querySelector('[data-testid="message-text"]')?.textContent ?? ""))).filter(Boolean),
-    );
+    const feed = await p.page
+      .locator('[data-testid="messages"] > li')
+      .evaluateAll((els) =>
+        els
+          .map((e) => (e.getAttribute("data-testid") === "recovery" ? "recovery" : (e.querySelector('[data-testid="message-text"]')?.textContent ?? "")))
+          .filter(Boolean),
+      );
     expect(feed.slice(feed.indexOf("recovery"))).to.deep.equal(["recovery", "missed 1", "missed 2"]);
     expect(feed.filter((x) => x === "seen live")).to.have.length(1);
 
@@ -436,7 +462,10 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     // The badge went with the instance it named.
     expect(await mover.page.getByTestId("instance-draining").isHidden()).to.equal(true);
     // It said where it landed.
-    await mover.page.getByTestId("system").filter({ hasText: `now on ${to} (was ${from})` }).waitFor({ timeout: WAIT_MS });
+    await mover.page
+      .getByTestId("system")
+      .filter({ hasText: `now on ${to} (was ${from})` })
+      .waitFor({ timeout: WAIT_MS });
     // The instance it left is gone for good.
     expect((await stack!.instances[index]!.exited).code).to.equal(0);
 
@@ -468,7 +497,11 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     const wire: string[] = [];
     p.page.on("websocket", (ws) => ws.on("framereceived", (f) => wire.push(`${ws.url()} ${String(f.payload)}`)));
     p.page.on("response", (res) => {
-      if (res.url().includes("EIO=") && res.request().method() === "GET") void res.text().then((t) => wire.push(`${res.url()} ${t}`), () => undefined);
+      if (res.url().includes("EIO=") && res.request().method() === "GET")
+        void res.text().then(
+          (t) => wire.push(`${res.url()} ${t}`),
+          () => undefined,
+        );
     });
     // In a room too: after a move the server joins it from the page's auth before the
     // replay, so the room's messages published meanwhile are replayed as well.
@@ -534,9 +567,14 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     await connected(p.page);
 
     const log = await feedLog();
-    const numbers = log.flatMap((line) => (line.startsWith(`message ${run} `) && line !== `message ${sentinel}` ? [Number(line.slice(`message ${run} `.length))] : []));
+    const numbers = log.flatMap((line) =>
+      line.startsWith(`message ${run} `) && line !== `message ${sentinel}` ? [Number(line.slice(`message ${run} `.length))] : [],
+    );
     const recoveries = log.filter((line) => line.startsWith("recovery "));
-    const context = `on ${first} first; ${published.length} published, ${refused.size} refused (${[...refused].slice(0, 5).map(([n, why]) => `${n}: ${why}`).join("; ")}); recoveries: ${recoveries.join(", ")}`;
+    const context = `on ${first} first; ${published.length} published, ${refused.size} refused (${[...refused]
+      .slice(0, 5)
+      .map(([n, why]) => `${n}: ${why}`)
+      .join("; ")}); recoveries: ${recoveries.join(", ")}`;
     expect(published.length, context).to.be.greaterThan(0);
     // In order and each once: strictly increasing.
     const disorder = numbers.flatMap((n, i) => (i > 0 && n <= numbers[i - 1]! ? [`${numbers[i - 1]} then ${n}`] : []));
@@ -557,13 +595,25 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     expect(disorder, `out of order or twice; ${context}${disorder.length > 0 ? `; on the wire:\n${onTheWire().join("\n")}` : ""}`).to.deep.equal([]);
     // Every publish answered 200 is there (one refused may still have been delivered: never twice, though).
     const got = new Set(numbers);
-    expect(published.filter((n) => !got.has(n)), `missing; ${context}`).to.deep.equal([]);
-    expect(numbers.filter((n) => !published.includes(n) && !refused.has(n)), `never published; ${context}`).to.deep.equal([]);
+    expect(
+      published.filter((n) => !got.has(n)),
+      `missing; ${context}`,
+    ).to.deep.equal([]);
+    expect(
+      numbers.filter((n) => !published.includes(n) && !refused.has(n)),
+      `never published; ${context}`,
+    ).to.deep.equal([]);
     // The sentinel came last.
     expect(log.filter((line) => line.startsWith("message ")).at(-1)).to.equal(`message ${sentinel}`);
     // Every instance is new, so the page moved at least once: it said it recovered, and never that something may be missing.
-    expect(recoveries.filter((r) => r.startsWith("recovery true ")), context).to.not.be.empty;
-    expect(recoveries.filter((r) => r.startsWith("recovery false ")), context).to.deep.equal([]);
+    expect(
+      recoveries.filter((r) => r.startsWith("recovery true ")),
+      context,
+    ).to.not.be.empty;
+    expect(
+      recoveries.filter((r) => r.startsWith("recovery false ")),
+      context,
+    ).to.deep.equal([]);
     await p.page.getByTestId("recovery").last().scrollIntoViewIfNeeded();
     await shot(p.page, "14-rolling-restart-recovered");
   });

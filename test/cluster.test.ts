@@ -5,9 +5,10 @@ import { type Cluster, startCluster } from "./helpers/cluster.js";
 
 const ws = (url: string) => url.replace(/^http/, "ws");
 const broadcast = (url: string, body: object) =>
-  fetch(`${url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }).then(
-    async (r) => ({ status: r.status, body: (await r.json()) as any }),
-  );
+  fetch(`${url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }).then(async (r) => ({
+    status: r.status,
+    body: (await r.json()) as any,
+  }));
 
 describe("cluster: instances sharing one broadcast domain over Redis", function () {
   this.timeout(30_000);
@@ -107,7 +108,10 @@ describe("cluster: instances sharing one broadcast domain over Redis", function 
         ),
       );
       const results = await Promise.all(attempts);
-      expect(results.filter((r) => r === "won"), JSON.stringify(results)).to.have.length(1);
+      expect(
+        results.filter((r) => r === "won"),
+        JSON.stringify(results),
+      ).to.have.length(1);
       expect(results.filter((r) => r === "DUPLICATE_CLIENT_ID")).to.have.length(2);
     }
     // /ws/{id} sees Socket.IO's ids too.
@@ -148,7 +152,7 @@ describe("cluster: instances sharing one broadcast domain over Redis", function 
     expect(sent.body.sent).to.be.at.least(1);
   });
 
-  it("sends each client one periodic notification per interval, however many instances run", async function () {
+  it("sends each client one periodic notification per interval, however many instances run", async () => {
     await c.stop();
     c = await startCluster(3, { PERIODIC_INTERVAL_SEC: "0.25" });
     defer(() => c.stop());
@@ -181,7 +185,10 @@ describe("cluster: instances sharing one broadcast domain over Redis", function 
     expect((await a.next("message", (m: { text: string }) => m.text === "after restart from b")).instance).to.equal("ws2");
     // The outage message never reached b (it was local only), and nothing arrived twice.
     await b.next("message", (m: { text: string }) => m.text === "after restart from b");
-    expect(b.inbox.all((e) => e.event === "message").map((e) => (e.args[0] as { text: string }).text)).to.deep.equal(["after restart from a", "after restart from b"]);
+    expect(b.inbox.all((e) => e.event === "message").map((e) => (e.args[0] as { text: string }).text)).to.deep.equal([
+      "after restart from a",
+      "after restart from b",
+    ]);
     // The id registry is restored by the heartbeat: "a" is still taken cluster-wide.
     let refusal: string | undefined;
     for (let i = 0; i < 30 && refusal !== "DUPLICATE_CLIENT_ID"; i++) {

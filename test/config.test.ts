@@ -26,7 +26,12 @@ describe("configuration", () => {
   });
 
   it("accepts fractions of seconds and 0 to turn periodic notifications off", () => {
-    const c = loadConfig({ FORCED_SHUTDOWN_AFTER_SEC: "0.2", PROGRESS_LOG_EVERY_SEC: "0.05", PERIODIC_INTERVAL_SEC: "0", CORS_ORIGINS: "https://a.example, http://b.example:8080" });
+    const c = loadConfig({
+      FORCED_SHUTDOWN_AFTER_SEC: "0.2",
+      PROGRESS_LOG_EVERY_SEC: "0.05",
+      PERIODIC_INTERVAL_SEC: "0",
+      CORS_ORIGINS: "https://a.example, http://b.example:8080",
+    });
     expect(c).to.deep.include({ forcedShutdownAfterMs: 200, progressLogEveryMs: 50, periodicIntervalMs: 0 });
     expect(c.corsOrigins).to.deep.equal(["https://a.example", "http://b.example:8080"]);
   });
@@ -42,7 +47,14 @@ describe("configuration", () => {
   it("names every bad variable in one error", () => {
     let err: unknown;
     try {
-      loadConfig({ PORT: "eighty", FORCED_SHUTDOWN_AFTER_SEC: "-1", LOG_LEVEL: "loud", REDIS_URL: "localhost:6379", MAX_MESSAGE_BYTES: "1.5", CORS_ORIGINS: "not a url" });
+      loadConfig({
+        PORT: "eighty",
+        FORCED_SHUTDOWN_AFTER_SEC: "-1",
+        LOG_LEVEL: "loud",
+        REDIS_URL: "localhost:6379",
+        MAX_MESSAGE_BYTES: "1.5",
+        CORS_ORIGINS: "not a url",
+      });
     } catch (e) {
       err = e;
     }

@@ -44,7 +44,13 @@ async function composeCommand(): Promise<string[] | undefined> {
 /** The resolved compose model as YAML, with the defaults of every ${VAR:-default} (those variables unset). */
 async function composeConfig(compose: string[], ...extra: string[]): Promise<string> {
   const env = { ...process.env };
-  for (const key of Object.keys(env)) if (/^(FORCED_SHUTDOWN_AFTER_SEC|STOP_GRACE_PERIOD|LOG_LEVEL|PROGRESS_LOG_EVERY_SEC|PERIODIC_INTERVAL_SEC|MAX_MESSAGE_BYTES|MAX_BUFFERED_BYTES|CORS_ORIGINS|ADMIN_TOKEN|COMPOSE_.*)$/.test(key)) delete env[key];
+  for (const key of Object.keys(env))
+    if (
+      /^(FORCED_SHUTDOWN_AFTER_SEC|STOP_GRACE_PERIOD|LOG_LEVEL|PROGRESS_LOG_EVERY_SEC|PERIODIC_INTERVAL_SEC|MAX_MESSAGE_BYTES|MAX_BUFFERED_BYTES|CORS_ORIGINS|ADMIN_TOKEN|COMPOSE_.*)$/.test(
+        key,
+      )
+    )
+      delete env[key];
   const [cmd, ...args] = compose;
   return (await sh(cmd!, [...args, "-f", COMPOSE_FILE, "config", ...extra], { env })).stdout;
 }
@@ -83,8 +89,7 @@ function subBlock(block: string, key: string): string | undefined {
   return out.join(" ");
 }
 
-const scalar = (block: string, key: string): string | undefined =>
-  new RegExp(`^\\s*${key}:\\s*["']?([^"'\\s]*)["']?\\s*$`, "m").exec(block)?.[1];
+const scalar = (block: string, key: string): string | undefined => new RegExp(`^\\s*${key}:\\s*["']?([^"'\\s]*)["']?\\s*$`, "m").exec(block)?.[1];
 
 /** Compose durations: "31m", "31m0s", "1h1m", "1860s", "90" (seconds). */
 function durationSec(text: string): number {
@@ -104,7 +109,10 @@ function nginxRouting(conf: string): { sidPrefixes: Map<string, string>; upstrea
   for (const m of map![1]!.matchAll(/"~\^([A-Za-z0-9-]+)\\\."\s+(\w+)\s*;/g)) sidPrefixes.set(m[1]!, m[2]!);
   const upstreams = new Map<string, string[]>();
   for (const m of code.matchAll(/upstream\s+(\w+)\s*\{([^}]*)\}/g)) {
-    upstreams.set(m[1]!, [...m[2]!.matchAll(/\bserver\s+(\S+?)[\s;]/g)].map((s) => s[1]!));
+    upstreams.set(
+      m[1]!,
+      [...m[2]!.matchAll(/\bserver\s+(\S+?)[\s;]/g)].map((s) => s[1]!),
+    );
   }
   return { sidPrefixes, upstreams };
 }
@@ -126,7 +134,6 @@ function cmdline(pid: number): string {
     return "";
   }
 }
-
 
 describe("deployment configuration", function () {
   this.timeout(60_000);
@@ -308,7 +315,10 @@ describe("deployment configuration", function () {
 
       stack = undefined;
       await s.stop();
-      expect(pids.filter(alive).map((pid) => `${pid} ${cmdline(pid)}`), "left running").to.deep.equal([]);
+      expect(
+        pids.filter(alive).map((pid) => `${pid} ${cmdline(pid)}`),
+        "left running",
+      ).to.deep.equal([]);
       for (const port of ports) expect(await canConnect(port), `port ${port} after stop`).to.equal(false);
       await s.stop(); // idempotent
     });

@@ -9,7 +9,14 @@ import { connectIo, connectWs, ioRefusal, wrapIo, wsRefusal } from "./helpers/cl
 /** A real instance process; SIGTERM is what a deploy sends it. */
 async function instance(defer: (t: () => unknown) => void, env: Record<string, string> = {}): Promise<InstanceProcess> {
   const inst = await startInstance({
-    env: { PORT: String(await freePort()), INSTANCE_ID: "d1", PERIODIC_INTERVAL_SEC: "0", PROGRESS_LOG_EVERY_SEC: "0.1", FORCED_SHUTDOWN_AFTER_SEC: "30", ...env },
+    env: {
+      PORT: String(await freePort()),
+      INSTANCE_ID: "d1",
+      PERIODIC_INTERVAL_SEC: "0",
+      PROGRESS_LOG_EVERY_SEC: "0.1",
+      FORCED_SHUTDOWN_AFTER_SEC: "30",
+      ...env,
+    },
   });
   defer(() => inst.stop(500));
   return inst;
@@ -37,7 +44,8 @@ describe("graceful drain (real process, real signals)", function () {
     await inst.waitForLog((r) => r.msg.startsWith("draining"));
 
     // Told once, on every transport.
-    for (const c of [sio, poll]) expect(await c.next("notification", (n: { type: string }) => n.type === "draining")).to.include({ type: "draining", instance: "d1" });
+    for (const c of [sio, poll])
+      expect(await c.next("notification", (n: { type: string }) => n.type === "draining")).to.include({ type: "draining", instance: "d1" });
     expect(await text.next((l) => l.includes("draining"))).to.match(/^\[\d\d:\d\d:\d\d\] SYSTEM \(d1\): instance is draining/);
     expect(await echo.nextJson("notification")).to.include({ type: "draining", instance: "d1" });
 
@@ -76,7 +84,11 @@ describe("graceful drain (real process, real signals)", function () {
     expect(await text.next((l) => l.startsWith("User"))).to.equal("User ws-client (via d1) says: during drain");
     text.ws.send("from /ws during drain");
     expect((await poll.next("message")).text).to.equal("from /ws during drain");
-    const res = await fetch(`${inst.url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"message":"http during drain"}' });
+    const res = await fetch(`${inst.url}/broadcast-to-all`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"message":"http during drain"}',
+    });
     expect(await res.json()).to.deep.equal({ sent: 4, partial: false });
     expect(await sio.next("message", (m: { text: string }) => m.text === "http during drain")).to.include({ origin: "http" });
     echo.ws.send("echo during drain");
@@ -139,7 +151,9 @@ describe("graceful drain (real process, real signals)", function () {
   it("does no harm when signalled during start-up", async () => {
     const redis = await startRedis();
     defer(() => redis.stop());
-    const redisPid = Number((await (await import("node:child_process")).execFileSync("sh", ["-c", `pgrep -f 'redis-server 127.0.0.1:${redis.port}' | head -1`]).toString()).trim());
+    const redisPid = Number(
+      (await (await import("node:child_process")).execFileSync("sh", ["-c", `pgrep -f 'redis-server 127.0.0.1:${redis.port}' | head -1`]).toString()).trim(),
+    );
     // Redis frozen: start-up waits for it, and the signal arrives meanwhile.
     process.kill(redisPid, "SIGSTOP");
     defer(() => process.kill(redisPid, "SIGCONT"));

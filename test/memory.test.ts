@@ -47,7 +47,10 @@ describe("memory of idle connections", () => {
           if (c.socket.io.engine.transport.name !== "websocket") await new Promise((r) => c.socket.io.engine.once("upgrade", r));
         }
       }
-      expect(requests.some((r) => r.url.includes("transport=websocket")), "saw the upgrades").to.equal(true);
+      expect(
+        requests.some((r) => r.url.includes("transport=websocket")),
+        "saw the upgrades",
+      ).to.equal(true);
       expect(await survivors()).to.deep.equal([]);
       // Still connected and served.
       clients[0]!.socket.emit("message", "after gc");

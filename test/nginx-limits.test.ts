@@ -74,7 +74,10 @@ describe("nginx per-address limits (limit_conn, limit_req on new sessions)", fun
     const elapsedSec = (performance.now() - started) / 1000;
     const passed = statuses.filter((s) => s === 200).length;
     console.log(`      30 handshakes from ${from} in ${elapsedSec.toFixed(2)} s: ${passed} x 200, ${statuses.filter((s) => s === 429).length} x 429`);
-    expect(statuses.every((s) => s === 200 || s === 429), JSON.stringify(statuses)).to.equal(true);
+    expect(
+      statuses.every((s) => s === 200 || s === 429),
+      JSON.stringify(statuses),
+    ).to.equal(true);
     expect(statuses.slice(0, INSTANT)).to.deep.equal(Array(INSTANT).fill(200));
     expect(passed).to.be.at.most(INSTANT + Math.ceil(LIMITS.sessionsPerSec * elapsedSec) + 1);
     expect(statuses.filter((s) => s === 429).length).to.be.greaterThan(0);
@@ -108,7 +111,10 @@ describe("nginx per-address limits (limit_conn, limit_req on new sessions)", fun
     const statuses: number[] = [];
     for (let i = 0; i < 15; i++) statuses.push(await tryWs("/ws", from));
     const elapsedSec = (performance.now() - started) / 1000;
-    expect(statuses.every((s) => s === 101 || s === 429), JSON.stringify(statuses)).to.equal(true);
+    expect(
+      statuses.every((s) => s === 101 || s === 429),
+      JSON.stringify(statuses),
+    ).to.equal(true);
     expect(statuses.slice(0, INSTANT)).to.deep.equal(Array(INSTANT).fill(101));
     expect(statuses.filter((s) => s === 101).length).to.be.at.most(INSTANT + Math.ceil(LIMITS.sessionsPerSec * elapsedSec) + 1);
     expect(statuses.filter((s) => s === 429).length).to.be.greaterThan(0);

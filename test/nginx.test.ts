@@ -41,7 +41,11 @@ describe("four instances behind nginx (the shipped nginx.conf)", function () {
     for (const n of Object.values(perInstance)) expect(n).to.be.within(10, 40);
 
     const started = performance.now();
-    const res = await fetch(`${stack.url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"message":"to all 100"}' });
+    const res = await fetch(`${stack.url}/broadcast-to-all`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"message":"to all 100"}',
+    });
     expect(await res.json()).to.deep.equal({ sent: 100, partial: false });
     await Promise.all(clients.map((c) => c.next("message", (m: { text: string }) => m.text === "to all 100")));
     console.log(`      broadcast to 100 clients through nginx: all received after ${(performance.now() - started).toFixed(1)} ms`);

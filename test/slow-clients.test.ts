@@ -35,12 +35,19 @@ describe("slow clients (MAX_BUFFERED_BYTES)", function () {
     const cut = (transport: string) => t.logs.next((r) => r.msg.startsWith("slow client cut") && r.transport === transport, 30_000);
     const cuts = Promise.all([cut("ws"), cut("socket.io")]);
     let done = false;
-    void cuts.then(() => (done = true), () => (done = true));
+    void cuts.then(
+      () => (done = true),
+      () => (done = true),
+    );
 
     // Broadcast until both are cut (bounded: 40 MB at most).
     let published = 0;
     while (!done && published < 700) {
-      const res = await fetch(`${t.url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ message: `${published}:${TEXT}` }) });
+      const res = await fetch(`${t.url}/broadcast-to-all`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ message: `${published}:${TEXT}` }),
+      });
       expect(res.status).to.equal(200);
       published++;
     }
@@ -69,9 +76,7 @@ describe("slow clients (MAX_BUFFERED_BYTES)", function () {
     await fastWs.next((f) => f.startsWith(last), 20_000);
     await fastIo.next("message", (m: { text: string }) => m.text.startsWith(last), 20_000);
     const wsSeen = fastWs.inbox.items.filter((f) => f.endsWith(TEXT)).map((f) => Number(f.split(":")[0]));
-    const ioSeen = fastIo.inbox.items
-      .filter((e) => e.event === "message")
-      .map((e) => Number((e.args[0] as { text: string }).text.split(":")[0]));
+    const ioSeen = fastIo.inbox.items.filter((e) => e.event === "message").map((e) => Number((e.args[0] as { text: string }).text.split(":")[0]));
     const all = Array.from({ length: published }, (_, i) => i);
     expect(wsSeen).to.deep.equal(all);
     expect(ioSeen).to.deep.equal(all);
@@ -87,7 +92,11 @@ describe("slow clients (MAX_BUFFERED_BYTES)", function () {
     await slow.next();
     slow.ws.pause();
     for (let i = 0; i < 300; i++) {
-      await fetch(`${app.url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ message: `${i}:${TEXT}` }) });
+      await fetch(`${app.url}/broadcast-to-all`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ message: `${i}:${TEXT}` }),
+      });
     }
     slow.ws.resume();
     await slow.next((f) => f.startsWith("299:"), 20_000);

@@ -42,7 +42,11 @@ describe("/ws and /ws/{clientId} (plain WebSocket)", () => {
       defer(() => io.close());
       await io.socket.emitWithAck("message", "from socket.io");
       expect(await c.next((l) => l.startsWith("User"))).to.equal("User carol (via test-1) says: from socket.io");
-      const res = await fetch(`${t.url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ message: "Hello, clients!" }) });
+      const res = await fetch(`${t.url}/broadcast-to-all`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ message: "Hello, clients!" }),
+      });
       expect(await res.json()).to.deep.equal({ sent: 2, partial: false });
       expect(await c.next((l) => !l.startsWith(" Welcome"))).to.equal("Hello, clients!");
     });

@@ -195,7 +195,12 @@ export class Fleet {
   }
 
   /** Echo requests at `ratePerSec` in total. */
-  async echo(ratePerSec: number, durationMs: number, payloadBytes: number, group?: string): Promise<{ sent: number; answered: number; errors: number; rtt: Histogram }> {
+  async echo(
+    ratePerSec: number,
+    durationMs: number,
+    payloadBytes: number,
+    group?: string,
+  ): Promise<{ sent: number; answered: number; errors: number; rtt: Histogram }> {
     const n = this.children.length;
     const all = await this.#all<EchoResult>({ op: "echo", ratePerSec: ratePerSec / n, durationMs, payloadBytes, group }, durationMs + 30_000);
     return {

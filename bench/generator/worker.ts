@@ -457,7 +457,16 @@ async function flood(order: FloodOrder): Promise<FloodResult> {
   const t0 = performance.now();
   const deadline = t0 + order.durationMs;
   for (let index = 0; performance.now() < deadline; index++) {
-    const client = newClient({ groupName: order.group, kind: order.kind, mode: "idle", index, url: order.url, localAddress: undefined, reconnect: false, recover: false });
+    const client = newClient({
+      groupName: order.group,
+      kind: order.kind,
+      mode: "idle",
+      index,
+      url: order.url,
+      localAddress: undefined,
+      reconnect: false,
+      recover: false,
+    });
     const opened = await open(client, { idPrefix: order.group, timeoutMs: Math.min(order.timeoutMs, Math.max(100, deadline - performance.now())) });
     if (opened !== true) {
       client.closing = true;

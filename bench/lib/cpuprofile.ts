@@ -38,10 +38,20 @@ export function areaOf(url: string, functionName: string): string {
   }
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (nm) return nm[1]!;
-  if (url.startsWith("node:")) return `node:${url.slice(5).replace(/^internal\//, "").split("/")[0]}`;
+  if (url.startsWith("node:"))
+    return `node:${
+      url
+        .slice(5)
+        .replace(/^internal\//, "")
+        .split("/")[0]
+    }`;
   const rel = inRepo(url);
   if (rel !== undefined) return `ours: ${rel.split("/")[0]}/`;
-  return url.replace(/^file:\/\//, "").split("/").slice(-2).join("/");
+  return url
+    .replace(/^file:\/\//, "")
+    .split("/")
+    .slice(-2)
+    .join("/");
 }
 
 function shortWhere(url: string, line: number): string {

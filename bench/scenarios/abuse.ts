@@ -134,7 +134,12 @@ async function abuseTarget(ctx: Ctx, target: Target, attacker: Fleet): Promise<A
       idPrefix: group,
       timeoutMs: 15_000,
     });
-    if (conn.opened === 0) throw new Error(`no receiver connected (${Object.entries(conn.errors).map(([k, v]) => `${v}× ${k}`).join("; ")})`);
+    if (conn.opened === 0)
+      throw new Error(
+        `no receiver connected (${Object.entries(conn.errors)
+          .map(([k, v]) => `${v}× ${k}`)
+          .join("; ")})`,
+      );
     publisher = await Publisher.connect(target.kind, target.publishUrl, opts.payloadBytes);
     // Every delivery is timed; no completion reports (nothing waits for them).
     await fleet.track(ctx.nextSeq(), false, group);
@@ -151,7 +156,10 @@ async function abuseTarget(ctx: Ctx, target: Target, attacker: Fleet): Promise<A
     for (const step of plan) {
       if (isInterrupted()) throw new Interrupted();
       const pub = publisher;
-      progress.phase(`abuse ${target.name}: ${step.what}, ${step.ms / 1000}s`, () => `${fleet.live.open} open, ${Math.round(frames()).toLocaleString("en-US")} probe frames/s`);
+      progress.phase(
+        `abuse ${target.name}: ${step.what}, ${step.ms / 1000}s`,
+        () => `${fleet.live.open} open, ${Math.round(frames()).toLocaleString("en-US")} probe frames/s`,
+      );
       const before = await fleet.stats(true, group);
       const m0 = await scrapeMetrics(instances);
       limitMetrics ||= counter(m0, "wbs_rate_limited_total") !== undefined;
@@ -177,7 +185,14 @@ async function abuseTarget(ctx: Ctx, target: Target, attacker: Fleet): Promise<A
       let abuser: FloodResult | undefined;
       try {
         abuser = step.text
-          ? await attacker.flood({ group: `abuser-${target.name}`, kind: target.kind, url: target.publishUrl, text: step.text, durationMs: step.ms, timeoutMs: 5_000 })
+          ? await attacker.flood({
+              group: `abuser-${target.name}`,
+              kind: target.kind,
+              url: target.publishUrl,
+              text: step.text,
+              durationMs: step.ms,
+              timeoutMs: 5_000,
+            })
           : await sleep(step.ms).then(() => undefined);
       } finally {
         clearInterval(probe);

@@ -152,7 +152,8 @@ export async function runDrain(ctx: Ctx, host: ClusterHost): Promise<DrainResult
         reconnects: d.reconnects,
         failedAttempts: d.reconnectFailures,
         errors: d.reconnectErrors,
-        durationMs: d.firstDisconnectUs !== undefined && d.lastReconnectUs !== undefined ? Math.round((d.lastReconnectUs - d.firstDisconnectUs) / 1000) : undefined,
+        durationMs:
+          d.firstDisconnectUs !== undefined && d.lastReconnectUs !== undefined ? Math.round((d.lastReconnectUs - d.firstDisconnectUs) / 1000) : undefined,
         time: summarize(d.reconnectTimes),
       },
       openAtEnd: d.open,

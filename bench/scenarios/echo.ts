@@ -29,7 +29,7 @@ const PATHS: Record<string, string> = {
 /** Request/response round trips at a fixed total rate, spread over `echoClients` connections. */
 export async function runEcho(ctx: Ctx, target: Target): Promise<EchoCell> {
   const { opts, fleet, progress } = ctx;
-    const group = `echo-${target.name}`;
+  const group = `echo-${target.name}`;
   progress.phase(`echo ${target.name}: connecting ${opts.echoClients}`, () => `${fleet.live.open} open`);
   try {
     const conn = await fleet.connect({

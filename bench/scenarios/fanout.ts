@@ -139,7 +139,12 @@ export async function runFanout(
   try {
     for (const target of targets) {
       try {
-        lanes.push({ target, group: `fanout-${target.name}`, publisher: await Publisher.connect(target.kind, target.publishUrl, opts.payloadBytes), active: [] });
+        lanes.push({
+          target,
+          group: `fanout-${target.name}`,
+          publisher: await Publisher.connect(target.kind, target.publishUrl, opts.payloadBytes),
+          active: [],
+        });
       } catch (err) {
         errors.push({ target: target.name, message: `publisher: ${(err as Error).message}` });
       }
@@ -262,7 +267,14 @@ export async function runFanout(
             s.insp.close();
             const file = path.join(dir, `${lane.target.name}-${s.name}.cpuprofile`);
             await writeFile(file, JSON.stringify(profile));
-            profiles.push({ target: lane.target.name, clients: size, process: s.name, file, summary: summarizeProfile(profile), framesPerSec: phase.framesPerSec });
+            profiles.push({
+              target: lane.target.name,
+              clients: size,
+              process: s.name,
+              file,
+              summary: summarizeProfile(profile),
+              framesPerSec: phase.framesPerSec,
+            });
           }
         } catch (err) {
           errors.push({ target: lane.target.name, message: `profile: ${(err as Error).message}` });

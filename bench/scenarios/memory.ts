@@ -58,7 +58,7 @@ export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
     await sleep(200);
     const m0 = await inspector.memoryUsage();
     const rss0 = rssBytes(pid) ?? NaN;
-        progress.phase(`memory ${target.name}: ${opts.memoryClients} idle clients`, () => `${fleet.live.open} open, ${fleet.live.failed} failed`);
+    progress.phase(`memory ${target.name}: ${opts.memoryClients} idle clients`, () => `${fleet.live.open} open, ${fleet.live.failed} failed`);
     const conn = await connectIdle("memory", opts.memoryClients);
     progress.phase(`memory ${target.name}: settling ${opts.memorySettleMs} ms, then GC`, () => `${fleet.live.open} open`);
     await sleep(opts.memorySettleMs);

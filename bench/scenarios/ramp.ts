@@ -91,7 +91,9 @@ export async function runRamp(ctx: Ctx, target: Target, nginxErrors: () => Recor
       errors: r.errors,
     };
     steps.push(st);
-    progress.log(`  ${phase} ${target.name}: ${st.ratePerSec}/s asked, ${st.achievedPerSec}/s done, p99 ${st.connect.p99} ms, ${st.failed} failed, ${st.open} open`);
+    progress.log(
+      `  ${phase} ${target.name}: ${st.ratePerSec}/s asked, ${st.achievedPerSec}/s done, p99 ${st.connect.p99} ms, ${st.failed} failed, ${st.open} open`,
+    );
     const errorFree = r.failed === 0 && s.drops === 0;
     const why =
       r.failed > 0

@@ -21,7 +21,6 @@
 // function that socket.io-client calls on every (re)connection. Wherever the
 // reconnect lands, that instance joins the rooms and replays what was missed
 // before going live; the feed says so, or warns when something may be missing.
-"use strict";
 
 (() => {
   const ACK_TIMEOUT_MS = 5000;
@@ -219,7 +218,11 @@
       body.push(h("span", { className: "body", text: JSON.stringify(n) }));
     }
     appendToFeed(
-      h("li", { className: `item notice ${type}`, attrs }, [h("time", { text: clock(n?.at) }), h("span", { className: "kind", text: type || "notice" }), ...body]),
+      h("li", { className: `item notice ${type}`, attrs }, [
+        h("time", { text: clock(n?.at) }),
+        h("span", { className: "kind", text: type || "notice" }),
+        ...body,
+      ]),
     );
   }
 
@@ -256,9 +259,7 @@
   function showDraining(/** @type {string} */ instance) {
     ui.draining.hidden = instance === "";
     ui.draining.dataset.instance = instance;
-    ui.draining.title = instance
-      ? `${instance} is draining. This page stays connected; when ${instance} closes, it moves to a live instance.`
-      : "";
+    ui.draining.title = instance ? `${instance} is draining. This page stays connected; when ${instance} closes, it moves to a live instance.` : "";
   }
 
   function renderRooms() {

@@ -1,7 +1,6 @@
 import { createClient } from "redis";
 import type { Logger } from "../logger.js";
 
-
 const createRedisClient = (url: string) =>
   createClient({
     url,
@@ -31,7 +30,10 @@ export interface RedisPair {
 export async function connectRedis(url: string, log: Logger, { connectTimeoutMs = 10_000 } = {}): Promise<RedisPair> {
   const pub = createRedisClient(url);
   const sub = createRedisClient(url); // a connection of its own: SUBSCRIBE blocks it for commands
-  for (const [role, client] of [["pub", pub], ["sub", sub]] as [string, RedisClient][]) {
+  for (const [role, client] of [
+    ["pub", pub],
+    ["sub", sub],
+  ] as [string, RedisClient][]) {
     let down = false;
     client.on("error", (err: Error) => {
       if (down) return; // one line an outage, not one a retry

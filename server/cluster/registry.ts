@@ -75,10 +75,7 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     const redis = this.#redis;
     if (redis?.ready) {
       try {
-        const ok = await withTimeout(
-          redis.pub.sendCommand(["SET", KEY(id), lease.token, "NX", "PX", String(this.#ttlMs)]),
-          1_000,
-        );
+        const ok = await withTimeout(redis.pub.sendCommand(["SET", KEY(id), lease.token, "NX", "PX", String(this.#ttlMs)]), 1_000);
         if (String(ok) !== "OK") {
           this.#local.delete(id);
           return undefined;
@@ -118,10 +115,7 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     const redis = this.#redis;
     const leases = [...this.#local.values()];
     if (!redis?.ready || leases.length === 0) return;
-    await withTimeout(
-      Promise.all(leases.map((l) => redis.pub.sendCommand(["EVAL", RELEASE, "1", KEY(l.id), l.token]))),
-      1_000,
-    ).catch(() => undefined);
+    await withTimeout(Promise.all(leases.map((l) => redis.pub.sendCommand(["EVAL", RELEASE, "1", KEY(l.id), l.token]))), 1_000).catch(() => undefined);
   }
 
   async #refresh(): Promise<void> {

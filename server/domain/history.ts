@@ -181,7 +181,11 @@ export class RedisLog implements BroadcastLog {
     this.redis.pub.on("ready", () => {
       if (this.#closed) return;
       void (async () => {
-        if (this.#gap) await this.#append("", "gap").then(() => (this.#gap = false), () => undefined);
+        if (this.#gap)
+          await this.#append("", "gap").then(
+            () => (this.#gap = false),
+            () => undefined,
+          );
         await this.#readHead().catch(() => undefined);
       })();
     });

@@ -44,7 +44,8 @@ export function createHttpApp(opts: {
   app.post("/broadcast-to-all", admin, json, async (req, res) => {
     if (!req.is("application/json")) throw new ServiceError("BAD_REQUEST", 'send a JSON body {"message": "..."} with Content-Type: application/json');
     const body: unknown = req.body;
-    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ServiceError("BAD_REQUEST", 'body must be a JSON object {"message": "..."}');
+    if (typeof body !== "object" || body === null || Array.isArray(body))
+      throw new ServiceError("BAD_REQUEST", 'body must be a JSON object {"message": "..."}');
     const { message, room } = body as { message?: unknown; room?: unknown };
     const chat = domain.message({ from: "http", origin: "http", text: message, room });
     const result = await domain.publishCounted({ event: { event: "message", data: chat }, room: chat.room });

@@ -35,7 +35,10 @@ export class ReplayBoundary {
   #timer: NodeJS.Timeout | undefined;
   #released = false;
 
-  constructor(private readonly send: (e: Envelope) => void, private readonly onRelease: () => void) {}
+  constructor(
+    private readonly send: (e: Envelope) => void,
+    private readonly onRelease: () => void,
+  ) {}
 
   /** A live broadcast for this connection while the boundary holds. */
   hold(e: Envelope): void {

@@ -14,7 +14,7 @@ export interface RequestTarget {
  * (absolute-form, `*`, a target `new URL` cannot read) is `undefined`.
  */
 export function parseTarget(raw: string | undefined): RequestTarget | undefined {
-  if (!raw || raw[0] !== "/") return undefined;
+  if (raw?.[0] !== "/") return undefined;
   try {
     // Concatenated, not resolved against a base: "//x" must stay a path, not an authority.
     const url = new URL(`http://target.invalid${raw}`);

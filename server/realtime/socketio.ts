@@ -190,7 +190,10 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     if (typeof ack === "function") (ack as AckFn)({ ok: false, ...rateLimited.toJSON() });
     if (verdict === "disconnect") {
       metrics.rateLimitDisconnects.inc({ transport: "socket.io" });
-      log.warn({ clientId: this.data.lease.id, transport: "socket.io", address: this.data.address }, "rate limit: client kept sending while refused; disconnected");
+      log.warn(
+        { clientId: this.data.lease.id, transport: "socket.io", address: this.data.address },
+        "rate limit: client kept sending while refused; disconnected",
+      );
       penalties.punish(this.data.address);
       this.disconnect(true);
     }

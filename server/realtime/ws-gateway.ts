@@ -168,7 +168,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
    * headers, key, version) has passed, so nothing is claimed for a handshake
    * that fails. Here the shared admission runs: drain, token, clientId claim.
    */
-  const verifyClient = (info: { req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string, headers?: Record<string, string>) => void): void => {
+  const verifyClient = (
+    info: { req: IncomingMessage },
+    done: (ok: boolean, code?: number, message?: string, headers?: Record<string, string>) => void,
+  ): void => {
     const { req } = info;
     const socket = req.socket;
     const attempt = attempts.get(req);
@@ -278,7 +281,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         address: clientAddress(req.socket.remoteAddress, req.headers, config.trustProxy),
         resume: parseResume(target.query.epoch, target.query.since),
         wanted,
-        token, mode: wanted === undefined ? "broadcast" : "echo", format: target.query.format === "json" ? "json" : "text" });
+        token,
+        mode: wanted === undefined ? "broadcast" : "echo",
+        format: target.query.format === "json" ? "json" : "text",
+      });
       wss.handleUpgrade(req, socket, head, accept);
       return true;
     },

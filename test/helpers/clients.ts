@@ -21,7 +21,13 @@ export interface IoClient {
  */
 export function connectIo(
   url: string,
-  opts: { clientId?: string; transports?: ("polling" | "websocket")[]; auth?: Record<string, unknown>; reconnection?: boolean; extraHeaders?: Record<string, string> } = {},
+  opts: {
+    clientId?: string;
+    transports?: ("polling" | "websocket")[];
+    auth?: Record<string, unknown>;
+    reconnection?: boolean;
+    extraHeaders?: Record<string, string>;
+  } = {},
 ): Promise<IoClient> {
   const socket = io(url, {
     transports: opts.transports ?? ["websocket"],

@@ -49,7 +49,10 @@ export function connectWsWith(url: string, options: WebSocket.ClientOptions = {}
 }
 
 /** The refusal of a /ws upgrade (status, headers, body); fails if it opens. */
-export async function wsRefusalWith(url: string, options: WebSocket.ClientOptions = {}): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+export async function wsRefusalWith(
+  url: string,
+  options: WebSocket.ClientOptions = {},
+): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   let client: WsClient;
   try {
     client = await connectWsWith(url, options);
