@@ -114,7 +114,10 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   const verifyToken = await createTokenVerifier(config.auth);
   // Engine.IO sessions (polling handshakes included) and /ws connections.
   const full = () => config.maxConnections > 0 && io.engine.clientsCount + wsg.size >= config.maxConnections;
-  const penalties = new PenaltyBox(config.rateLimitPenaltyMs);
+  const penalties = new PenaltyBox(config.rateLimitPenaltyMs, (address) => {
+    if (redis?.ready) io.serverSideEmit("wbs:penalty", address);
+  });
+  if (redis) io.on("wbs:penalty", (address: unknown) => penalties.punish(String(address), false));
   const deps = { config, origins, limiter, penalties, verifyToken, full, drain, registry, domain, metrics };
   const sio = createSocketIoGateway(io, { ...deps, log: log.child({ component: "socket.io" }) });
   const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });

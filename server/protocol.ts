@@ -143,6 +143,8 @@ export interface ClusterQuery {
 export interface InterServerEvents {
   "wbs:publish": (envelope: Envelope, ack?: (delivered: number) => void) => void;
   "wbs:query": (query: ClusterQuery, ack?: (answer: InstanceStatus | string[] | number) => void) => void;
+  /** An address cut for flooding: every instance refuses its new sessions for a while. */
+  "wbs:penalty": (address: string) => void;
 }
 
 /** What the server keeps on each Socket.IO socket (`socket.data`). */

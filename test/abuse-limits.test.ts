@@ -2,6 +2,7 @@ import { expect } from "chai";
 import { ConfigError, loadConfig } from "../server/config.js";
 import { startApp, type TestApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
+import { startCluster } from "./helpers/cluster.js";
 import { connectIo, connectWs, type IoClient, ioRefusal, type WsClient, wsRefusal } from "./helpers/clients.js";
 import { pollingHandshake, pollingSend } from "./helpers/engine-io.js";
 import { metric, readMetrics } from "./helpers/metrics.js";
@@ -257,6 +258,35 @@ describe("abuse limits", function () {
       expect(await metricOf(t, "wbs_rate_limit_disconnects_total", "ws")).to.equal(1);
       const { clients } = (await (await fetch(`${t.url}/clients`)).json()) as { clients: string[] };
       expect(clients).to.deep.equal(["bystander"]);
+    });
+
+    it("shares the penalty with every instance: a flooder cut on ws1 cannot reconnect on ws2", async () => {
+      const c = await startCluster(2, {
+        RATE_LIMIT_MESSAGES_PER_SEC: "1",
+        RATE_LIMIT_BURST: "1",
+        RATE_LIMIT_DISCONNECT_AFTER: "2",
+        RATE_LIMIT_PENALTY_SEC: "30",
+      });
+      defer(() => c.stop());
+      const wsUrl = (i: number) => c.instances[i]!.url.replace(/^http/, "ws");
+      const flooder = await connectWs(`${wsUrl(0)}/ws`);
+      defer(() => flooder.close());
+      for (let i = 0; i < 10; i++) flooder.ws.send(`flood ${i}`);
+      expect((await flooder.closed).code).to.equal(1008);
+      // The penalty reaches ws2 through Redis (a moment later): poll its refusal with a deadline.
+      const deadline = Date.now() + 5_000;
+      let status = 0;
+      while (status !== 429 && Date.now() < deadline) {
+        status = await connectWs(`${wsUrl(1)}/ws`).then(
+          (ok) => {
+            ok.close();
+            return 101;
+          },
+          (err: { status?: number }) => err.status ?? 0,
+        );
+      }
+      expect(status).to.equal(429);
+      expect((await ioRefusal(c.instances[1]!.url, { clientId: "comeback" })).data).to.deep.equal({ code: "RATE_LIMITED" });
     });
 
     it("drops what a cut client still sends, and refuses new sessions from its address for RATE_LIMIT_PENALTY_SEC; connections already open stay", async () => {

@@ -25,10 +25,19 @@ export function clientAddress(peer: string | undefined, headers: IncomingHttpHea
  */
 export class PenaltyBox {
   readonly #until = new Map<string, number>();
-  constructor(readonly ms: number) {}
+  /**
+   * @param share tells the other instances (so a flooder cut here cannot
+   *   reconnect elsewhere through nginx for a fresh burst); they call
+   *   `punish(address, false)`.
+   */
+  constructor(
+    readonly ms: number,
+    private readonly share: (address: string) => void = () => undefined,
+  ) {}
 
-  punish(address: string): void {
-    if (this.ms <= 0) return;
+  punish(address: string, shared = true): void {
+    if (this.ms <= 0 || typeof address !== "string" || address.length > 128) return;
+    if (shared) this.share(address);
     this.#until.delete(address); // re-inserted last: the Map stays in expiry order
     this.#until.set(address, performance.now() + this.ms);
     if (this.#until.size > MAX_ADDRESSES) this.#until.delete(this.#until.keys().next().value as string);
