@@ -4,9 +4,8 @@ import { startInstance } from "../harness/instance.js";
 import { ConfigError, loadConfig } from "../server/config.js";
 import { startApp, type TestApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
-import { connectIo, connectWs, type IoClient, ioRefusal, type WsClient } from "./helpers/clients.js";
+import { connectIo, connectWs, type IoClient, ioRefusal, type WsClient, wsRefusal } from "./helpers/clients.js";
 import { hmacKey, jwtKeyPair, signJwt, unsignedJwt } from "./helpers/jwt.js";
-import { connectWsWith, wsRefusalWith } from "./helpers/ws-options.js";
 
 const SECRET = "test-secret-of-at-least-32-bytes-0123456789";
 const hs256 = (claims: Parameters<typeof signJwt>[2]) => signJwt(hmacKey(SECRET), "HS256", claims);
@@ -100,8 +99,8 @@ describe("client tokens (AUTH_JWT_*)", function () {
     defer(() => c.close());
     return c;
   };
-  const ws = async (url: string, options: Parameters<typeof connectWsWith>[1] = {}): Promise<WsClient> => {
-    const c = await connectWsWith(url, options);
+  const ws = async (url: string, options: Parameters<typeof connectWs>[1] = {}): Promise<WsClient> => {
+    const c = await connectWs(url, options);
     defer(() => c.close());
     return c;
   };
@@ -109,8 +108,8 @@ describe("client tokens (AUTH_JWT_*)", function () {
     const err = await ioRefusal(t.url, { auth, transports });
     expect(err.data?.code, `${JSON.stringify(auth)}: ${err.message}`).to.equal("UNAUTHORIZED");
   };
-  const unauthorizedWs = async (url: string, options: Parameters<typeof wsRefusalWith>[1] = {}) => {
-    const refused = await wsRefusalWith(url, options);
+  const unauthorizedWs = async (url: string, options: Parameters<typeof wsRefusal>[1] = {}) => {
+    const refused = await wsRefusal(url, options);
     expect(refused.status, url).to.equal(401);
     expect(JSON.parse(refused.body)).to.include({ code: "UNAUTHORIZED" });
   };

@@ -4,10 +4,9 @@ import type WebSocket from "ws";
 import { NGINX_CONF, renderNginxConf } from "../harness/nginx.js";
 import { type Stack, startStack } from "../harness/stack.js";
 import { useCleanup } from "./helpers/cleanup.js";
-import type { WsClient } from "./helpers/clients.js";
+import { connectWs, type WsClient } from "./helpers/clients.js";
 import { pollingHandshake, pollingReceive, pollingSend, upgradeSession } from "./helpers/engine-io.js";
 import { httpRequest } from "./helpers/http-request.js";
-import { connectWsWith } from "./helpers/ws-options.js";
 
 /**
  * nginx's per-address limits (limit_conn on everything proxied, limit_req on
@@ -42,7 +41,7 @@ describe("nginx per-address limits (limit_conn, limit_req on new sessions)", fun
     return sids;
   };
   const openWs = async (path: string, localAddress?: string): Promise<WsClient> => {
-    const c = await connectWsWith(`${wsBase}${path}`, localAddress ? { localAddress } : {});
+    const c = await connectWs(`${wsBase}${path}`, localAddress ? { localAddress } : {});
     defer(() => c.close());
     return c;
   };

@@ -72,8 +72,9 @@ export interface WsClient {
 }
 
 /** A real `ws` client; resolves once open, rejects with the HTTP status when the upgrade is refused. */
-export function connectWs(url: string, opts: { origin?: string } = {}): Promise<WsClient> {
-  const ws = new WebSocket(url, opts.origin ? { origin: opts.origin } : {});
+export function connectWs(url: string, opts: WebSocket.ClientOptions = {}): Promise<WsClient> {
+  // Any `ws` client option: origin, request headers (Authorization), localAddress, ...
+  const ws = new WebSocket(url, opts);
   const inbox = new Inbox<string>();
   ws.on("message", (data, isBinary) => inbox.push(isBinary ? `<binary ${(data as Buffer).length}>` : data.toString()));
   const closed = new Promise<{ code: number; reason: string }>((resolve) => {
@@ -125,7 +126,7 @@ export async function ioRefusal(url: string, opts: Parameters<typeof connectIo>[
 }
 
 /** Resolves with the refusal of a /ws upgrade (status, headers, body); fails if it opens. */
-export async function wsRefusal(url: string, opts: { origin?: string } = {}): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+export async function wsRefusal(url: string, opts: WebSocket.ClientOptions = {}): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   try {
     const c = await connectWs(url, opts);
     c.close();
