@@ -138,16 +138,9 @@ async function runStack(): Promise<void> {
   const { INSTANCE_COUNT } = await import("../harness/nginx.js");
 
   // --- configuration ---------------------------------------------------------
-  const PASS_THROUGH = [
-    "LOG_LEVEL",
-    "FORCED_SHUTDOWN_AFTER_SEC",
-    "PROGRESS_LOG_EVERY_SEC",
-    "PERIODIC_INTERVAL_SEC",
-    "MAX_MESSAGE_BYTES",
-    "MAX_BUFFERED_BYTES",
-    "CORS_ORIGINS",
-    "ADMIN_TOKEN",
-  ] as const;
+  // Every variable the service reads, but those the stack sets itself for each instance.
+  const { CONFIG_VARIABLES } = await import("../server/config.js");
+  const PASS_THROUGH = CONFIG_VARIABLES.filter((key) => !["PORT", "HOST", "INSTANCE_ID", "REDIS_URL", "LOG_FORMAT"].includes(key));
   const rawPort = process.env.STACK_PORT?.trim() || "8080";
   const basePort = Number(rawPort);
   if (!/^\d+$/.test(rawPort) || basePort < 1 || basePort + INSTANCE_COUNT > 65535) {

@@ -163,6 +163,9 @@ const schema = z.object({
     ),
 });
 
+/** Every environment variable the service reads. */
+export const CONFIG_VARIABLES: readonly string[] = Object.freeze(Object.keys(schema.shape));
+
 export interface Config {
   /** @default 8000 (0 picks a free port) */
   readonly port: number;

@@ -10,6 +10,7 @@ import { INSTANCE_COUNT, NGINX_CONF, renderNginxConf } from "../harness/nginx.js
 import { canConnect } from "../harness/ports.js";
 import { childPids } from "../harness/procfs.js";
 import { type Stack, startStack } from "../harness/stack.js";
+import { CONFIG_VARIABLES } from "../server/config.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const COMPOSE_FILE = path.join(ROOT, "docker-compose.yml");
@@ -204,6 +205,16 @@ describe("deployment configuration", function () {
     it("passes `docker compose config -q` (or docker-compose)", async function () {
       if (!compose) this.skip(); // neither `docker compose` nor `docker-compose` here
       await composeConfig(compose, "-q");
+    });
+
+    it("passes every variable the service reads to each instance (INSTANCE_ID per service)", async function () {
+      if (!compose) this.skip();
+      const services = serviceBlocks(await composeConfig(compose));
+      for (const name of ["ws1", "ws2", "ws3", "ws4"]) {
+        const env = subBlock(services.get(name) ?? "", "environment") ?? "";
+        const missing = CONFIG_VARIABLES.filter((key) => !new RegExp(`(^|\\s)${key}:`).test(env));
+        expect(missing, `${name}: variables compose does not pass`).to.deep.equal([]);
+      }
     });
 
     it("runs ws1..ws4 as nginx.conf routes them, each health-checked on /readyz, given longer than its drain to stop, at a fixed address", async function () {
