@@ -8,6 +8,7 @@ import { ClientRegistry } from "./cluster/registry.js";
 import { type Config, isLoopbackHost } from "./config.js";
 import { BroadcastDomain, type Envelope } from "./domain/broadcast.js";
 import { DrainState } from "./drain.js";
+import { ServiceError } from "./errors.js";
 import { createHttpApp } from "./http/routes.js";
 import { type Logger, createLogger } from "./logger.js";
 import { type ConnectionCount, createMetrics } from "./metrics.js";
@@ -114,11 +115,14 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   const verifyToken = await createTokenVerifier(config.auth);
   // Engine.IO sessions (polling handshakes included) and /ws connections.
   const full = () => config.maxConnections > 0 && io.engine.clientsCount + wsg.size >= config.maxConnections;
+  // The one gate for new sessions, Engine.IO and /ws alike: nothing is taken yet, and a 503 sends nginx to another instance.
+  const refuseNewSession = (): ServiceError | undefined =>
+    drain.draining ? new ServiceError("DRAINING") : full() ? new ServiceError("OVER_CAPACITY", String(config.maxConnections)) : undefined;
   const penalties = new PenaltyBox(config.rateLimitPenaltyMs, (address) => {
     if (redis?.ready) io.serverSideEmit("wbs:penalty", address);
   });
   if (redis) io.on("wbs:penalty", (address: unknown) => penalties.punish(String(address), false));
-  const deps = { config, origins, limiter, penalties, verifyToken, full, drain, registry, domain, metrics };
+  const deps = { config, origins, limiter, penalties, verifyToken, refuseNewSession, drain, registry, domain, metrics };
   const sio = createSocketIoGateway(io, { ...deps, log: log.child({ component: "socket.io" }) });
   const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });
   domain.addSink(sio.sink);
@@ -126,7 +130,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   connections = () => [...sio.connectionsByTransport(), { transport: "ws", via: "websocket", count: wsg.size }];
 
   const httpApp = createHttpApp({ ...deps, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
-  installFrontDoor(server, { drain, full, maxConnections: config.maxConnections, ws: wsg, metrics, log: log.child({ component: "http" }), app: httpApp });
+  installFrontDoor(server, { drain, refuseNewSession, ws: wsg, metrics, log: log.child({ component: "http" }), app: httpApp });
 
   const shutdown = new ShutdownCoordinator({
     drain,

@@ -6,7 +6,7 @@ import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { WsGateway } from "./ws-gateway.js";
-import { DRAIN_HEADERS, rejectUpgrade } from "./reject.js";
+import { rejectRequest, rejectUpgrade } from "./reject.js";
 import { type RequestTarget, parseTarget } from "./request-target.js";
 import { guardUpgrade } from "./upgrade-guard.js";
 
@@ -47,12 +47,9 @@ const opensSession = (target: RequestTarget): boolean => target.pathname === ENG
  */
 export function installFrontDoor(
   server: Server,
-  opts: { drain: DrainState; full: () => boolean; maxConnections: number; ws: WsGateway; metrics: Metrics; log: Logger; app: RequestListener },
+  opts: { drain: DrainState; refuseNewSession: () => ServiceError | undefined; ws: WsGateway; metrics: Metrics; log: Logger; app: RequestListener },
 ): void {
-  const { drain, full, ws, metrics, log, app } = opts;
-  /** Why a request that opens a new Engine.IO session is turned away (503: nginx tries another instance), if it is. */
-  const sessionRefusal = (): ServiceError | undefined =>
-    drain.draining ? new ServiceError("DRAINING") : full() ? new ServiceError("OVER_CAPACITY", String(opts.maxConnections)) : undefined;
+  const { drain, refuseNewSession, ws, metrics, log, app } = opts;
   const requestListeners = server.listeners("request") as RequestListener[];
   const upgradeListeners = server.listeners("upgrade") as UpgradeListener[];
   server.removeAllListeners("request");
@@ -73,18 +70,11 @@ export function installFrontDoor(
     if (drain.draining) res.setHeader("Connection", "close");
     if (!(req.url ?? "").startsWith(ENGINE_PATH)) {
       if (parseTarget(req.url)) return app(req, res);
-      const err = refuse(new ServiceError("BAD_REQUEST", "malformed request target"));
-      res.writeHead(err.status, { "Content-Type": "application/json", Connection: "close" }).end(JSON.stringify(err.toJSON()));
-      return;
+      return rejectRequest(res, refuse(new ServiceError("BAD_REQUEST", "malformed request target")));
     }
     const target = engineTarget(req);
-    const refusal = !target ? new ServiceError("BAD_REQUEST", "malformed request target") : opensSession(target) ? sessionRefusal() : undefined;
-    if (refusal) {
-      refuse(refusal);
-      res.writeHead(refusal.status, { "Content-Type": "application/json", Connection: "close", ...(refusal.status === 503 ? DRAIN_HEADERS : {}) });
-      res.end(JSON.stringify(refusal.toJSON()));
-      return;
-    }
+    const refusal = !target ? new ServiceError("BAD_REQUEST", "malformed request target") : opensSession(target) ? refuseNewSession() : undefined;
+    if (refusal) return rejectRequest(res, refuse(refusal));
     for (const listener of requestListeners) listener.call(server, req, res);
   };
 
@@ -94,8 +84,8 @@ export function installFrontDoor(
     const target = isEngine ? engineTarget(req) : parseTarget(req.url);
     if (!target) return rejectUpgrade(socket, refuse(new ServiceError("BAD_REQUEST", "malformed request target")));
     if (isEngine) {
-      const refusal = opensSession(target) ? sessionRefusal() : undefined;
-      if (refusal) return rejectUpgrade(socket, refuse(refusal), DRAIN_HEADERS);
+      const refusal = opensSession(target) ? refuseNewSession() : undefined;
+      if (refusal) return rejectUpgrade(socket, refuse(refusal));
       for (const listener of upgradeListeners) listener.call(server, req, socket, head);
       return;
     }
@@ -109,8 +99,7 @@ export function installFrontDoor(
     } catch (err) {
       unexpected("request", req, err);
       if (res.headersSent) return void res.destroy();
-      const body = JSON.stringify(new ServiceError("INTERNAL").toJSON());
-      res.writeHead(500, { "Content-Type": "application/json", Connection: "close" }).end(body);
+      rejectRequest(res, new ServiceError("INTERNAL"));
     }
   });
 

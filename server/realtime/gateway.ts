@@ -2,6 +2,7 @@ import type { ClientRegistry } from "../cluster/registry.js";
 import type { Config } from "../config.js";
 import type { BroadcastDomain } from "../domain/broadcast.js";
 import type { DrainState } from "../drain.js";
+import type { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { TokenVerifier } from "./client-auth.js";
@@ -22,6 +23,6 @@ export interface GatewayDeps {
   penalties: PenaltyBox;
   /** Set when client tokens are required. */
   verifyToken: TokenVerifier | undefined;
-  /** True when this instance holds MAX_CONNECTIONS: new sessions go elsewhere. */
-  full(): boolean;
+  /** Why a new session is turned away before anything is taken (draining, full: 503, nginx tries another instance), if it is. */
+  refuseNewSession(): ServiceError | undefined;
 }

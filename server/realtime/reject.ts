@@ -1,23 +1,28 @@
-import { STATUS_CODES } from "node:http";
+import { STATUS_CODES, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { ServiceError } from "../errors.js";
 
-/** Retry-After on every drain refusal: clients and nginx may try again at once, elsewhere. */
-export const DRAIN_HEADERS = { "Retry-After": "1" } as const;
+/**
+ * The headers of every refusal: JSON, and on a 503 (draining, full)
+ * Retry-After, so clients and nginx may try again at once, elsewhere.
+ */
+export function refusalHeaders(err: ServiceError): Record<string, string> {
+  return { "Content-Type": "application/json", ...(err.status === 503 ? { "Retry-After": "1" } : {}) };
+}
+
+/** Answers a plain HTTP request that we refuse: the status, a JSON body, and no keep-alive. */
+export function rejectRequest(res: ServerResponse, err: ServiceError): void {
+  res.writeHead(err.status, { ...refusalHeaders(err), Connection: "close" }).end(JSON.stringify(err.toJSON()));
+}
 
 /**
  * Answers an HTTP upgrade that we refuse, before any WebSocket exists: a plain
  * HTTP response with a JSON body, then the socket is closed.
  */
-export function rejectUpgrade(socket: Duplex, err: ServiceError, extraHeaders: Record<string, string> = {}): void {
+export function rejectUpgrade(socket: Duplex, err: ServiceError): void {
   if (socket.destroyed) return;
   const body = JSON.stringify(err.toJSON());
-  const headers = {
-    "Content-Type": "application/json",
-    "Content-Length": String(Buffer.byteLength(body)),
-    Connection: "close",
-    ...extraHeaders,
-  };
+  const headers = { ...refusalHeaders(err), "Content-Length": String(Buffer.byteLength(body)), Connection: "close" };
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}`);
   socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? "Error"}\r\n${lines.join("\r\n")}\r\n\r\n${body}`);
 }

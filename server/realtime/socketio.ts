@@ -272,14 +272,17 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
       const { room } = envelope;
       const n = members(room);
       if (n === 0) return 0;
-      // Encoded once for every member (Socket.IO's broadcast), not once a socket.
-      const to = (room === undefined ? io.local : io.local.to(roomKey(room))).except(REPLAYING);
+      // Encoded once for every member (Socket.IO's broadcast), not once a
+      // socket; sockets still replaying are left out, which costs a lookup a
+      // socket, so only while there are some.
+      const replaying = io.of("/").adapter.rooms.get(REPLAYING);
+      const audience = room === undefined ? io.local : io.local.to(roomKey(room));
+      const to = replaying ? audience.except(REPLAYING) : audience;
       if (envelope.event.event === "message") to.emit("message", envelope.event.data);
       else to.emit("notification", envelope.event.data);
       // Then the connections still replaying: they hold it until their replay
       // is out (a boundary it releases sends it itself; the broadcast above
       // already went, so it cannot reach that socket twice).
-      const replaying = io.of("/").adapter.rooms.get(REPLAYING);
       if (replaying) {
         for (const id of [...replaying]) {
           const socket = io.of("/").sockets.get(id);

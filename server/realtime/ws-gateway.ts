@@ -11,7 +11,7 @@ import { ReplayBoundary, type Resume, parseResume, startConnection } from "./rec
 import type { GatewayDeps } from "./gateway.js";
 import { clientAddress } from "./penalty.js";
 import type { Bucket } from "./rate-limit.js";
-import { DRAIN_HEADERS, rejectUpgrade } from "./reject.js";
+import { refusalHeaders, rejectUpgrade } from "./reject.js";
 import { type RequestTarget, decodePathSegment } from "./request-target.js";
 import { guardSlowClients } from "./slow-clients.js";
 import { releaseUpgradeGuard } from "./upgrade-guard.js";
@@ -61,7 +61,7 @@ export interface WsGateway {
 }
 
 export function createWsGateway(opts: GatewayDeps): WsGateway {
-  const { config, log, drain, registry, domain, metrics, origins, limiter, penalties, full } = opts;
+  const { config, log, registry, domain, metrics, origins, limiter, penalties, refuseNewSession } = opts;
   const clients = new Map<WebSocket, Client>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
@@ -88,9 +88,9 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     cut: (c) => c.ws.terminate(),
   });
 
-  const refuse = (socket: Duplex, err: ServiceError, extraHeaders?: Record<string, string>) => {
+  const refuse = (socket: Duplex, err: ServiceError) => {
     metrics.refusals.inc({ code: err.code });
-    rejectUpgrade(socket, err, extraHeaders);
+    rejectUpgrade(socket, err);
   };
 
   const send = (c: Client, frame: WsServerFrame, text: string) => {
@@ -177,7 +177,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     const attempt = attempts.get(req);
     const deny = (err: ServiceError) => {
       attempts.delete(req);
-      done(false, err.status, JSON.stringify(err.toJSON()), { "Content-Type": "application/json", ...(err.status === 503 ? DRAIN_HEADERS : {}) });
+      done(false, err.status, JSON.stringify(err.toJSON()), refusalHeaders(err));
     };
     if (!attempt) return deny(new ServiceError("INTERNAL"));
     admit(opts, { transport: "ws", address: attempt.address, wanted: attempt.wanted, token: attempt.token }).then(
@@ -263,17 +263,15 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       if (!match) return false;
       // Cheap checks first, answered before any WebSocket exists.
       const wanted = match[1] === undefined ? undefined : decodePathSegment(match[1]);
-      const refusal = drain.draining
-        ? new ServiceError("DRAINING")
-        : full()
-          ? new ServiceError("OVER_CAPACITY", String(config.maxConnections))
-          : !origins.allows(req.headers.origin)
-            ? new ServiceError("ORIGIN_NOT_ALLOWED", req.headers.origin)
-            : match[1] !== undefined && (wanted === undefined || !CLIENT_ID_PATTERN.test(wanted))
-              ? new ServiceError("INVALID_CLIENT_ID", wanted ?? match[1])
-              : undefined;
+      const refusal =
+        refuseNewSession() ??
+        (!origins.allows(req.headers.origin)
+          ? new ServiceError("ORIGIN_NOT_ALLOWED", req.headers.origin)
+          : match[1] !== undefined && (wanted === undefined || !CLIENT_ID_PATTERN.test(wanted))
+            ? new ServiceError("INVALID_CLIENT_ID", wanted ?? match[1])
+            : undefined);
       if (refusal) {
-        refuse(socket, refusal, refusal.status === 503 ? DRAIN_HEADERS : undefined);
+        refuse(socket, refusal);
         return true;
       }
       const token = target.query.token ?? /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];

@@ -215,36 +215,27 @@ export class RawConnection {
       let bodyLen: number | undefined;
       let body: Buffer = Buffer.alloc(0);
       const noBody = status === 101 || status === 204 || status === 304 || opts.method?.toUpperCase() === "HEAD";
+      // The body did not arrive whole before the deadline or the close: what there is.
+      const incomplete = () => ({
+        status,
+        statusLine,
+        headers,
+        body: this.#buf.subarray(afterHead),
+        raw: this.#take(this.#buf.length),
+        closed: this.#ended,
+        error: this.#error,
+        timedOut: !this.#ended,
+      });
       if (!noBody) {
         if (/chunked/i.test(headers["transfer-encoding"] ?? "")) {
           const parsed = await this.#waitFor(() => parseChunked(this.#buf, afterHead), deadline);
-          if (parsed === undefined)
-            return {
-              status,
-              statusLine,
-              headers,
-              body: this.#buf.subarray(afterHead),
-              raw: this.#take(this.#buf.length),
-              closed: this.#ended,
-              error: this.#error,
-              timedOut: !this.#ended,
-            };
+          if (parsed === undefined) return incomplete();
           body = parsed.body;
           bodyLen = parsed.end - afterHead;
         } else if (headers["content-length"] !== undefined) {
           const want = Number(headers["content-length"]);
           const got = await this.#waitFor(() => (this.#buf.length >= afterHead + want ? true : undefined), deadline);
-          if (got === undefined)
-            return {
-              status,
-              statusLine,
-              headers,
-              body: this.#buf.subarray(afterHead),
-              raw: this.#take(this.#buf.length),
-              closed: this.#ended,
-              error: this.#error,
-              timedOut: !this.#ended,
-            };
+          if (got === undefined) return incomplete();
           body = this.#buf.subarray(afterHead, afterHead + want);
           bodyLen = want;
         } else {
