@@ -152,7 +152,9 @@ export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise
           for (const port of children.keys()) {
             if (!(await cli(port, "cluster", "info")).includes("cluster_state:ok")) return undefined;
             const view = await clusterNodes(port);
-            const served = view.filter((n) => servesAsMaster(n) && children.has(n.port)).reduce((sum, n) => sum + n.ranges.reduce((k, [a, b]) => k + b - a + 1, 0), 0);
+            const served = view
+              .filter((n) => servesAsMaster(n) && children.has(n.port))
+              .reduce((sum, n) => sum + n.ranges.reduce((k, [a, b]) => k + b - a + 1, 0), 0);
             if (served !== 16_384) return undefined;
             const replication = await cli(port, "info", "replication");
             const masterPort = Number(/master_port:(\d+)/.exec(replication)?.[1]);

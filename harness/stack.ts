@@ -6,6 +6,7 @@ import { type InstanceProcess, START_TIMEOUT_MS, startInstance } from "./instanc
 import { INSTANCE_COUNT, NGINX_CONF, type NginxLimits, type NginxProcess, renderNginxConf, startNginx, workerNofileCap } from "./nginx.js";
 import { freePortRange } from "./ports.js";
 import type { Exit } from "./processes.js";
+import { type RedisCluster, startRedisCluster } from "./redis-cluster.js";
 import { type RedisProcess, startRedis } from "./redis.js";
 import { poll } from "./waiting.js";
 
@@ -23,9 +24,12 @@ export interface Stack {
   readonly nginxPid: number;
   /** nginx's error.log. */
   readonly nginxErrorLog: string;
+  /** The one Redis (REDIS_URL), or the seed nodes of the Redis Cluster (REDIS_CLUSTER_NODES), comma-separated. */
   readonly redisUrl: string;
-  /** undefined when a REDIS_URL was given. */
+  /** The redis-server it started; undefined when given a Redis or running a cluster. */
   readonly redis: RedisProcess | undefined;
+  /** The Redis Cluster it started (option `redisCluster: true`). */
+  readonly redisCluster: RedisCluster | undefined;
   /** Index i -> INSTANCE_ID `ws${i+1}` on port basePort+i+1. The same array throughout; restarts replace its entries. */
   readonly instances: InstanceProcess[];
   /** Direct URL of instance i (bypassing nginx). */
@@ -67,6 +71,12 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Use this Redis instead of starting one. */
   redisUrl?: string;
+  /**
+   * A Redis Cluster instead of one Redis: true starts three masters and three
+   * replicas on loopback; a string is the seed nodes of one already running
+   * (REDIS_CLUSTER_NODES).
+   */
+  redisCluster?: boolean | string;
   /** Lifecycle notifications (the CLI prints them). Must not throw. */
   onEvent?: (event: StackEvent) => void;
   /** Other nginx per-address limits than shipped (tests use small ones); see NginxLimits. Unset: as shipped. */
@@ -86,6 +96,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   process.on("exit", removeTmpDir);
 
   let redis: RedisProcess | undefined;
+  let redisCluster: RedisCluster | undefined;
   let nginx: NginxProcess | undefined;
   const instances: InstanceProcess[] = [];
   /** Every instance process that may still run, and whether we sent it SIGTERM. */
@@ -94,6 +105,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   let stopping: Promise<void> | undefined;
   let stopGraceMs = defaultGraceMs;
 
+  const clustered = Boolean(opts.redisCluster);
   const instanceEnv = (i: number, redisUrl: string): Record<string, string> => ({
     // Behind nginx: the client's address is the last X-Forwarded-For entry.
     TRUST_PROXY: "true",
@@ -101,7 +113,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     PORT: String(basePort + i + 1),
     HOST: "127.0.0.1",
     INSTANCE_ID: `ws${i + 1}`,
-    REDIS_URL: redisUrl,
+    ...(clustered ? { REDIS_CLUSTER_NODES: redisUrl } : { REDIS_URL: redisUrl }),
   });
 
   /** Starts instance i; resolves once it logged "listening" and its /readyz answers 200. */
@@ -165,6 +177,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     }
     try {
       await redis?.stop();
+      await redisCluster?.stop();
     } catch (err) {
       errors.push(err);
     }
@@ -177,7 +190,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     // nginx workers run as another user when we are root; they need to reach their temp dirs.
     await chmod(tmpDir, 0o755);
     let redisUrl: string;
-    if (opts.redisUrl) {
+    if (typeof opts.redisCluster === "string") {
+      redisUrl = opts.redisCluster;
+    } else if (opts.redisCluster) {
+      redisCluster = await startRedisCluster();
+      redisUrl = redisCluster.seeds;
+    } else if (opts.redisUrl) {
       redisUrl = opts.redisUrl;
     } else {
       redis = await startRedis();
@@ -234,6 +252,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       nginxErrorLog: nginx!.errorLog,
       redisUrl,
       redis,
+      redisCluster,
       instances,
       instanceUrl(i) {
         if (!Number.isInteger(i) || i < 0 || i >= INSTANCE_COUNT) throw new RangeError(`no instance ${i}`);

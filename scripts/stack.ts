@@ -4,6 +4,8 @@
  *
  *   STACK_PORT   nginx port, instances on STACK_PORT+1..+4 (default 8080)
  *   REDIS_URL    use this Redis instead of starting redis-server
+ *   STACK_REDIS_CLUSTER=1  start a Redis Cluster (3 masters, 3 replicas) instead of one redis-server
+ *   REDIS_CLUSTER_NODES    use this Redis Cluster (seed node URLs, comma-separated)
  *   LOG_LEVEL, FORCED_SHUTDOWN_AFTER_SEC, PROGRESS_LOG_EVERY_SEC,
  *   PERIODIC_INTERVAL_SEC, MAX_MESSAGE_BYTES, MAX_BUFFERED_BYTES, CORS_ORIGINS, ADMIN_TOKEN
  *                passed to every instance
@@ -140,7 +142,7 @@ async function runStack(): Promise<void> {
   // --- configuration ---------------------------------------------------------
   // Every variable the service reads, but those the stack sets itself for each instance.
   const { CONFIG_VARIABLES } = await import("../server/config.js");
-  const PASS_THROUGH = CONFIG_VARIABLES.filter((key) => !["PORT", "HOST", "INSTANCE_ID", "REDIS_URL", "LOG_FORMAT"].includes(key));
+  const PASS_THROUGH = CONFIG_VARIABLES.filter((key) => !["PORT", "HOST", "INSTANCE_ID", "REDIS_URL", "REDIS_CLUSTER_NODES", "LOG_FORMAT"].includes(key));
   const rawPort = process.env.STACK_PORT?.trim() || "8080";
   const basePort = Number(rawPort);
   if (!/^\d+$/.test(rawPort) || basePort < 1 || basePort + INSTANCE_COUNT > 65535) {
@@ -155,6 +157,8 @@ async function runStack(): Promise<void> {
     if (value !== undefined) env[key] = value;
   }
   const redisUrl = process.env.REDIS_URL?.trim() || undefined;
+  const clusterNodes = process.env.REDIS_CLUSTER_NODES?.trim() || undefined;
+  const redisCluster = clusterNodes ?? /^(1|true|yes)$/i.test(process.env.STACK_REDIS_CLUSTER?.trim() ?? "");
 
   // --- instance output -------------------------------------------------------
   // The service's own terminal format (pino-pretty with its options), one colour an instance.
@@ -214,11 +218,12 @@ async function runStack(): Promise<void> {
   const describe = (exit: { code: number | null; signal: string | null }) => (exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`);
 
   // --- start -----------------------------------------------------------------
-  say(`starting ${redisUrl ? "" : "redis-server, "}ws1..ws${INSTANCE_COUNT} and nginx on 127.0.0.1:${basePort}..${basePort + INSTANCE_COUNT}`);
+  const redisPart = clusterNodes || redisUrl ? "" : redisCluster ? "a redis cluster (6 nodes), " : "redis-server, ";
+  say(`starting ${redisPart}ws1..ws${INSTANCE_COUNT} and nginx on 127.0.0.1:${basePort}..${basePort + INSTANCE_COUNT}`);
   const started = Date.now();
   let up: Stack;
   try {
-    up = await startStack({ basePort, env, redisUrl, onEvent });
+    up = await startStack({ basePort, env, redisUrl, redisCluster, onEvent });
   } catch (err) {
     warn(`could not start: ${(err as Error).message}`);
     process.exit(1);
@@ -235,7 +240,9 @@ async function runStack(): Promise<void> {
     `up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
     `  nginx   ${up.url}  (pid ${up.nginxPid}; ${up.url}/ is the demo page)`,
     ...up.instances.map((inst, i) => `  ${inst.id.padEnd(6)}  ${up.instanceUrl(i)}  (pid ${inst.pid})`),
-    `  redis   ${up.redisUrl}${up.redis ? "" : "  (external, from REDIS_URL)"}`,
+    up.redisCluster
+      ? `  redis   cluster: ${up.redisCluster.nodes.map((n) => n.port).join(", ")} on 127.0.0.1 (3 masters, 3 replicas)`
+      : `  redis   ${up.redisUrl}${up.redis ? "" : clusterNodes ? "  (external cluster, from REDIS_CLUSTER_NODES)" : "  (external, from REDIS_URL)"}`,
     `  rolling restart: kill -USR2 ${supervisor}    stop: Ctrl+C or kill ${supervisor}`,
   ];
   say(lines.join("\n"));

@@ -1,9 +1,8 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
-import { createAdapter } from "@socket.io/redis-adapter";
 import { type ClusterBus, localBus, redisBus } from "./cluster/bus.js";
-import { type RedisPair, connectRedis } from "./cluster/redis.js";
+import { type RedisConnection, type RedisTarget, connectRedis, redact } from "./cluster/redis.js";
 import { ClientRegistry } from "./cluster/registry.js";
 import { type Config, isLoopbackHost } from "./config.js";
 import { BroadcastDomain, type Envelope } from "./domain/broadcast.js";
@@ -12,6 +11,7 @@ import { ServiceError } from "./errors.js";
 import { createHttpApp } from "./http/routes.js";
 import { type Logger, createLogger } from "./logger.js";
 import { type ConnectionCount, createMetrics } from "./metrics.js";
+import type { InterServerEvents } from "./protocol.js";
 import { createTokenVerifier } from "./realtime/client-auth.js";
 import { installFrontDoor } from "./realtime/front-door.js";
 import { createOriginPolicy } from "./realtime/origin.js";
@@ -39,17 +39,25 @@ export interface App {
 
 /**
  * Builds one instance: HTTP API, Socket.IO, /ws, the broadcast domain, the
- * cluster bus (Redis when REDIS_URL is set) and the drain coordinator. Nothing
+ * cluster bus (Redis when REDIS_URL or REDIS_CLUSTER_NODES is set) and the drain coordinator. Nothing
  * here touches `process`; the entry point and tests both use it.
  */
+const redisTarget = (config: Config): RedisTarget | undefined =>
+  config.redisClusterNodes ? { kind: "cluster", nodes: config.redisClusterNodes } : config.redisUrl ? { kind: "single", url: config.redisUrl } : undefined;
+
 export async function createApp(config: Config, opts: { log?: Logger; demoDir?: string } = {}): Promise<App> {
   const log = opts.log ?? createLogger({ instance: config.instanceId, level: config.logLevel });
   const drain = new DrainState();
 
-  let redis: RedisPair | undefined;
-  if (config.redisUrl) {
-    redis = await connectRedis(config.redisUrl, log.child({ component: "redis" }));
-    log.info({ redis: config.redisUrl.replace(/\/\/[^@]*@/, "//***@") }, "connected to redis: cluster mode");
+  let redis: RedisConnection | undefined;
+  const target = redisTarget(config);
+  if (target) {
+    redis = await connectRedis(target, log.child({ component: "redis" }));
+    const where = target.kind === "single" ? redact(target.url) : target.nodes.map(redact);
+    log.info(
+      { redis: where, kind: target.kind },
+      target.kind === "single" ? "connected to redis: cluster mode" : "connected to a redis cluster (sharded pub/sub): cluster mode",
+    );
   }
 
   const registry = new ClientRegistry({ instanceId: config.instanceId, redis, log: log.child({ component: "registry" }) });
@@ -82,15 +90,23 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     config,
     metrics,
     origins,
-    adapter: redis ? createAdapter(redis.pub, redis.sub, { key: "wbs", requestsTimeout: CLUSTER_TIMEOUT_MS }) : undefined,
+    adapter: redis?.adapter({ key: "wbs", requestsTimeout: CLUSTER_TIMEOUT_MS }),
   });
   const bus: ClusterBus<Envelope> = redis
-    ? redisBus<Envelope>(io, {
-        timeoutMs: CLUSTER_TIMEOUT_MS,
-        redisReady: () => redis.ready,
-        log: log.child({ component: "bus" }),
-        onSkipped: () => metrics.clusterPublishesSkipped.inc(),
-      })
+    ? redisBus<Envelope>(
+        {
+          // The bus is generic; the events it sends are InterServerEvents.
+          serverSideEmit: (event, ...args) => io.serverSideEmit(event as keyof InterServerEvents, ...(args as [never])),
+          on: (event, listener) => io.on(event as keyof InterServerEvents, listener as (arg: unknown) => void),
+          serverCount: () => io.of("/").adapter.serverCount(),
+        },
+        {
+          timeoutMs: CLUSTER_TIMEOUT_MS,
+          redisReady: () => redis.ready,
+          log: log.child({ component: "bus" }),
+          onSkipped: () => metrics.clusterPublishesSkipped.inc(),
+        },
+      )
     : localBus<Envelope>();
   const limits = { maxEntries: config.historySize, ttlMs: config.historyTtlMs };
   const history =

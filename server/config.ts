@@ -63,6 +63,8 @@ const JWT_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "P
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
+const REDIS_URL_PATTERN = /^rediss?:\/\/\S+$/;
+
 const schema = z.object({
   PORT: z
     .string()
@@ -155,12 +157,13 @@ const schema = z.object({
     .trim()
     .optional()
     .transform((v) => (v === undefined || v === "" ? undefined : v))
-    .pipe(
-      z
-        .string()
-        .regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL")
-        .optional(),
-    ),
+    .pipe(z.string().regex(REDIS_URL_PATTERN, "must be a redis:// or rediss:// URL").optional()),
+  // Seed nodes of a Redis Cluster: the client learns the rest from them.
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .optional()
+    .transform((v) => (v === undefined || v.trim() === "" ? undefined : v.split(",").map((s) => s.trim())))
+    .pipe(z.array(z.string().regex(REDIS_URL_PATTERN, "must be a comma-separated list of redis:// or rediss:// URLs")).optional()),
 });
 
 /** Every environment variable the service reads. */
@@ -219,8 +222,10 @@ export interface Config {
   readonly maxConnections: number;
   /** Client tokens: required when a key is set. */
   readonly auth: JwtConfig | undefined;
-  /** Unset: one instance with Socket.IO's in-memory adapter. */
+  /** One Redis. Unset (and no cluster): one instance with Socket.IO's in-memory adapter. */
   readonly redisUrl: string | undefined;
+  /** Seed nodes of a Redis Cluster (sharded pub/sub); exclusive with redisUrl. */
+  readonly redisClusterNodes: readonly string[] | undefined;
 }
 
 export interface JwtConfig {
@@ -265,6 +270,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError([
       `MAX_BUFFERED_BYTES=${JSON.stringify(env.MAX_BUFFERED_BYTES ?? "")} must be 0 (off) or at least MAX_MESSAGE_BYTES (${c.MAX_MESSAGE_BYTES})`,
     ]);
+  }
+  if (c.REDIS_URL !== undefined && c.REDIS_CLUSTER_NODES !== undefined) {
+    throw new ConfigError(["REDIS_URL and REDIS_CLUSTER_NODES: set one, not both (REDIS_URL is one Redis, REDIS_CLUSTER_NODES a Redis Cluster)"]);
   }
   let auth: JwtConfig | undefined;
   if (c.AUTH_JWT_SECRET !== undefined && c.AUTH_JWT_PUBLIC_KEY !== undefined) {
@@ -317,5 +325,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxConnections: c.MAX_CONNECTIONS,
     auth,
     redisUrl: c.REDIS_URL,
+    redisClusterNodes: c.REDIS_CLUSTER_NODES ? Object.freeze([...c.REDIS_CLUSTER_NODES]) : undefined,
   });
 }

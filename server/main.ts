@@ -28,7 +28,7 @@ for (const name of ["SIGTERM", "SIGINT"] as const) process.on(name, () => onSign
 // promise may reject. Log it instead of crashing every client of this instance.
 process.on("unhandledRejection", (err) => log.error({ err }, "unhandled rejection"));
 
-log.info({ cluster: Boolean(config.redisUrl) }, "starting");
+log.info({ cluster: Boolean(config.redisUrl || config.redisClusterNodes) }, "starting");
 let app: App;
 try {
   app = await createApp(config, { log });

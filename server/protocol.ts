@@ -139,10 +139,26 @@ export interface ClusterQuery {
   room?: string;
 }
 
-/** Between instances, over the Redis adapter (`serverSideEmit`); acks gather one answer per instance. */
+/** A question to every other instance: deliver and count (`publish`), or answer a query. */
+export interface ClusterRequest {
+  /** The asking instance's bus id: replies reach every instance, only it keeps them. */
+  from: string;
+  id: number;
+  kind: "publish" | "query";
+  body: Envelope | ClusterQuery;
+}
+
+export interface ClusterReply {
+  to: string;
+  id: number;
+  answer: InstanceStatus | string[] | number;
+}
+
+/** Between instances, over the Redis adapter (`serverSideEmit`). */
 export interface InterServerEvents {
-  "wbs:publish": (envelope: Envelope, ack?: (delivered: number) => void) => void;
-  "wbs:query": (query: ClusterQuery, ack?: (answer: InstanceStatus | string[] | number) => void) => void;
+  "wbs:publish": (envelope: Envelope) => void;
+  "wbs:request": (request: ClusterRequest) => void;
+  "wbs:reply": (reply: ClusterReply) => void;
   /** An address cut for flooding: every instance refuses its new sessions for a while. */
   "wbs:penalty": (address: string) => void;
 }

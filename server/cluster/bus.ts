@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { Logger } from "../logger.js";
 import { skippedPublishes } from "./outage.js";
 
@@ -42,32 +43,78 @@ export function localBus<E>(): ClusterBus<E> {
   };
 }
 
-/** The part of Socket.IO's Server the bus uses: its inter-server channel. */
+/** The part of Socket.IO's Server the bus uses: its inter-server channel, and how many servers listen. */
 export interface ServerSideChannel {
   serverSideEmit(event: string, ...args: unknown[]): boolean;
   on(event: string, listener: (...args: never[]) => void): unknown;
+  serverCount(): Promise<number>;
 }
 
 const PUBLISH = "wbs:publish";
-const QUERY = "wbs:query";
+const REQUEST = "wbs:request";
+const REPLY = "wbs:reply";
+
+interface Request {
+  from: string;
+  id: number;
+  /** `publish` carries an envelope to deliver and count; `query` a Query. */
+  kind: "publish" | "query";
+  body: unknown;
+}
+interface Reply {
+  to: string;
+  id: number;
+  answer: unknown;
+}
 
 /**
- * @param timeoutMs the adapter's `requestsTimeout`; the wrapper adds a margin
- *   because the adapter first counts subscribers, which waits on Redis.
+ * Requests and their answers are our own messages over the adapter's
+ * inter-server channel, not its acknowledgements: the sharded adapter waits a
+ * fixed 5 s for a missing answer and then reports none of the answers it got,
+ * where a cluster query must answer within `timeoutMs` with what it has.
  */
 export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; redisReady: () => boolean; log: Logger; onSkipped: () => void }): ClusterBus<E> {
   const outage = skippedPublishes(opts.log, opts.onSkipped);
-  const gather = <T>(event: string, arg: unknown): Promise<Gathered<T>> => {
-    if (!opts.redisReady()) return Promise.resolve({ answers: [], partial: true });
+  const self = randomBytes(9).toString("base64url");
+  let nextId = 0;
+  const pending = new Map<number, { answers: unknown[]; expected: number; finish: (partial: boolean) => void }>();
+
+  io.on(REPLY, (reply: Reply) => {
+    if (reply?.to !== self) return; // replies travel to every instance; this one was not ours
+    const request = pending.get(reply.id);
+    if (!request) return; // late: that request already answered partial
+    request.answers.push(reply.answer);
+    if (request.answers.length >= request.expected) request.finish(false);
+  });
+
+  const gather = async <T>(kind: Request["kind"], body: unknown): Promise<Gathered<T>> => {
+    if (!opts.redisReady()) return { answers: [], partial: true };
+    const deadline = Date.now() + opts.timeoutMs;
+    // Unknown (Redis slow or failing over): gather until the deadline and say partial.
+    const others = await Promise.race([
+      io.serverCount().then((n) => n - 1),
+      new Promise<number>((r) => setTimeout(r, opts.timeoutMs, Number.POSITIVE_INFINITY).unref()),
+    ]).catch(() => Number.POSITIVE_INFINITY);
+    if (others <= 0) return { answers: [], partial: false };
+    const id = nextId++;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve({ answers: [], partial: true }), opts.timeoutMs + 250);
-      io.serverSideEmit(event, arg, (err: Error | null, answers: T[] | undefined) => {
-        clearTimeout(timer);
-        if (err) opts.log.warn({ event, err: err.message }, "cluster request partly answered");
-        resolve({ answers: answers ?? [], partial: Boolean(err) });
-      });
+      const answers: T[] = [];
+      const timer = setTimeout(() => request.finish(true), Math.max(0, deadline - Date.now()));
+      const request = {
+        answers: answers as unknown[],
+        expected: others,
+        finish: (partial: boolean) => {
+          clearTimeout(timer);
+          pending.delete(id);
+          if (partial && Number.isFinite(others)) opts.log.warn({ kind, answered: answers.length, expected: others }, "cluster request partly answered");
+          resolve({ answers, partial: partial || !Number.isFinite(others) });
+        },
+      };
+      pending.set(id, request);
+      io.serverSideEmit(REQUEST, { from: self, id, kind, body } satisfies Request);
     });
   };
+
   return {
     clustered: true,
     publish(envelope) {
@@ -80,15 +127,15 @@ export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; re
       }
       outage.skip();
     },
-    publishCounted: (envelope) => gather<number>(PUBLISH, envelope),
-    query: <T>(query: Query) => gather<T>(QUERY, query),
+    publishCounted: (envelope) => gather<number>("publish", envelope),
+    query: <T>(query: Query) => gather<T>("query", query),
     serve({ deliver, answer }) {
-      io.on(PUBLISH, (envelope: E, ack?: (n: number) => void) => {
-        // Deliver first: `ack?.(deliver(e))` would skip the delivery when no ack is asked for.
-        const n = deliver(envelope);
-        ack?.(n);
+      io.on(PUBLISH, (envelope: E) => void deliver(envelope));
+      io.on(REQUEST, (request: Request) => {
+        if (typeof request?.from !== "string") return;
+        const result = request.kind === "publish" ? deliver(request.body as E) : answer(request.body as Query);
+        io.serverSideEmit(REPLY, { to: request.from, id: request.id, answer: result } satisfies Reply);
       });
-      io.on(QUERY, (query: Query, ack?: (a: unknown) => void) => ack?.(answer(query)));
     },
   };
 }

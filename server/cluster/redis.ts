@@ -1,79 +1,145 @@
-import { createClient } from "redis";
+import type { EventEmitter } from "node:events";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
+import type { ServerOptions } from "socket.io";
+import { createClient, createCluster } from "redis";
 import type { Logger } from "../logger.js";
 
-const createRedisClient = (url: string) =>
-  createClient({
-    url,
-    socket: {
-      connectTimeout: 3_000,
-      // Back off to 1 s at most, so a restarted Redis is picked up quickly.
-      reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1_000),
-    },
-  });
-type RedisClient = ReturnType<typeof createRedisClient>;
+/** Where Redis is: one server, or the seed nodes of a Redis Cluster. */
+export type RedisTarget = { kind: "single"; url: string } | { kind: "cluster"; nodes: readonly string[] };
 
-export interface RedisPair {
-  /** Commands and PUBLISH (the adapter's pubClient, the registry's client). */
-  pub: RedisClient;
-  /** SUBSCRIBE only (the adapter's subClient). */
-  sub: RedisClient;
-  /** True while both connections are up. */
+const socket = {
+  connectTimeout: 3_000,
+  // Back off to 1 s at most, so a restarted Redis is picked up quickly.
+  reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1_000),
+};
+const createSingle = (url: string) => createClient({ url, socket });
+const createClusterClient = (nodes: readonly string[]) =>
+  createCluster({
+    rootNodes: nodes.map((url) => ({ url })),
+    defaults: { socket },
+    // A node that keeps failing to reconnect (a dead master) makes the client
+    // re-read the topology after this long and follow the promoted replica.
+    topologyRefreshOnReconnectionAttemptStrategy: 300,
+  });
+type SingleClient = ReturnType<typeof createSingle>;
+type ClusterClient = ReturnType<typeof createClusterClient>;
+
+/**
+ * What the service asks of Redis, the same on one server and on a cluster.
+ * On a cluster every key of one command (or script) must share a hash slot;
+ * callers give the key that routes it and use hash tags for the rest.
+ */
+export interface RedisConnection {
+  readonly kind: RedisTarget["kind"];
+  /** True while the connections are up (on a cluster: the client is connected; one shard may still be failing over). */
   readonly ready: boolean;
+  /** One command; `routeKey` picks the shard on a cluster. */
+  command(routeKey: string | undefined, args: string[]): Promise<unknown>;
+  /**
+   * Delivery of one channel. On a cluster a sharded channel (SSUBSCRIBE), kept
+   * on the shard of its hash slot: scripts publish to it with `publishCommand`.
+   */
+  subscribe(channel: string, listener: (message: string) => void): Promise<void>;
+  readonly publishCommand: "PUBLISH" | "SPUBLISH";
+  /** After a reconnect (Redis back, or a node of the cluster back or replaced). */
+  onReconnect(listener: () => void): void;
+  /** The Socket.IO adapter: classic pub/sub on one server, sharded pub/sub (Redis 7) on a cluster. */
+  adapter(opts: { key: string; requestsTimeout: number }): NonNullable<ServerOptions["adapter"]>;
   close(): Promise<void>;
 }
 
-/**
- * Connects the two clients the Redis adapter needs. Errors never escape: each
- * client has a listener that logs the first error of an outage and its end;
- * node-redis reconnects (and resubscribes) by itself.
- */
-export async function connectRedis(url: string, log: Logger, { connectTimeoutMs = 10_000 } = {}): Promise<RedisPair> {
-  const pub = createRedisClient(url);
-  const sub = createRedisClient(url); // a connection of its own: SUBSCRIBE blocks it for commands
-  for (const [role, client] of [
-    ["pub", pub],
-    ["sub", sub],
-  ] as [string, RedisClient][]) {
-    let down = false;
-    client.on("error", (err: Error) => {
-      if (down) return; // one line an outage, not one a retry
-      down = true;
-      log.warn({ role, err: err.message }, "redis unreachable; serving local clients only until it returns");
-    });
-    client.on("ready", () => {
-      if (down) log.info({ role }, "redis is back; cross-instance delivery resumes");
-      down = false;
-    });
-  }
+/** Logs the first error of an outage and its end; node-redis reconnects (and resubscribes) by itself. */
+function logOutages(emitter: EventEmitter, role: string, log: Logger, events: { error: string; ready: string }): void {
+  let down = false;
+  emitter.on(events.error, (err: Error) => {
+    if (down) return; // one line an outage, not one a retry
+    down = true;
+    log.warn({ role, err: err?.message }, "redis unreachable; serving local clients only until it returns");
+  });
+  emitter.on(events.ready, () => {
+    if (down) log.info({ role }, "redis is back; cross-instance delivery resumes");
+    down = false;
+  });
+}
+
+/** Bounded: a Redis that does not answer fails the start-up rather than hanging it. */
+async function connectWithin(clients: { connect(): Promise<unknown>; destroy(): void }[], timeoutMs: number, what: string): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`could not reach Redis at ${url} within ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    timer = setTimeout(() => reject(new Error(`could not reach ${what} within ${timeoutMs} ms`)), timeoutMs);
   });
   try {
-    await Promise.race([Promise.all([pub.connect(), sub.connect()]), timeout]);
+    await Promise.race([Promise.all(clients.map((c) => c.connect())), timeout]);
   } catch (err) {
-    pub.destroy();
-    sub.destroy();
+    for (const c of clients) c.destroy();
     throw err;
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** QUIT flushes what is queued; destroy() when Redis is away so close never hangs. */
+async function closeGently(c: { isOpen: boolean; isReady: boolean; close(): Promise<unknown>; destroy(): void }): Promise<void> {
+  if (!c.isOpen) return;
+  if (!c.isReady) return c.destroy();
+  await Promise.race([c.close(), new Promise((r) => setTimeout(r, 500).unref())]).catch(() => undefined);
+  if (c.isOpen) c.destroy();
+}
+
+/** Connects a command connection and a subscriber connection (SUBSCRIBE blocks a connection for commands). */
+export async function connectRedis(target: RedisTarget, log: Logger, { connectTimeoutMs = 10_000 } = {}): Promise<RedisConnection> {
+  return target.kind === "single" ? connectSingle(target.url, log, connectTimeoutMs) : connectCluster(target.nodes, log, connectTimeoutMs);
+}
+
+async function connectSingle(url: string, log: Logger, connectTimeoutMs: number): Promise<RedisConnection> {
+  const pub: SingleClient = createSingle(url);
+  const sub: SingleClient = createSingle(url);
+  logOutages(pub, "pub", log, { error: "error", ready: "ready" });
+  logOutages(sub, "sub", log, { error: "error", ready: "ready" });
+  await connectWithin([pub, sub], connectTimeoutMs, `Redis at ${redact(url)}`);
   return {
-    pub,
-    sub,
+    kind: "single",
     get ready() {
       return pub.isReady && sub.isReady;
     },
-    async close() {
-      // QUIT flushes what is queued; destroy() when Redis is away so close never hangs.
-      await Promise.all(
-        [pub, sub].map(async (c: RedisClient) => {
-          if (!c.isOpen) return;
-          if (!c.isReady) return c.destroy();
-          await Promise.race([c.close(), new Promise((r) => setTimeout(r, 500).unref())]).catch(() => undefined);
-          if (c.isOpen) c.destroy();
-        }),
-      );
-    },
+    command: (_key, args) => pub.sendCommand(args),
+    subscribe: (channel, listener) => sub.subscribe(channel, listener),
+    publishCommand: "PUBLISH",
+    onReconnect: (listener) => void pub.on("ready", listener),
+    adapter: (opts) => createAdapter(pub, sub, opts),
+    close: async () => void (await Promise.all([closeGently(pub), closeGently(sub)])),
   };
 }
+
+async function connectCluster(nodes: readonly string[], log: Logger, connectTimeoutMs: number): Promise<RedisConnection> {
+  const pub: ClusterClient = createClusterClient(nodes);
+  const sub: ClusterClient = pub.duplicate();
+  // A cluster client reports a node's troubles as node-error/node-ready and its own as error.
+  for (const [role, client] of [
+    ["pub", pub],
+    ["sub", sub],
+  ] as const) {
+    logOutages(client, role, log, { error: "node-error", ready: "node-ready" });
+    client.on("error", (err: Error) => log.debug({ role, err: err.message }, "redis cluster client error"));
+  }
+  await connectWithin([pub, sub], connectTimeoutMs, `the Redis Cluster at ${nodes.map(redact).join(", ")}`);
+  return {
+    kind: "cluster",
+    get ready() {
+      return pub.isReady && sub.isReady;
+    },
+    command: (key, args) => pub.sendCommand(key, false, args),
+    subscribe: (channel, listener) => sub.sSubscribe(channel, listener),
+    publishCommand: "SPUBLISH",
+    onReconnect: (listener) => void pub.on("node-ready", listener),
+    // Static: two channels a namespace. "dynamic" would add one a room, and
+    // subscribe and unsubscribe whenever a room appears on an instance (the
+    // replaying room does at every recovery); with history on, broadcasts take
+    // the history channel anyway.
+    adapter: (opts) => createShardedAdapter(pub, sub, { channelPrefix: opts.key, subscriptionMode: "static" }),
+    close: async () => void (await Promise.all([closeGently(pub), closeGently(sub)])),
+  };
+}
+
+/** A URL without its password, for logs. */
+export const redact = (url: string): string => url.replace(/\/\/[^@]*@/, "//***@");

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Logger } from "../logger.js";
-import type { RedisPair } from "./redis.js";
+import type { RedisConnection } from "./redis.js";
 
 export type Transport = "socket.io" | "ws";
 
@@ -12,7 +12,21 @@ export interface Lease {
   readonly token: string;
 }
 
-const KEY = (id: string) => `wbs:client:${id}`;
+/**
+ * `wbs:client:{NN}:<id>`: the hash tag is a bucket of the id (0..63), so on a
+ * Redis Cluster one script can refresh all the ids of a bucket (every key of
+ * a script must share a slot), and 64 buckets spread over the shards. A tag of
+ * its own for every id would cost one command an id each heartbeat; one tag
+ * for all would put every id on one shard.
+ */
+const BUCKETS = 64;
+const bucketOf = (id: string): number => {
+  let h = 0x811c9dc5; // FNV-1a: cheap, stable across instances and versions
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % BUCKETS;
+};
+export const clientKey = (id: string): string => `wbs:client:{${bucketOf(id)}}:${id}`;
+const KEY = clientKey;
 
 // Refresh our claims; re-create any that vanished (a Redis restart without
 // persistence); report the ones another instance took meanwhile.
@@ -37,12 +51,12 @@ const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call
 export class ClientRegistry extends EventEmitter<{ change: [] }> {
   readonly #local = new Map<string, Lease>();
   readonly #instanceId: string;
-  readonly #redis: RedisPair | undefined;
+  readonly #redis: RedisConnection | undefined;
   readonly #log: Logger;
   readonly #ttlMs: number;
   #heartbeat: NodeJS.Timeout | undefined;
 
-  constructor(opts: { instanceId: string; redis?: RedisPair; log: Logger; ttlMs?: number }) {
+  constructor(opts: { instanceId: string; redis?: RedisConnection; log: Logger; ttlMs?: number }) {
     super();
     this.#instanceId = opts.instanceId;
     this.#redis = opts.redis;
@@ -75,7 +89,7 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     const redis = this.#redis;
     if (redis?.ready) {
       try {
-        const ok = await withTimeout(redis.pub.sendCommand(["SET", KEY(id), lease.token, "NX", "PX", String(this.#ttlMs)]), 1_000);
+        const ok = await withTimeout(redis.command(KEY(id), ["SET", KEY(id), lease.token, "NX", "PX", String(this.#ttlMs)]), 1_000);
         if (String(ok) !== "OK") {
           this.#local.delete(id);
           return undefined;
@@ -95,7 +109,7 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     this.emit("change");
     const redis = this.#redis;
     if (redis?.ready) {
-      redis.pub.sendCommand(["EVAL", RELEASE, "1", KEY(lease.id), lease.token]).catch((err: Error) => {
+      redis.command(KEY(lease.id), ["EVAL", RELEASE, "1", KEY(lease.id), lease.token]).catch((err: Error) => {
         this.#log.debug({ clientId: lease.id, err: err.message }, "release failed; the key expires by itself");
       });
     }
@@ -115,30 +129,40 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     const redis = this.#redis;
     const leases = [...this.#local.values()];
     if (!redis?.ready || leases.length === 0) return;
-    await withTimeout(Promise.all(leases.map((l) => redis.pub.sendCommand(["EVAL", RELEASE, "1", KEY(l.id), l.token]))), 1_000).catch(() => undefined);
+    await withTimeout(Promise.all(leases.map((l) => redis.command(KEY(l.id), ["EVAL", RELEASE, "1", KEY(l.id), l.token]))), 1_000).catch(() => undefined);
   }
 
   async #refresh(): Promise<void> {
     const redis = this.#redis;
     if (!redis?.ready || this.#local.size === 0) return;
-    const leases = [...this.#local.values()];
-    for (let i = 0; i < leases.length; i += 500) {
-      const batch = leases.slice(i, i + 500);
-      try {
-        const lost = (await redis.pub.sendCommand([
-          "EVAL",
-          REFRESH,
-          String(batch.length),
-          ...batch.map((l) => KEY(l.id)),
-          String(this.#ttlMs),
-          ...batch.map((l) => l.token),
-        ])) as string[];
-        if (lost.length > 0) this.#log.warn({ keys: lost }, "clientIds claimed by another instance while redis was away");
-      } catch (err) {
-        this.#log.debug({ err: (err as Error).message }, "heartbeat failed; retrying next beat");
-        return;
-      }
+    // One script a bucket (its keys share a slot), at most 500 keys each; all in flight at once.
+    const groups = new Map<number, Lease[]>();
+    for (const lease of this.#local.values()) {
+      const bucket = bucketOf(lease.id);
+      const group = groups.get(bucket) ?? [];
+      if (group.length === 0) groups.set(bucket, group);
+      group.push(lease);
     }
+    const batches = [...groups.values()].flatMap((group) =>
+      Array.from({ length: Math.ceil(group.length / 500) }, (_, i) => group.slice(i * 500, i * 500 + 500)),
+    );
+    const results = await Promise.allSettled(
+      batches.map(
+        (batch) =>
+          redis.command(KEY(batch[0]!.id), [
+            "EVAL",
+            REFRESH,
+            String(batch.length),
+            ...batch.map((l) => KEY(l.id)),
+            String(this.#ttlMs),
+            ...batch.map((l) => l.token),
+          ]) as Promise<string[]>,
+      ),
+    );
+    const lost = results.flatMap((r) => (r.status === "fulfilled" ? r.value : []));
+    if (lost.length > 0) this.#log.warn({ keys: lost }, "clientIds claimed by another instance while redis was away");
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) this.#log.debug({ err: (failed.reason as Error).message }, "heartbeat failed; retrying next beat");
   }
 }
 

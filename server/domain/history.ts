@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { skippedPublishes } from "../cluster/outage.js";
-import type { RedisPair } from "../cluster/redis.js";
+import type { RedisConnection } from "../cluster/redis.js";
 import type { Logger } from "../logger.js";
 import type { Envelope } from "../protocol.js";
 
@@ -106,18 +106,21 @@ export class MemoryLog implements BroadcastLog {
   }
 }
 
-const STREAM = "wbs:history";
-const EPOCH = "wbs:history:epoch";
-const CHANNEL = "wbs:history:live";
+// One hash tag for the stream, its keys and its channel: on a Redis Cluster
+// they live on one shard, so the script below may touch them all and publish
+// there (SPUBLISH checks the channel's slot like a key's).
+const STREAM = "wbs:{history}";
+const EPOCH = "wbs:{history}:epoch";
+const CHANNEL = "wbs:{history}:live";
 /** The first entry left after the last trim: a client behind it may have missed what was trimmed. */
-const FLOOR = "wbs:history:floor";
+const FLOOR = "wbs:{history}:floor";
 
 // Append and publish in one atomic step: Redis runs scripts one at a time, so
 // the order of PUBLISH (what every instance delivers) is the order of XADD
 // (the offsets). A `gap` entry marks a Redis outage during which an instance
 // delivered to its own clients only. When a trim removes entries, the first
 // one left is the floor (XINFO's max-deleted-entry-id does not follow trims).
-// KEYS: stream, epoch, floor. ARGV: payload, kind (e|gap), maxlen, minid, a new epoch, channel.
+// KEYS: stream, epoch, floor. ARGV: payload, kind (e|gap), maxlen, minid, a new epoch, channel, PUBLISH or SPUBLISH.
 const APPEND = `
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then epoch = ARGV[5]; redis.call('SET', KEYS[2], epoch) end
@@ -128,7 +131,7 @@ if trimmed > 0 then
   local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
   redis.call('SET', KEYS[3], first[1] and first[1][1] or id)
 end
-redis.call('PUBLISH', ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
+redis.call(ARGV[7], ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
 return {epoch, id}`;
 
 // The epoch (made if none), the last id, and the newest id trimmed away, in one step.
@@ -158,7 +161,7 @@ export class RedisLog implements BroadcastLog {
   readonly #outage: ReturnType<typeof skippedPublishes>;
 
   constructor(
-    private readonly redis: RedisPair,
+    private readonly redis: RedisConnection,
     private readonly limits: HistoryLimits,
     private readonly log: Logger,
     onSkipped: () => void = () => undefined,
@@ -175,10 +178,10 @@ export class RedisLog implements BroadcastLog {
   }
 
   async start(): Promise<void> {
-    await this.redis.sub.subscribe(CHANNEL, (message: string) => this.#receive(message));
+    await this.redis.subscribe(CHANNEL, (message: string) => this.#receive(message));
     await this.#readHead();
     // Back from an outage: mark the gap in the history for everyone, and learn the (maybe new) epoch.
-    this.redis.pub.on("ready", () => {
+    this.redis.onReconnect(() => {
       if (this.#closed) return;
       void (async () => {
         if (this.#gap)
@@ -213,7 +216,7 @@ export class RedisLog implements BroadcastLog {
   }
 
   async since(epoch: string, offset: string, limit: number) {
-    const [current, floor, entries] = (await this.redis.pub.sendCommand(["EVAL", SINCE, "3", STREAM, EPOCH, FLOOR, offset, String(limit + 1)])) as [
+    const [current, floor, entries] = (await this.redis.command(STREAM, ["EVAL", SINCE, "3", STREAM, EPOCH, FLOOR, offset, String(limit + 1)])) as [
       string | null,
       string,
       StreamEntry[],
@@ -237,11 +240,25 @@ export class RedisLog implements BroadcastLog {
 
   async #append(payload: string, kind: "e" | "gap"): Promise<void> {
     const minId = this.limits.ttlMs > 0 ? String(Date.now() - this.limits.ttlMs) : "0";
-    await this.redis.pub.sendCommand(["EVAL", APPEND, "3", STREAM, EPOCH, FLOOR, payload, kind, String(this.limits.maxEntries), minId, newEpoch(), CHANNEL]);
+    await this.redis.command(STREAM, [
+      "EVAL",
+      APPEND,
+      "3",
+      STREAM,
+      EPOCH,
+      FLOOR,
+      payload,
+      kind,
+      String(this.limits.maxEntries),
+      minId,
+      newEpoch(),
+      CHANNEL,
+      this.redis.publishCommand,
+    ]);
   }
 
   async #readHead(): Promise<void> {
-    const [epoch, last] = (await this.redis.pub.sendCommand(["EVAL", HEAD, "2", STREAM, EPOCH, newEpoch()])) as [string, string];
+    const [epoch, last] = (await this.redis.command(STREAM, ["EVAL", HEAD, "2", STREAM, EPOCH, newEpoch()])) as [string, string];
     if (epoch !== this.#epoch || compareOffsets(last, this.#last) > 0) this.#last = last;
     this.#epoch = epoch;
   }
