@@ -116,6 +116,7 @@ async function schemaProblems(obj: Obj): Promise<string[]> {
  * interface, and TypeScript's excess-property check names every unknown one.
  * Returns one line a problem, prefixed with the object's label.
  */
+const parsed = new Map<string, ts.SourceFile | undefined>();
 function unknownFields(manifests: Manifest[]): string[] {
   const virtual = path.join(DIR, "__manifests__.ts"); // never written: the host serves it from memory
   const starts: number[] = [];
@@ -139,7 +140,12 @@ function unknownFields(manifests: Manifest[]): string[] {
   const host = ts.createCompilerHost(options);
   const getSourceFile = host.getSourceFile.bind(host);
   const fileExists = host.fileExists.bind(host);
-  host.getSourceFile = (name, lang, ...rest) => (name === virtual ? ts.createSourceFile(name, text, lang) : getSourceFile(name, lang, ...rest));
+  host.getSourceFile = (name, lang, ...rest) => {
+    if (name === virtual) return ts.createSourceFile(name, text, lang);
+    // Library and model declarations parsed once for every call.
+    if (!parsed.has(name)) parsed.set(name, getSourceFile(name, lang, ...rest));
+    return parsed.get(name);
+  };
   host.fileExists = (name) => name === virtual || fileExists(name);
   const program = ts.createProgram([virtual], options, host);
   return ts.getPreEmitDiagnostics(program).map((d) => {
