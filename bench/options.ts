@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { OPT_IN_TARGETS, TARGET_NAMES, type TargetName } from "./targets.js";
 
-export const SCENARIOS = ["memory", "fanout", "echo", "ramp", "drain", "abuse"] as const;
+export const SCENARIOS = ["memory", "fanout", "echo", "scaling", "ramp", "drain", "abuse"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface Options {
@@ -26,10 +26,22 @@ export interface Options {
   rampFactor: number;
   rampStepMs: number;
   rampMax: number;
+  /** At the top of the ramp: broadcasts to every client held, this long, at this rate. */
+  rampHoldMs: number;
+  rampHoldRate: number;
   memoryClients: number;
   memorySettleMs: number;
   /** Heap snapshots before and after this many idle clients, diffed by constructor (0: off). */
   heapDiff: number;
+  /** Scaling scenario (docs/SCALING.md): clients through nginx, their connect rate, the idle window, paced broadcasts, the burst. */
+  scalingClients: number;
+  scalingConnectRate: number;
+  scalingIdleMs: number;
+  scalingPaced: number;
+  scalingBurstMs: number;
+  /** Publishes per row of the Redis figure, and the subscribers added to the broadcast channel for each row. */
+  scalingPublishes: number;
+  scalingSubscribers: number[];
   drainClients: number;
   drainRate: number;
   drainForcedSec: number;
@@ -66,9 +78,18 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     rampFactor: 2,
     rampStepMs: 1_000,
     rampMax: 2_000,
+    rampHoldMs: 2_000,
+    rampHoldRate: 2,
     memoryClients: 1_000,
     memorySettleMs: 500,
     heapDiff: 0,
+    scalingClients: 500,
+    scalingConnectRate: 500,
+    scalingIdleMs: 1_000,
+    scalingPaced: 10,
+    scalingBurstMs: 500,
+    scalingPublishes: 1_000,
+    scalingSubscribers: [0, 12],
     drainClients: 400,
     drainRate: 10,
     drainForcedSec: 2,
@@ -94,10 +115,23 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     rampStartRate: 500,
     rampFactor: 1.5,
     rampStepMs: 2_000,
+    // 30k through nginx: 4 nginx workers under a 20,000-descriptor hard limit (harness/nginx.ts
+    // workersUnderCap), 2 generator children, about a minute at the rates this machine takes.
     rampMax: 30_000,
+    rampHoldMs: 10_000,
+    rampHoldRate: 1,
     memoryClients: 10_000,
     memorySettleMs: 3_000,
     heapDiff: 1_000,
+    scalingClients: 10_000,
+    scalingConnectRate: 1_000,
+    // One Engine.IO ping interval: every client's heartbeat falls in the window once.
+    scalingIdleMs: 25_000,
+    scalingPaced: 40,
+    scalingBurstMs: 3_000,
+    // /proc counts CPU in 10 ms ticks: enough publishes for Redis to spend a second or so.
+    scalingPublishes: 20_000,
+    scalingSubscribers: [0, 12, 60],
     drainClients: 4_000,
     // 12k frames/s: well under what the stack delivers on 2 cores (the wave, not an overload).
     drainRate: 3,
@@ -124,8 +158,11 @@ export const USAGE = `npm run bench -- [options]
   --paced N               paced broadcasts per target and size (latency, completion time)
   --echo-clients N  --echo-rate N/s  --echo-ms MS
   --ramp-start N/s  --ramp-factor F  --ramp-step MS  --ramp-max N
+  --ramp-hold MS  --ramp-hold-rate N/s   broadcasts to every client held at the top of the ramp
   --memory-clients N  --memory-settle MS
   --heap-diff N           heap snapshots around N idle clients, growth by constructor (0: off; full run: 1000)
+  --scaling-clients N  --scaling-connect-rate N/s  --scaling-idle MS  --scaling-paced N  --scaling-burst MS
+  --scaling-publishes N  --scaling-subscribers 0,12,60   Redis CPU per publish with that many more subscribers
   --drain-clients N  --drain-rate N/s  --drain-forced SEC
   --abuse-receivers N  --abuse-baseline MS  --abuse-flood MS  --abuse-ping MS  --abuse-probe-gap MS
   --profile / --no-profile   CPU profiles of each target (default: on in the full run)
@@ -176,9 +213,18 @@ export function parseOptions(argv: string[]): Options | "help" {
       "ramp-factor": { type: "string" },
       "ramp-step": { type: "string" },
       "ramp-max": { type: "string" },
+      "ramp-hold": { type: "string" },
+      "ramp-hold-rate": { type: "string" },
       "memory-clients": { type: "string" },
       "memory-settle": { type: "string" },
       "heap-diff": { type: "string" },
+      "scaling-clients": { type: "string" },
+      "scaling-connect-rate": { type: "string" },
+      "scaling-idle": { type: "string" },
+      "scaling-paced": { type: "string" },
+      "scaling-burst": { type: "string" },
+      "scaling-publishes": { type: "string" },
+      "scaling-subscribers": { type: "string" },
       "drain-clients": { type: "string" },
       "drain-rate": { type: "string" },
       "drain-forced": { type: "string" },
@@ -223,9 +269,28 @@ export function parseOptions(argv: string[]): Options | "help" {
     rampFactor: num(values["ramp-factor"], "ramp-factor", p.rampFactor, { min: 1.05 }),
     rampStepMs: num(values["ramp-step"], "ramp-step", p.rampStepMs, { min: 100 }),
     rampMax: num(values["ramp-max"], "ramp-max", p.rampMax, { min: 1 }),
+    rampHoldMs: num(values["ramp-hold"], "ramp-hold", p.rampHoldMs, { min: 100 }),
+    rampHoldRate: num(values["ramp-hold-rate"], "ramp-hold-rate", p.rampHoldRate, { min: 0.1 }),
     memoryClients: num(values["memory-clients"], "memory-clients", p.memoryClients, { min: 1 }),
     memorySettleMs: num(values["memory-settle"], "memory-settle", p.memorySettleMs),
     heapDiff: num(values["heap-diff"], "heap-diff", p.heapDiff),
+    scalingClients: Math.round(num(values["scaling-clients"], "scaling-clients", p.scalingClients, { min: 1 })),
+    scalingConnectRate: num(values["scaling-connect-rate"], "scaling-connect-rate", p.scalingConnectRate, { min: 1 }),
+    scalingIdleMs: num(values["scaling-idle"], "scaling-idle", p.scalingIdleMs, { min: 100 }),
+    scalingPaced: Math.round(num(values["scaling-paced"], "scaling-paced", p.scalingPaced, { min: 1 })),
+    scalingBurstMs: num(values["scaling-burst"], "scaling-burst", p.scalingBurstMs, { min: 100 }),
+    scalingPublishes: Math.round(num(values["scaling-publishes"], "scaling-publishes", p.scalingPublishes, { min: 10 })),
+    scalingSubscribers: values["scaling-subscribers"]
+      ? [
+          ...new Set(
+            values["scaling-subscribers"].split(",").map((s) => {
+              const n = Number(s);
+              if (!Number.isInteger(n) || n < 0 || n > 1_000) throw new Error(`--scaling-subscribers: ${JSON.stringify(s)} is not a count 0–1000`);
+              return n;
+            }),
+          ),
+        ].sort((a, b) => a - b)
+      : p.scalingSubscribers,
     drainClients: num(values["drain-clients"], "drain-clients", p.drainClients, { min: 4 }),
     drainRate: num(values["drain-rate"], "drain-rate", p.drainRate, { min: 1 }),
     drainForcedSec: num(values["drain-forced"], "drain-forced", p.drainForcedSec, { min: 0.1 }),

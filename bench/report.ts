@@ -1,5 +1,6 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { f, KIB, MIB, md, n0, round, table } from "./lib/format.js";
 import { lineChart, type Series } from "./lib/svg.js";
 import type { Options } from "./options.js";
 import type { AbuseCell, AbusePhase, AbusePhaseName } from "./scenarios/abuse.js";
@@ -8,6 +9,9 @@ import type { EchoCell } from "./scenarios/echo.js";
 import type { FanoutCell, TargetProfile } from "./scenarios/fanout.js";
 import type { MemoryCell } from "./scenarios/memory.js";
 import type { RampResult } from "./scenarios/ramp.js";
+import type { ScalingResult } from "./scenarios/scaling.js";
+import { scalingConsole, scalingMarkdown } from "./report-scaling.js";
+import type { Footprints } from "./lib/footprint.js";
 import { TARGET_LABELS, TARGET_NAMES, type TargetName } from "./targets.js";
 
 export interface Machine {
@@ -32,6 +36,7 @@ export interface RunResults {
   profiles: TargetProfile[];
   echo: EchoCell[];
   memory: MemoryCell[];
+  scaling: ScalingResult | undefined;
   ramp: RampResult | undefined;
   drain: DrainResult | undefined;
   abuse: AbuseCell[];
@@ -49,14 +54,51 @@ export interface Figure {
   basis: string;
 }
 
-const KIB = 1024;
-const MIB = 1024 * 1024;
 /** Abuse goals: the receivers' p99 under a flood at most this many times their p99 without; an instance's RSS growth during the ping flood at most this. */
 const ABUSE_P99_GOAL = 2;
 const ABUSE_RSS_GOAL_MIB = 50;
-const round = (v: number, d = 2) => (Number.isFinite(v) ? Math.round(v * 10 ** d) / 10 ** d : NaN);
-const n0 = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString("en-US") : "–");
-const f = (v: number | undefined, d = 2) => (v === undefined || !Number.isFinite(v) ? "–" : String(round(v, d)));
+
+/** The ramp's hold: clients, broadcasts, and whether every client got every one. */
+function holdLine(r: RampResult): string {
+  const h = r.hold;
+  const all = h.fewestReceived === h.broadcasts && h.drops === 0 && h.skipped === 0;
+  return (
+    `held ${n0(h.clients)} clients ${h.seconds} s while broadcasting ${h.broadcasts} messages at ${h.ratePerSec}/s: ${n0(h.frames)} frames ` +
+    `(${n0(h.broadcasts * h.clients)} expected), ${
+      all
+        ? "every client got every broadcast"
+        : `NOT every client got every broadcast (open clients by broadcasts received: ${Object.entries(h.receivedBy)
+            .map(([k, v]) => `${n0(v)} got ${k}`)
+            .join(", ")}; ${h.skipped} skipped; ${n0(h.receivedByNotOpen)} frames to clients not open)`
+    }, ` +
+    `${h.drops} dropped, ${h.duplicates} duplicates; publish to receipt p50 ${f(h.latency.p50)} ms, p99 ${f(h.latency.p99)} ms, max ${f(h.latency.max)} ms`
+  );
+}
+
+/** RSS growth per connection by role between before the ramp and its peak. */
+function footprintLine(r: RampResult): string {
+  const per = r.footprint.rssPerConnection;
+  const peak = r.footprint.peak;
+  const total = (role: string) => (peak[role] ?? []).reduce((n, p) => n + p.rss, 0);
+  return `RSS growth per connection at ${n0(r.footprint.connections)} clients: ${Object.entries(per)
+    .map(
+      ([role, b]) =>
+        `${role} ${f(b / KIB, 1)} KiB (${(peak[role] ?? []).length} process${(peak[role] ?? []).length === 1 ? "" : "es"}, ${f(total(role) / MIB, 0)} MiB at the peak)`,
+    )
+    .join("; ")}`;
+}
+
+/** Open descriptors of every process against its hard limit. */
+function descriptorLine(peak: Footprints): string {
+  return Object.entries(peak)
+    .map(([role, ps]) => `${role} ${ps.map((p) => n0(p.fds)).join(" / ")} (limit ${[...new Set(ps.map((p) => n0(p.fdLimit)))].join(", ")})`)
+    .join("; ");
+}
+
+const cpuLine = (cpu: Record<string, number>): string =>
+  Object.entries(cpu)
+    .map(([k, v]) => `${k} ${f(v, 1)}`)
+    .join(", ");
 
 const cell = (r: RunResults, t: TargetName, clients: number) => r.fanout.find((c) => c.target === t && c.clients === clients);
 
@@ -254,7 +296,17 @@ export function figures(r: RunResults): Figure[] {
       goal: "(largest found)",
       reference: "",
       met: undefined,
-      basis: `ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}`,
+      basis: `ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}; ${holdLine(r.ramp)}`,
+    });
+    const per = r.ramp.footprint.rssPerConnection;
+    out.push({
+      name: "memory per connection at the ramp's peak, via nginx (RSS growth ÷ clients)",
+      value: (per.instances ?? NaN) + (per["nginx workers"] ?? NaN),
+      display: `${f((per.instances ?? NaN) / KIB, 1)} KiB instances + ${f((per["nginx workers"] ?? NaN) / KIB, 1)} KiB nginx workers`,
+      goal: "(measured)",
+      reference: "",
+      met: undefined,
+      basis: `${n0(r.ramp.footprint.connections)} clients held; ${footprintLine(r.ramp)}`,
     });
   }
   if (r.drain) {
@@ -377,18 +429,6 @@ const cpuServer = (cpu: Record<string, number>) =>
     .filter(([k]) => k !== "generator" && k !== "abuser" && !k.startsWith("bench"))
     .reduce((s, [, v]) => s + v, 0);
 
-function table(header: string[], rows: string[][], align?: ("l" | "r")[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const pad = (s: string, i: number) => ((align?.[i] ?? (i === 0 ? "l" : "r")) === "l" ? s.padEnd(widths[i]!) : s.padStart(widths[i]!));
-  return [header.map(pad).join("  "), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map((r) => r.map(pad).join("  "))].join("\n");
-}
-
-/** A Markdown table; numbers right-aligned unless `left` says a column holds text. */
-function md(header: string[], rows: string[][], left: number[] = [0]): string {
-  const rule = header.map((_, i) => (left.includes(i) ? "---" : "---:")).join(" | ");
-  return [`| ${header.join(" | ")} |`, `| ${rule} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
-}
-
 function fanoutRows(r: RunResults): { header: string[]; rows: string[][] } {
   const header = [
     "target",
@@ -479,6 +519,7 @@ export function renderConsole(r: RunResults): string {
       ),
     );
   }
+  if (r.scaling) parts.push(scalingConsole(r.scaling));
   if (r.ramp) {
     parts.push(
       `\nConnection ramp, ${r.ramp.target} (ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}; held without errors ${n0(r.ramp.heldWithoutErrors)})`,
@@ -497,6 +538,7 @@ export function renderConsole(r: RunResults): string {
         r.ramp.steps.map((s) => [s.phase, n0(s.ratePerSec), n0(s.achievedPerSec), n0(s.opened), n0(s.failed), f(s.connect.p50), f(s.connect.p99), n0(s.open)]),
       ),
     );
+    parts.push(`  ${holdLine(r.ramp)}`, `  ${footprintLine(r.ramp)}`, `  ${descriptorLine(r.ramp.footprint.peak)}`);
   }
   if (r.drain) {
     const d = r.drain;
@@ -725,12 +767,13 @@ export function renderMarkdown(r: RunResults): string {
       );
     }
   }
+  if (r.scaling) L.push(...scalingMarkdown(r.scaling));
   if (r.ramp) {
     L.push("");
     L.push(`## Connection ramp (${r.ramp.target})`);
     L.push("");
     L.push(
-      `Steps of ${r.options.rampStepMs} ms, rate ×${r.options.rampFactor} a step from ${r.options.rampStartRate}/s, connections kept, until an error or p99 connect > 1 s; then, if it stopped on slowness, a fill at the last clean rate until a connect fails. Ramp stopped: ${r.ramp.stoppedBecause}.${r.ramp.fillStoppedBecause ? ` Fill stopped: ${r.ramp.fillStoppedBecause}.` : ""} Held without errors: **${n0(r.ramp.heldWithoutErrors)}** (peak open ${n0(r.ramp.peakOpen)}; after a ${r.ramp.hold.seconds} s hold ${n0(r.ramp.hold.openAfter)} open, ${r.ramp.hold.drops} dropped). Highest clean rate: ${n0(r.ramp.maxCleanRate)}/s.`,
+      `Steps of ${r.options.rampStepMs} ms, rate ×${r.options.rampFactor} a step from ${r.options.rampStartRate}/s, connections kept, until an error or p99 connect > 1 s; then, if it stopped on slowness, a fill at the last clean rate until a connect fails. Ramp stopped: ${r.ramp.stoppedBecause}.${r.ramp.fillStoppedBecause ? ` Fill stopped: ${r.ramp.fillStoppedBecause}.` : ""} Held without errors: **${n0(r.ramp.heldWithoutErrors)}** (peak open ${n0(r.ramp.peakOpen)}; after a ${r.ramp.hold.seconds} s hold with broadcasts ${n0(r.ramp.hold.openAfter)} open, ${r.ramp.hold.drops} dropped). Highest clean rate: ${n0(r.ramp.maxCleanRate)}/s.`,
     );
     L.push("");
     L.push(
@@ -750,6 +793,8 @@ export function renderMarkdown(r: RunResults): string {
         ]),
       ),
     );
+    L.push("", `Hold: ${holdLine(r.ramp)}`, "", `Memory: ${footprintLine(r.ramp)}`, "", `Descriptors at the peak: ${descriptorLine(r.ramp.footprint.peak)}`);
+    L.push("", `CPU during the hold (% of one core): ${cpuLine(r.ramp.hold.cpu)}`);
     const errs = r.ramp.steps.flatMap((s) => Object.entries(s.errors).map(([k, v]) => `${v}× ${k} (at ${s.ratePerSec}/s)`));
     if (errs.length > 0) L.push(`\nClient errors: ${errs.join("; ")}`);
     const ng = Object.entries(r.ramp.nginxErrors ?? {}).sort((a, b) => b[1] - a[1]);
@@ -966,7 +1011,7 @@ function renderAbuse(r: RunResults, L: string[]): void {
   );
 }
 
-const OWN_FILES = ["run.json", "REPORT.md", "fanout.json", "latency.svg", "echo.json", "memory.json", "ramp.json", "drain.json", "abuse.json"];
+const OWN_FILES = ["run.json", "REPORT.md", "fanout.json", "latency.svg", "echo.json", "memory.json", "scaling.json", "ramp.json", "drain.json", "abuse.json"];
 
 /** Writes `<scenario>.json`, `run.json`, `latency.svg` and `REPORT.md` into `dir` (and removes those of an earlier run this one did not make). */
 export async function writeResults(dir: string, r: RunResults): Promise<string[]> {
@@ -981,6 +1026,7 @@ export async function writeResults(dir: string, r: RunResults): Promise<string[]
   }
   if (r.echo.length > 0) files.push(["echo.json", JSON.stringify(r.echo, null, 2)]);
   if (r.memory.length > 0) files.push(["memory.json", JSON.stringify(r.memory, null, 2)]);
+  if (r.scaling) files.push(["scaling.json", JSON.stringify(r.scaling, null, 2)]);
   if (r.ramp) files.push(["ramp.json", JSON.stringify(r.ramp, null, 2)]);
   if (r.drain) files.push(["drain.json", JSON.stringify(r.drain, null, 2)]);
   if (r.abuse.length > 0) files.push(["abuse.json", JSON.stringify(r.abuse, null, 2)]);

@@ -22,6 +22,7 @@ import { runEcho } from "./scenarios/echo.js";
 import { runFanout } from "./scenarios/fanout.js";
 import { runMemory } from "./scenarios/memory.js";
 import { runRamp } from "./scenarios/ramp.js";
+import { runScaling } from "./scenarios/scaling.js";
 import { type ClusterHost, type Host, startClusterHost, startScriptHost, startSingleInstance, type Target, TARGET_NAMES, type TargetName } from "./targets.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -76,6 +77,7 @@ async function main(): Promise<number> {
     profiles: [],
     echo: [],
     memory: [],
+    scaling: undefined,
     ramp: undefined,
     drain: undefined,
     abuse: [],
@@ -101,6 +103,7 @@ async function main(): Promise<number> {
     has("echo") ? opts.echoClients : 0,
     has("memory") ? opts.memoryClients : 0,
     has("ramp") ? opts.rampMax : 0,
+    has("scaling") ? opts.scalingClients : 0,
     has("drain") ? opts.drainClients : 0,
     has("abuse") ? opts.abuseReceivers : 0,
     1,
@@ -168,8 +171,9 @@ async function main(): Promise<number> {
     const broadcastScenarios = has("fanout") || has("echo");
     const wantDirect = broadcastScenarios && wants("sio-4-direct");
     const wantDirectNoHist = has("fanout") && wants("sio-4-direct-nohist");
-    const wantNginx = (broadcastScenarios && wants("sio-4-nginx")) || has("ramp") || has("drain");
-    const clusterOpts = { inspect: opts.profile, forcedShutdownSec: opts.drainForcedSec };
+    const wantNginx = (broadcastScenarios && wants("sio-4-nginx")) || has("scaling") || has("ramp") || has("drain");
+    // An inspector on the instances: profiles, and a forced GC before the memory readings of the scaling and ramp scenarios.
+    const clusterOpts = { inspect: opts.profile || has("scaling") || has("ramp"), forcedShutdownSec: opts.drainForcedSec };
     // The abuse scenario's targets: instances of their own with the abuse limits at their
     // defaults (the others run with them off: see targets.ts).
     const abuseHosts: [TargetName, string, () => Promise<Host>][] = [
@@ -247,10 +251,15 @@ async function main(): Promise<number> {
 
     if (cluster) {
       const viaNginx = cluster.targets[0]!;
+      if (has("scaling")) {
+        noteLoad("the scaling figures");
+        const host = cluster;
+        results.scaling = await attempt("scaling", viaNginx.name, () => runScaling(ctx, host));
+      }
       if (has("ramp")) {
         noteLoad("the ramp");
         const host = cluster;
-        results.ramp = await attempt("ramp", viaNginx.name, () => runRamp(ctx, viaNginx, () => host.nginxErrors()));
+        results.ramp = await attempt("ramp", viaNginx.name, () => runRamp(ctx, host));
       }
       if (has("drain")) {
         const host = cluster;

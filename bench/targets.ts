@@ -185,6 +185,8 @@ export interface ClusterHost extends Host {
   nginxErrors(): Record<string, number>;
   /** Stack lifecycle events, for the drain scenario. */
   onEvent(listener: (e: StackEvent) => void): () => void;
+  /** Its processes by role, for memory and CPU by role: instances, nginx master, nginx workers, redis (read each time). */
+  roles(): Record<string, number[]>;
 }
 
 /**
@@ -241,6 +243,12 @@ export async function startClusterHost(
   const instances = () => stack.instances.map((inst, i) => serviceInstance(inst, stack.instanceUrl(i)));
   return {
     stack,
+    roles: () => ({
+      instances: stack.instances.map((i) => i.pid),
+      "nginx master": [stack.nginxPid],
+      "nginx workers": childPids(stack.nginxPid),
+      redis: redisPids,
+    }),
     nginxErrors() {
       const out: Record<string, number> = {};
       let text = "";

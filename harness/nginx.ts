@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -40,14 +41,22 @@ export interface NginxLimits {
 /**
  * Renders the shipped nginx.conf for a loopback run: the upstream servers
  * `wsN:8000` become `127.0.0.1:<basePort+N>`, `listen 8080` becomes
- * `listen 127.0.0.1:<basePort>`, and nginx's temp paths move into `tmpDir`
- * (the packaged defaults under /var/lib/nginx are not ours to write).
- * `maxNofile` lowers worker_rlimit_nofile to what this process may have.
+ * `listen 127.0.0.1:<basePort>` (its parameters kept), and nginx's temp paths
+ * move into `tmpDir` (the packaged defaults under /var/lib/nginx are not ours
+ * to write). `maxNofile` lowers worker_rlimit_nofile to what this process may
+ * have, and with it worker_connections and worker_processes (see
+ * workersUnderCap): nginx as a whole keeps the connections nginx.conf sizes it
+ * for. `cpus` is what `worker_processes auto` means (default: this machine's).
  * `limits` replaces the numbers of the per-address limit directives (see
  * NginxLimits). Nothing else changes. Throws if the source no longer has the
  * expected shape, or lacks a directive that `limits` asks to change.
  */
-export function renderNginxConf(source: string, basePort: number, tmpDir: string, opts: { maxNofile?: number; limits?: NginxLimits } = {}): string {
+export function renderNginxConf(
+  source: string,
+  basePort: number,
+  tmpDir: string,
+  opts: { maxNofile?: number; limits?: NginxLimits; cpus?: number } = {},
+): string {
   if (!Number.isInteger(basePort) || basePort < 1 || basePort + INSTANCE_COUNT > 65535) throw new Error(`bad basePort ${basePort}`);
   // Strip comments for matching only, so a comment cannot satisfy (or break) a check.
   const code = source.replace(/#[^\n]*/g, "");
@@ -57,7 +66,8 @@ export function renderNginxConf(source: string, basePort: number, tmpDir: string
   if (seen.size !== INSTANCE_COUNT || !expected.every((n) => seen.has(n))) {
     throw new Error(`nginx.conf: expected upstream servers ws1:8000..ws${INSTANCE_COUNT}:8000, found ${[...seen].map((n) => `ws${n}`).join(", ") || "none"}`);
   }
-  if ((code.match(/\blisten\s+8080\s*;/g) ?? []).length !== 1) throw new Error("nginx.conf: expected exactly one `listen 8080;`");
+  if ((code.match(/\blisten\s+8080\b[^;]*;/g) ?? []).length !== 1) throw new Error("nginx.conf: expected exactly one `listen 8080 ...;`");
+  const capped = opts.maxNofile === undefined ? undefined : workersUnderCap(code, opts.maxNofile, opts.cpus ?? os.availableParallelism());
   if (!/^\s*http\s*\{/m.test(code)) throw new Error("nginx.conf: no http { } block");
   if (/\b(client_body|proxy|fastcgi|uwsgi|scgi)_temp_path\b/.test(code)) throw new Error("nginx.conf: sets a *_temp_path; renderNginxConf would duplicate it");
 
@@ -105,17 +115,23 @@ export function renderNginxConf(source: string, basePort: number, tmpDir: string
     const comment = hash === -1 ? "" : line.slice(hash);
     codePart = codePart
       .replace(/\bserver(\s+)ws(\d+):8000\b/g, (_m, sp: string, n: string) => `server${sp}127.0.0.1:${basePort + Number(n)}`)
-      .replace(/\blisten(\s+)8080(\s*);/, (_m, sp: string, sp2: string) => `listen${sp}127.0.0.1:${basePort}${sp2};`);
+      .replace(/\blisten(\s+)8080\b/, (_m, sp: string) => `listen${sp}127.0.0.1:${basePort}`);
     for (const d of limitDirectives) {
       const n = limits[d.field];
       if (n !== undefined) codePart = codePart.replace(d.re, (...m: string[]) => d.put(m, n));
     }
-    if (opts.maxNofile !== undefined) {
-      codePart = codePart.replace(/\bworker_rlimit_nofile(\s+)(\d+)(\s*);/, (m, sp: string, n: string, sp2: string) =>
-        Number(n) > opts.maxNofile! ? `worker_rlimit_nofile${sp}${opts.maxNofile}${sp2};` : m,
-      );
+    let note = "";
+    if (capped) {
+      const set = (name: string, value: number) => (_m: string, sp: string, _n: string, sp2: string) => `${name}${sp}${value}${sp2};`;
+      codePart = codePart
+        .replace(/\bworker_rlimit_nofile(\s+)(\d+)(\s*);/, set("worker_rlimit_nofile", capped.nofile))
+        .replace(/\bworker_connections(\s+)(\d+)(\s*);/, set("worker_connections", capped.connections));
+      if (/\bworker_processes\s+\w+\s*;/.test(codePart)) {
+        codePart = codePart.replace(/\bworker_processes(\s+)(\w+)(\s*);/, set("worker_processes", capped.workers));
+        note = `# Loopback run (harness/nginx.ts): ${capped.why}\n`;
+      }
     }
-    let rendered = codePart + comment;
+    let rendered = note + codePart + comment;
     if (!placed && /^\s*http\s*\{\s*$/.test(codePart)) {
       placed = true;
       rendered += `\n    # Loopback run (harness/nginx.ts): temp files in the stack's own directory.\n${tempPaths}`;
@@ -124,6 +140,38 @@ export function renderNginxConf(source: string, basePort: number, tmpDir: string
   }
   if (!placed) throw new Error("nginx.conf: could not place the temp paths (expected a line `http {`)");
   return out;
+}
+
+/**
+ * nginx.conf's worker sizing under a descriptor cap. A worker holds at most
+ * min(worker_connections, worker_rlimit_nofile) connections; when `cap` (the
+ * hard RLIMIT_NOFILE nginx cannot raise) is below worker_rlimit_nofile, each
+ * holds fewer, so more workers make up the difference: as many as it takes
+ * for workers × per-worker connections to stay what nginx.conf sizes for
+ * (at most four times as many as shipped). Undefined when the cap changes
+ * nothing. `auto` workers means `cpus`.
+ */
+export function workersUnderCap(code: string, cap: number, cpus: number): { workers: number; connections: number; nofile: number; why: string } | undefined {
+  const directive = (name: string) => new RegExp(`\\b${name}\\s+(\\w+)\\s*;`).exec(code)?.[1];
+  const nofile = Number(directive("worker_rlimit_nofile"));
+  if (!Number.isFinite(nofile) || nofile <= cap) return undefined;
+  const shippedWorkers = directive("worker_processes") ?? "1";
+  const workers = shippedWorkers === "auto" ? Math.max(1, cpus) : Number(shippedWorkers);
+  const connections = Number(directive("worker_connections") ?? 512);
+  if (!Number.isInteger(workers) || workers < 1 || !Number.isInteger(connections))
+    throw new Error("nginx.conf: unreadable worker_processes or worker_connections");
+  const perWorker = Math.min(connections, cap);
+  const needed = Math.min(workers * 4, Math.ceil((workers * Math.min(connections, nofile)) / perWorker));
+  const more = Math.max(workers, needed);
+  return {
+    workers: more,
+    connections: perWorker,
+    nofile: cap,
+    why:
+      `the hard descriptor limit (${cap}) caps worker_rlimit_nofile (${nofile}), so a worker holds ${perWorker} connections, not ` +
+      `${Math.min(connections, nofile)}: ${more} workers instead of ${shippedWorkers} (${workers}) keep ${workers} × ${Math.min(connections, nofile)} = ` +
+      `${workers * Math.min(connections, nofile)} connections (${more * perWorker}).`,
+  };
 }
 
 export interface NginxProcess {

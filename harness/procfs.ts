@@ -177,9 +177,9 @@ export function machineLoad(): { load1: number; load5: number; cores: number; bu
 
 // --- descriptors ---------------------------------------------------------------
 
-/** RLIMIT_NOFILE of this process, soft and hard (Infinity: unlimited); undefined when /proc cannot tell. */
-export function nofileLimit(): { soft: number; hard: number } | undefined {
-  const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(read("/proc/self/limits") ?? "");
+/** RLIMIT_NOFILE of a process (default: this one), soft and hard (Infinity: unlimited); undefined when /proc cannot tell. */
+export function nofileLimit(pid: number | "self" = "self"): { soft: number; hard: number } | undefined {
+  const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(read(`/proc/${pid}/limits`) ?? "");
   if (!m) return undefined;
   const n = (v: string) => (v === "unlimited" ? Infinity : Number(v));
   return { soft: n(m[1]!), hard: n(m[2]!) };
@@ -191,10 +191,10 @@ export function fdLimit(): number {
   return soft === undefined ? 1024 : Number.isFinite(soft) ? soft : 1_000_000;
 }
 
-/** Open file descriptors of this process. */
-export function openFds(): number {
+/** Open file descriptors of a process (default: this one); 0 when /proc cannot tell. */
+export function openFds(pid: number | "self" = "self"): number {
   try {
-    return readdirSync("/proc/self/fd").length;
+    return readdirSync(`/proc/${pid}/fd`).length;
   } catch {
     return 0;
   }

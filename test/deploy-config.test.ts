@@ -164,7 +164,7 @@ describe("deployment configuration", function () {
       const code = rendered.replace(/#[^\n]*/g, "");
       expect(code).to.not.match(/\bws\d+:8000\b/);
       for (let n = 1; n <= INSTANCE_COUNT; n++) expect(code).to.contain(`server 127.0.0.1:${40000 + n}`);
-      expect(code).to.match(/\blisten 127\.0\.0\.1:40000;/);
+      expect(code).to.match(/\blisten 127\.0\.0\.1:40000[ ;]/);
       expect(code).to.not.match(/\blisten 8080\b/);
       expect(code).to.contain("proxy_temp_path /tmp/stack-x/proxy_temp;");
       expect(code).to.contain("client_body_temp_path /tmp/stack-x/client_body_temp;");
@@ -176,8 +176,11 @@ describe("deployment configuration", function () {
         .map((l) =>
           l
             .replace(/server(\s+)127\.0\.0\.1:(\d+)/g, (_m, sp: string, p: string) => `server${sp}ws${Number(p) - 40000}:8000`)
-            .replace("listen 127.0.0.1:40000;", "listen 8080;")
-            .replace(/worker_rlimit_nofile 20000;/, /worker_rlimit_nofile\s+\d+;/.exec(source)?.[0] ?? ""),
+            .replace("listen 127.0.0.1:40000", "listen 8080")
+            // A 20000 descriptor cap: fewer connections a worker, more workers (harness/nginx.ts workersUnderCap).
+            .replace(/worker_rlimit_nofile 20000;/, /worker_rlimit_nofile\s+\d+;/.exec(source)?.[0] ?? "")
+            .replace(/worker_connections 20000;/, /worker_connections\s+\d+;/.exec(source)?.[0] ?? "")
+            .replace(/worker_processes \d+;/, /worker_processes\s+\w+;/.exec(source)?.[0] ?? ""),
         )
         .join("\n");
       expect(undone).to.equal(source);
@@ -185,7 +188,7 @@ describe("deployment configuration", function () {
       expect(renderNginxConf(source, 40000, "/tmp/stack-x")).to.contain(/worker_rlimit_nofile\s+\d+;/.exec(source)![0]);
       // A config that no longer has the expected shape is refused, not half-rendered.
       expect(() => renderNginxConf(source.replace("server ws4:8000;", "server ws5:8000;"), 40000, "/tmp/x")).to.throw(/ws1:8000/);
-      expect(() => renderNginxConf(source.replace("listen 8080;", "listen 9090;"), 40000, "/tmp/x")).to.throw(/listen 8080/);
+      expect(() => renderNginxConf(source.replace("listen 8080", "listen 9090"), 40000, "/tmp/x")).to.throw(/listen 8080/);
     });
 
     it("passes nginx -t once rendered for loopback", async () => {

@@ -224,6 +224,8 @@ export class Fleet {
       for (const k of Object.keys(out) as (keyof DeliveryBucket)[]) out[k] = sum((d) => pick(d)[k]);
       return out;
     };
+    const receivedBy: Record<string, number> = {};
+    for (const d of all) for (const [k, v] of Object.entries(d.receivedBy)) receivedBy[k] = (receivedBy[k] ?? 0) + v;
     const reconnectErrors: Record<string, number> = {};
     for (const d of all) for (const [k, v] of Object.entries(d.reconnectErrors)) reconnectErrors[k] = (reconnectErrors[k] ?? 0) + v;
     return {
@@ -238,6 +240,9 @@ export class Fleet {
       lastReconnectUs: lasts.length ? Math.max(...lasts) : undefined,
       open: sum((d) => d.open),
       pendingReconnects: sum((d) => d.pendingReconnects),
+      receivedBy,
+      receivedByNotOpen: sum((d) => d.receivedByNotOpen),
+      closed: sum((d) => d.closed),
     };
   }
 

@@ -137,6 +137,12 @@ export interface Delivery {
   lastReconnectUs: number | undefined;
   open: number;
   pendingReconnects: number;
+  /** Open clients of the group by the broadcasts each got since `track` (count → clients). */
+  receivedBy: Record<string, number>;
+  /** Broadcasts since `track` that reached clients of the group no longer open, or never opened. */
+  receivedByNotOpen: number;
+  /** Clients of the group that were open and no longer are (dropped, not reconnected). */
+  closed: number;
 }
 
 /** Duplicates for every client; out of order, resumes and what the welcomes said for recovering ones. */

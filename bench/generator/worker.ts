@@ -70,6 +70,8 @@ interface Client {
   localAddress: string | undefined;
   conn: WebSocket | EngineClient | undefined;
   open: boolean;
+  /** It was open once (a failed connect never was). */
+  wasOpen: boolean;
   /** We are closing it: no reconnect, not a drop. */
   closing: boolean;
   reconnect: boolean;
@@ -207,6 +209,7 @@ function open(client: Client, order: Pick<ConnectOrder, "idPrefix" | "timeoutMs"
     };
     const onOpen = () => {
       client.open = true;
+      client.wasOpen = true;
       openTotal++;
       client.group.open++;
       if (client.mode === "fanout") client.group.openFanout++;
@@ -311,6 +314,7 @@ function newClient(o: Pick<Client, "groupName" | "kind" | "mode" | "index" | "ur
     closing: false,
     conn: undefined,
     open: false,
+    wasOpen: false,
     instance: undefined,
     got: 0,
     skipped: 0,
@@ -559,9 +563,15 @@ function delivery(group?: string): Delivery {
     lastReconnectUs,
     open: openTotal,
     pendingReconnects,
+    receivedBy: {},
+    receivedByNotOpen: 0,
+    closed: 0,
   };
   for (const c of clients) {
     if (group !== undefined && c.groupName !== group) continue;
+    if (c.open) d.receivedBy[c.got] = (d.receivedBy[c.got] ?? 0) + 1;
+    else d.receivedByNotOpen += c.got;
+    if (!c.open && c.wasOpen) d.closed++;
     const bucket = c.disconnected ? d.moved : d.stayed;
     bucket.clients++;
     bucket.received += c.got;

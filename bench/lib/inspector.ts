@@ -161,3 +161,16 @@ export function heapDiff(
   }
   return rows.sort((x, y) => y.bytesPerConnection - x.bytesPerConnection).slice(0, limit);
 }
+
+/** Forced full GC in each process (by inspector URL), one after the other; false when there are none. */
+export async function collectGarbageIn(inspectors: { url: string }[]): Promise<boolean> {
+  for (const { url } of inspectors) {
+    const insp = await Inspector.connect(url);
+    try {
+      await insp.collectGarbage();
+    } finally {
+      insp.close();
+    }
+  }
+  return inspectors.length > 0;
+}

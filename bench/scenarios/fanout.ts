@@ -60,7 +60,7 @@ export interface TargetProfile {
 }
 
 /** Waits for every generator child holding clients to report a broadcast delivered to all of them. */
-class Completions {
+export class Completions {
   readonly #pending = new Map<number, { t0: number; waiting: Set<number>; last: number; resolve: (us: number | undefined) => void; timer: NodeJS.Timeout }>();
 
   constructor(fleet: Fleet) {
@@ -95,7 +95,7 @@ class Completions {
 }
 
 /** Timeout for one broadcast: generous, it scales with the client count. */
-const completionTimeoutMs = (clients: number) => 5_000 + clients;
+export const completionTimeoutMs = (clients: number) => 5_000 + clients;
 
 interface Lane {
   target: Target;

@@ -1,7 +1,11 @@
 import { isInterrupted } from "../../harness/processes.js";
+import { CpuMeter } from "../../harness/procfs.js";
 import { sleep } from "../../harness/timeouts.js";
+import { type Footprints, readFootprints, rssGrowthPerConnection } from "../lib/footprint.js";
 import { type LatencySummary, summarize } from "../lib/hist.js";
-import type { Target, TargetName } from "../targets.js";
+import { collectGarbageIn } from "../lib/inspector.js";
+import { Publisher } from "../publisher.js";
+import type { ClusterHost, Target, TargetName } from "../targets.js";
 import { type Ctx, Interrupted } from "./context.js";
 
 export interface RampStep {
@@ -29,9 +33,41 @@ export interface RampResult {
   stoppedBecause: string;
   /** Why the fill (after a ramp stopped on slowness) stopped. */
   fillStoppedBecause: string | undefined;
-  hold: { seconds: number; openAfter: number; drops: number };
+  hold: RampHold;
+  /**
+   * Every process before the ramp and at its peak (after the hold): RSS,
+   * descriptors and the descriptor limit, by role (instances, nginx master and
+   * workers, redis, generator): the per-process arithmetic of where it stops.
+   */
+  footprint: { before: Footprints; peak: Footprints; connections: number; rssPerConnection: Record<string, number> };
   /** nginx's error.log during the run, by message. */
   nginxErrors: Record<string, number>;
+}
+
+/** The clients held at the top of the ramp while broadcasts go out to all of them. */
+export interface RampHold {
+  seconds: number;
+  /** Open when the hold began. */
+  clients: number;
+  broadcasts: number;
+  ratePerSec: number;
+  /** Frames the held clients received (each broadcast × each client when nothing is lost). */
+  frames: number;
+  /** The fewest broadcasts one open client got: every one got all when this equals `broadcasts`. */
+  fewestReceived: number | undefined;
+  /** Open clients by the broadcasts each got (count → clients). */
+  receivedBy: Record<string, number>;
+  /** Broadcasts that reached clients not counted open (a connect that failed late, a drop). */
+  receivedByNotOpen: number;
+  /** Broadcasts jumped over (a later one arrived first), summed over the clients. */
+  skipped: number;
+  duplicates: number;
+  openAfter: number;
+  drops: number;
+  /** Publish to receipt of every delivery. */
+  latency: LatencySummary;
+  /** Percent of one core by role during the hold. */
+  cpu: Record<string, number>;
 }
 
 const P99_LIMIT_MS = 1_000;
@@ -41,11 +77,15 @@ const P99_LIMIT_MS = 1_000;
  * every connection kept, until a connect fails, the step's p99 connect time
  * passes 1 s, or `rampMax` (bounded by the generator's descriptors) is
  * reached. If it stopped on slowness, a fill at the last clean rate until a
- * connect fails: the most concurrent clients held without errors. Then a
- * short hold: are they all still there?
+ * connect fails: the most concurrent clients held without errors. Then the
+ * hold: broadcasts at `rampHoldRate` for `rampHoldMs` to every client held,
+ * each client's receipts counted (are they all still there, and does every
+ * one get every broadcast?), and every process's memory and descriptors at
+ * the peak against before the ramp.
  */
-export async function runRamp(ctx: Ctx, target: Target, nginxErrors: () => Record<string, number> = () => ({})): Promise<RampResult> {
+export async function runRamp(ctx: Ctx, host: ClusterHost): Promise<RampResult> {
   const { opts, fleet, progress } = ctx;
+  const target = host.targets[0]!;
   const group = `ramp-${target.name}`;
   await fleet.stats(true, group);
   const max = Math.min(opts.rampMax, fleet.capacity);
@@ -56,6 +96,13 @@ export async function runRamp(ctx: Ctx, target: Target, nginxErrors: () => Recor
   const capped = max < opts.rampMax ? `the generator's capacity (${fleet.capacity} connections)` : `--ramp-max ${opts.rampMax}`;
   let stoppedBecause = `reached ${capped}`;
   let fillStoppedBecause: string | undefined;
+  const roles = (): Record<string, number[]> => ({
+    ...host.roles(),
+    generator: fleet.pids,
+  });
+  // Garbage of earlier scenarios is not the ramp's: a full GC first, when the instances have an inspector.
+  await collectGarbageIn(target.inspectors());
+  const before = readFootprints(roles());
 
   /** One step: `count` connections at `rate`; answers whether it was clean and why not. */
   const step = async (phase: "ramp" | "fill", rate: number): Promise<{ ok: boolean; errorFree: boolean; why: string }> => {
@@ -137,12 +184,10 @@ export async function runRamp(ctx: Ctx, target: Target, nginxErrors: () => Recor
         }
       }
     }
-    // Are they still there a moment later?
-    const holdMs = 2_000;
-    progress.phase(`ramp ${target.name}: holding ${holdMs / 1000}s`, () => `${fleet.live.open} open`);
-    await sleep(holdMs);
-    const after = await fleet.stats(false, group);
-    if (after.drops > 0) held = Math.min(held, after.open);
+    const hold = await holdWhileBroadcasting(ctx, target, group, roles);
+    if (hold.drops > 0 || hold.openAfter < held) held = Math.min(held, hold.openAfter);
+    await collectGarbageIn(target.inspectors());
+    const peak = readFootprints(roles());
     return {
       target: target.name,
       steps,
@@ -151,11 +196,74 @@ export async function runRamp(ctx: Ctx, target: Target, nginxErrors: () => Recor
       maxCleanRate,
       stoppedBecause,
       fillStoppedBecause,
-      hold: { seconds: holdMs / 1000, openAfter: after.open, drops: after.drops },
-      nginxErrors: nginxErrors(),
+      hold,
+      footprint: { before, peak, connections: hold.openAfter, rssPerConnection: rssGrowthPerConnection(before, peak, hold.openAfter) },
+      nginxErrors: host.nginxErrors(),
     };
   } finally {
     progress.phase(`ramp ${target.name}: closing`, () => `${fleet.live.open} open`);
     await fleet.closeAll(group);
+  }
+}
+
+/**
+ * Broadcasts at `rampHoldRate` a second for `rampHoldMs` to the clients the
+ * ramp holds (published through the target's own client path), then waits
+ * (bounded) until each has arrived everywhere, and counts per client.
+ */
+async function holdWhileBroadcasting(ctx: Ctx, target: Target, group: string, roles: () => Record<string, number[]>): Promise<RampHold> {
+  const { opts, fleet, progress } = ctx;
+  const count = Math.max(1, Math.round((opts.rampHoldMs / 1000) * opts.rampHoldRate));
+  const clients = (await fleet.stats(true, group)).open;
+  progress.phase(`ramp ${target.name}: holding ${clients} clients, ${count} broadcasts at ${opts.rampHoldRate}/s`, () => {
+    const l = fleet.live;
+    return `${l.open} open, ${l.frames.toLocaleString("en-US")} frames`;
+  });
+  const publisher = await Publisher.connect(target.kind, target.publishUrl, opts.payloadBytes);
+  const cpu = new CpuMeter(roles);
+  const t0 = performance.now();
+  try {
+    const first = ctx.nextSeq();
+    await fleet.track(first, false, group);
+    cpu.start();
+    for (let k = 0; k < count; k++) {
+      if (isInterrupted()) throw new Interrupted();
+      const due = t0 + (k * 1000) / opts.rampHoldRate;
+      if (due > performance.now()) await sleep(due - performance.now());
+      publisher.publish(k === 0 ? first : ctx.nextSeq());
+    }
+    // Until every open client has every broadcast (or nothing more comes for a while).
+    const deadline = performance.now() + 30_000 + clients;
+    let s = await fleet.stats(false, group);
+    while (performance.now() < deadline && s.frames < count * s.open) {
+      if (isInterrupted()) throw new Interrupted();
+      await sleep(250);
+      s = await fleet.stats(false, group);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const cpuUse = cpu.stop();
+    const d = await fleet.delivery(group);
+    const hold: RampHold = {
+      seconds: Math.round(seconds * 10) / 10,
+      clients,
+      broadcasts: count,
+      ratePerSec: opts.rampHoldRate,
+      frames: s.frames,
+      fewestReceived: Object.keys(d.receivedBy).length > 0 ? Math.min(...Object.keys(d.receivedBy).map(Number)) : undefined,
+      receivedBy: d.receivedBy,
+      receivedByNotOpen: d.receivedByNotOpen,
+      skipped: d.stayed.skipped + d.moved.skipped,
+      duplicates: d.stayed.duplicates + d.moved.duplicates,
+      openAfter: s.open,
+      drops: s.drops,
+      latency: summarize(s.latency),
+      cpu: cpuUse,
+    };
+    progress.log(
+      `  hold ${target.name}: ${hold.clients} clients, ${count} broadcasts, ${hold.frames.toLocaleString("en-US")} frames, fewest a client got ${hold.fewestReceived ?? "–"}, ${hold.drops} dropped, p99 ${hold.latency.p99} ms`,
+    );
+    return hold;
+  } finally {
+    publisher.close();
   }
 }
