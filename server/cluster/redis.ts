@@ -13,10 +13,16 @@ const socket = {
   reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1_000),
 };
 const createSingle = (url: string) => createClient({ url, socket });
+// Retry a lost node often: each failed attempt is what leads to the topology refresh below.
+const clusterDefaults = { socket: { ...socket, reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 250) } };
 const createClusterClient = (nodes: readonly string[]) =>
   createCluster({
     rootNodes: nodes.map((url) => ({ url })),
-    defaults: { socket },
+    // A command for a node that is down fails at once instead of waiting for
+    // it: the history retries its appends in order itself (a command left
+    // waiting on a dead master would fail after newer ones had landed on its
+    // replica, out of order).
+    defaults: { ...clusterDefaults, disableOfflineQueue: true },
     // A node that keeps failing to reconnect (a dead master) makes the client
     // re-read the topology after this long and follow the promoted replica.
     topologyRefreshOnReconnectionAttemptStrategy: 300,
@@ -113,7 +119,8 @@ async function connectSingle(url: string, log: Logger, connectTimeoutMs: number)
 
 async function connectCluster(nodes: readonly string[], log: Logger, connectTimeoutMs: number): Promise<RedisConnection> {
   const pub: ClusterClient = createClusterClient(nodes);
-  const sub: ClusterClient = pub.duplicate();
+  // The subscriber keeps its offline queue: it resubscribes by itself after a failover.
+  const sub: ClusterClient = pub.duplicate({ defaults: clusterDefaults });
   // A cluster client reports a node's troubles as node-error/node-ready and its own as error.
   for (const [role, client] of [
     ["pub", pub],

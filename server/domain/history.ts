@@ -106,24 +106,36 @@ export class MemoryLog implements BroadcastLog {
   }
 }
 
-// One hash tag for the stream, its keys and its channel: on a Redis Cluster
-// they live on one shard, so the script below may touch them all and publish
-// there (SPUBLISH checks the channel's slot like a key's).
-const STREAM = "wbs:{history}";
-const EPOCH = "wbs:{history}:epoch";
-const CHANNEL = "wbs:{history}:live";
-/** The first entry left after the last trim: a client behind it may have missed what was trimmed. */
-const FLOOR = "wbs:{history}:floor";
+/**
+ * The stream, its epoch and floor keys, and its channel. On a Redis Cluster
+ * they share one hash tag, so they live on one shard: the append script may
+ * touch them all and SPUBLISH there (SPUBLISH checks the channel's slot like a
+ * key's). One Redis keeps the names of earlier releases, so a rolling upgrade
+ * shares its history and channel with the instances it replaces.
+ */
+const historyKeys = (kind: RedisConnection["kind"]) => {
+  const base = kind === "cluster" ? "wbs:{history}" : "wbs:history";
+  /** The first entry left after the last trim: a client behind it may have missed what was trimmed. */
+  return { stream: base, epoch: `${base}:epoch`, floor: `${base}:floor`, channel: `${base}:live` };
+};
 
 // Append and publish in one atomic step: Redis runs scripts one at a time, so
 // the order of PUBLISH (what every instance delivers) is the order of XADD
 // (the offsets). A `gap` entry marks a Redis outage during which an instance
 // delivered to its own clients only. When a trim removes entries, the first
 // one left is the floor (XINFO's max-deleted-entry-id does not follow trims).
-// KEYS: stream, epoch, floor. ARGV: payload, kind (e|gap), maxlen, minid, a new epoch, channel, PUBLISH or SPUBLISH.
+// With ARGV[8] = '1' (a cluster) the message names the entry before it too, so
+// an instance whose sharded subscription moved with a failover sees what it
+// missed and reads it from the stream.
+// KEYS: stream, epoch, floor. ARGV: payload, kind (e|gap), maxlen, minid, a new epoch, channel, PUBLISH or SPUBLISH, chained.
 const APPEND = `
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then epoch = ARGV[5]; redis.call('SET', KEYS[2], epoch) end
+local head = epoch .. ' '
+if ARGV[8] == '1' then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  head = head .. (last[1] and last[1][1] or '0-0') .. ' '
+end
 local id = redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[1])
 local trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
 if ARGV[4] ~= '0' then trimmed = trimmed + redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4]) end
@@ -131,7 +143,7 @@ if trimmed > 0 then
   local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
   redis.call('SET', KEYS[3], first[1] and first[1][1] or id)
 end
-redis.call(ARGV[7], ARGV[6], epoch .. ' ' .. id .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
+redis.call(ARGV[7], ARGV[6], head .. id .. ' ' .. ARGV[2] .. ' ' .. ARGV[1])
 return {epoch, id}`;
 
 // The epoch (made if none), the last id, and the newest id trimmed away, in one step.
@@ -149,6 +161,13 @@ return {epoch, redis.call('GET', KEYS[3]) or '0-0', redis.call('XREVRANGE', KEYS
 
 type StreamEntry = [id: string, fields: string[]];
 
+/**
+ * How long broadcasts are held while the history's shard fails over (Redis
+ * Cluster only): above the default cluster-node-timeout (15 s) plus an
+ * election, so a failover with Redis's defaults loses nothing.
+ */
+const FAILOVER_WINDOW_MS = 20_000;
+
 /** With Redis: a stream (XADD with an approximate MAXLEN and a MINID time bound), delivered through one channel. */
 export class RedisLog implements BroadcastLog {
   #handler: (envelope: Envelope) => void = () => undefined;
@@ -156,9 +175,17 @@ export class RedisLog implements BroadcastLog {
   #last = "0-0";
   /** Set while this instance delivered to its own clients only: a gap entry follows once Redis is back. */
   #gap = false;
+  /** Appends waiting, in publishing order, for a cluster shard to fail over; the first is being retried. */
+  readonly #held: { payload: string; envelope: Envelope; done: () => void }[] = [];
   #closed = false;
 
   readonly #outage: ReturnType<typeof skippedPublishes>;
+  readonly #keys: ReturnType<typeof historyKeys>;
+  /** On a cluster each message names the entry before it (see APPEND). */
+  readonly #chained: boolean;
+  /** Reading missed entries from the stream; live ones wait in #waiting meanwhile. */
+  #repairing = false;
+  readonly #waiting: ChannelEntry[] = [];
 
   constructor(
     private readonly redis: RedisConnection,
@@ -167,6 +194,8 @@ export class RedisLog implements BroadcastLog {
     onSkipped: () => void = () => undefined,
   ) {
     this.#outage = skippedPublishes(log, onSkipped);
+    this.#keys = historyKeys(redis.kind);
+    this.#chained = redis.kind === "cluster";
   }
 
   head() {
@@ -178,8 +207,8 @@ export class RedisLog implements BroadcastLog {
   }
 
   async start(): Promise<void> {
-    await this.redis.subscribe(CHANNEL, (message: string) => this.#receive(message));
-    await this.#readHead();
+    await this.redis.subscribe(this.#keys.channel, (message: string) => this.#receive(message));
+    await this.#readHead(true);
     // Back from an outage: mark the gap in the history for everyone, and learn the (maybe new) epoch.
     this.redis.onReconnect(() => {
       if (this.#closed) return;
@@ -189,7 +218,7 @@ export class RedisLog implements BroadcastLog {
             () => (this.#gap = false),
             () => undefined,
           );
-        await this.#readHead().catch(() => undefined);
+        await this.#readHead(false).catch(() => undefined);
       })();
     });
   }
@@ -199,28 +228,85 @@ export class RedisLog implements BroadcastLog {
   }
 
   async append(envelope: Envelope): Promise<void> {
+    const payload = JSON.stringify(envelope);
+    // Behind appends being retried: wait in line, so the order stays the order of publishing.
+    if (this.#held.length > 0) return this.#hold(payload, envelope);
     if (this.redis.ready) {
       try {
-        await this.#append(JSON.stringify(envelope), "e");
+        await this.#append(payload, "e");
         this.#outage.published();
         return;
       } catch (err) {
+        // A cluster still connected has lost one shard: its replica takes over in seconds.
+        if (this.redis.kind === "cluster" && this.redis.ready) return this.#hold(payload, envelope);
         this.log.debug({ err: (err as Error).message }, "history append failed: delivered to this instance's clients only");
       }
     }
-    // Redis is away: this instance's clients get it, without an offset; the
-    // gap entry written on Redis's return tells recovering clients.
+    this.#deliverLocally(envelope);
+  }
+
+  /**
+   * Redis is away: this instance's clients get it, without an offset; the gap
+   * entry written on Redis's return tells recovering clients.
+   */
+  #deliverLocally(envelope: Envelope): void {
     this.#gap = true;
     this.#outage.skip();
     this.#handler(envelope);
   }
 
+  /** Queues an append for #retryHeld; a full queue delivers locally instead. */
+  #hold(payload: string, envelope: Envelope): Promise<void> {
+    if (this.#held.length >= Math.max(1, this.limits.maxEntries)) {
+      this.#deliverLocally(envelope);
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      this.#held.push({ payload, envelope, done: resolve });
+      if (this.#held.length === 1) void this.#retryHeld();
+    });
+  }
+
+  /**
+   * Retries the oldest held append until it lands (the shard's replica took
+   * over), then the rest in order; past FAILOVER_WINDOW_MS, or once the client
+   * is disconnected altogether, everything held goes to local clients only.
+   */
+  async #retryHeld(): Promise<void> {
+    const started = Date.now();
+    this.log.warn({ windowMs: FAILOVER_WINDOW_MS }, "history shard unreachable: holding broadcasts while the cluster fails over");
+    while (this.#held.length > 0) {
+      const head = this.#held[0]!;
+      try {
+        await this.#append(head.payload, "e");
+        this.#held.shift();
+        head.done();
+        if (this.#held.length === 0) this.log.info({ heldMs: Date.now() - started }, "history shard back: held broadcasts published in order");
+        continue;
+      } catch {
+        if (!this.#closed && this.redis.ready && Date.now() - started < FAILOVER_WINDOW_MS) {
+          await new Promise((r) => setTimeout(r, 100));
+          continue;
+        }
+      }
+      for (const held of this.#held.splice(0)) {
+        this.#deliverLocally(held.envelope);
+        held.done();
+      }
+    }
+  }
+
   async since(epoch: string, offset: string, limit: number) {
-    const [current, floor, entries] = (await this.redis.command(STREAM, ["EVAL", SINCE, "3", STREAM, EPOCH, FLOOR, offset, String(limit + 1)])) as [
-      string | null,
-      string,
-      StreamEntry[],
-    ];
+    const [current, floor, entries] = (await this.redis.command(this.#keys.stream, [
+      "EVAL",
+      SINCE,
+      "3",
+      this.#keys.stream,
+      this.#keys.epoch,
+      this.#keys.floor,
+      offset,
+      String(limit + 1),
+    ])) as [string | null, string, StreamEntry[]];
     // Offsets of another history (or of one Redis lost) mean nothing here.
     if (!current || current !== epoch) return { entries: [], complete: false };
     // Entries before the floor were trimmed: only a client at or past it has them all.
@@ -240,39 +326,84 @@ export class RedisLog implements BroadcastLog {
 
   async #append(payload: string, kind: "e" | "gap"): Promise<void> {
     const minId = this.limits.ttlMs > 0 ? String(Date.now() - this.limits.ttlMs) : "0";
-    await this.redis.command(STREAM, [
-      "EVAL",
-      APPEND,
-      "3",
-      STREAM,
-      EPOCH,
-      FLOOR,
-      payload,
-      kind,
-      String(this.limits.maxEntries),
-      minId,
-      newEpoch(),
-      CHANNEL,
-      this.redis.publishCommand,
-    ]);
+    const { stream, epoch, floor, channel } = this.#keys;
+    const chained = this.#chained ? "1" : "0";
+    const args = [payload, kind, String(this.limits.maxEntries), minId, newEpoch(), channel, this.redis.publishCommand, chained];
+    await this.redis.command(stream, ["EVAL", APPEND, "3", stream, epoch, floor, ...args]);
   }
 
-  async #readHead(): Promise<void> {
-    const [epoch, last] = (await this.redis.command(STREAM, ["EVAL", HEAD, "2", STREAM, EPOCH, newEpoch()])) as [string, string];
-    if (epoch !== this.#epoch || compareOffsets(last, this.#last) > 0) this.#last = last;
+  /**
+   * The epoch and the newest offset. At start, or when the epoch changed, this
+   * instance stands there. Otherwise one Redis moves it forward; a cluster
+   * leaves it, so the next message finds and repairs what this instance missed.
+   */
+  async #readHead(initial: boolean): Promise<void> {
+    const [epoch, last] = (await this.redis.command(this.#keys.stream, ["EVAL", HEAD, "2", this.#keys.stream, this.#keys.epoch, newEpoch()])) as [
+      string,
+      string,
+    ];
+    if (initial || epoch !== this.#epoch || (!this.#chained && compareOffsets(last, this.#last) > 0)) this.#last = last;
     this.#epoch = epoch;
   }
 
-  /** `<epoch> <id> <kind> <payload>` from the channel, in offset order. */
+  /** `<epoch> [<prev>] <id> <kind> <payload>` from the channel, in offset order. */
   #receive(message: string): void {
-    const [epoch = "", id = "", kind = ""] = message.split(" ", 3);
-    const payload = message.slice(epoch.length + id.length + kind.length + 3);
-    this.#epoch = epoch;
-    this.#last = id;
-    if (kind !== "e") return;
-    const envelope = parseEnvelope(payload);
-    if (envelope) this.#handler(withOffset(envelope, id));
+    const fields = message.split(" ", this.#chained ? 4 : 3);
+    const [epoch = "", prev, id = "", kind = ""] = this.#chained ? fields : [fields[0], undefined, fields[1], fields[2]];
+    const entry: ChannelEntry = { epoch, id, kind, payload: message.slice(fields.reduce((n, f) => n + f.length + 1, 0)) };
+    if (this.#repairing) {
+      this.#waiting.push(entry);
+      return;
+    }
+    if (prev !== undefined && epoch === this.#epoch && compareOffsets(prev, this.#last) > 0) {
+      // Entries between ours and this one never reached us (the subscription moved with a failover).
+      this.#waiting.push(entry);
+      void this.#repair();
+      return;
+    }
+    this.#apply(entry);
   }
+
+  /** Delivers an entry once: one at or before where this instance stands was delivered already. */
+  #apply(entry: ChannelEntry): void {
+    if (entry.epoch === this.#epoch && compareOffsets(entry.id, this.#last) <= 0) return;
+    this.#epoch = entry.epoch;
+    this.#last = entry.id;
+    if (entry.kind !== "e") return;
+    const envelope = parseEnvelope(entry.payload);
+    if (envelope) this.#handler(withOffset(envelope, entry.id));
+  }
+
+  /** Reads what this instance missed from the stream and delivers it, then what came live meanwhile, in order. */
+  async #repair(): Promise<void> {
+    this.#repairing = true;
+    const from = this.#last;
+    try {
+      const { stream } = this.#keys;
+      const entries = (await this.redis.command(stream, [
+        "XRANGE",
+        stream,
+        `(${from}`,
+        "+",
+        "COUNT",
+        String(Math.max(1, this.limits.maxEntries)),
+      ])) as StreamEntry[];
+      const missed = entries.filter(([id]) => !this.#waiting.some((w) => w.id === id)).length;
+      this.log.warn({ from, missed }, "broadcasts missed on the channel (a failover moved it): delivered from the history");
+      for (const [id, [kind = "", payload = ""]] of entries) this.#apply({ epoch: this.#epoch, id, kind, payload });
+    } catch (err) {
+      this.log.warn({ from, err: (err as Error).message }, "broadcasts missed on the channel could not be read from the history");
+    }
+    this.#repairing = false;
+    for (const entry of this.#waiting.splice(0)) this.#apply(entry);
+  }
+}
+
+interface ChannelEntry {
+  epoch: string;
+  id: string;
+  kind: string;
+  payload: string;
 }
 
 function parseEnvelope(payload: string | undefined): Envelope | undefined {
