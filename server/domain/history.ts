@@ -364,9 +364,14 @@ export class RedisLog implements BroadcastLog {
     this.#apply(entry);
   }
 
-  /** Delivers an entry once: one at or before where this instance stands was delivered already. */
+  /**
+   * Delivers an entry. On a cluster, once: one at or before where this
+   * instance stands came already (repairs overlap the live channel). One
+   * Redis delivers what the channel brings: its #last may have been moved
+   * past an entry still on its way by #readHead.
+   */
   #apply(entry: ChannelEntry): void {
-    if (entry.epoch === this.#epoch && compareOffsets(entry.id, this.#last) <= 0) return;
+    if (this.#chained && entry.epoch === this.#epoch && compareOffsets(entry.id, this.#last) <= 0) return;
     this.#epoch = entry.epoch;
     this.#last = entry.id;
     if (entry.kind !== "e") return;
