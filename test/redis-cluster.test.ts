@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { io } from "socket.io-client";
 import type { RedisCluster } from "../harness/redis-cluster.js";
+import { poll } from "../harness/waiting.js";
 import { useCleanup } from "./helpers/cleanup.js";
 import { type Cluster, startClusterOnRedisCluster } from "./helpers/cluster.js";
 import { expectAlive } from "./helpers/process.js";
@@ -38,6 +39,38 @@ describe("Redis Cluster: history, recovery and failover", function () {
     expect(again).to.include({ recovered: true, replayed: 5, epoch: first.epoch });
     await client.message("n:6");
     expectEveryNumberOnce(client, 6, "the recovered client");
+  });
+
+  it("answers cluster queries in full again after the master of the adapter's channel fails over, and keeps ids unique", async () => {
+    const clients = await Promise.all(
+      c.instances.map(async (inst, i) => {
+        const client = new ResumingIo(inst.url, { clientId: `q${i}` });
+        defer(() => client.close());
+        await client.connect();
+        return client;
+      }),
+    );
+    const master = await c.redis.masterFor("wbs#/#"); // the sharded adapter's channel for namespace "/"
+    await c.redis.kill(master.port);
+    await c.redis.waitHealthy();
+    // Within the failover queries may be partial; afterwards they are whole again, without restarting anything.
+    const list = await poll(
+      async () => {
+        const body = (await (await fetch(`${c.instances[0]!.url}/clients`)).json()) as { clients: string[]; partial: boolean };
+        return !body.partial && body.clients.length === 3 && body;
+      },
+      { timeoutMs: 20_000, what: "GET /clients answered in full after the failover" },
+    );
+    expect([...list.clients].sort()).to.deep.equal(["q0", "q1", "q2"]);
+    const refused = new ResumingIo(c.instances[2]!.url, { clientId: "q0" });
+    defer(() => refused.close());
+    const err = (await refused.connect().then(
+      () => undefined,
+      (e: Error & { data?: { code: string } }) => e,
+    )) as (Error & { data?: { code: string } }) | undefined;
+    expect(err?.data?.code, "q0 taken twice after the failover").to.equal("DUPLICATE_CLIENT_ID");
+    await httpBroadcast(c.instances[1]!.url, "n:1");
+    for (const client of clients) await client.message("n:1");
   });
 
   it("survives a master killed while every instance publishes: its replica takes over, nothing is lost, every client sees one order", async () => {
