@@ -95,6 +95,15 @@ function descriptorLine(peak: Footprints): string {
     .join("; ");
 }
 
+/** The kernel's failure counters that moved during the ramp, and its TCP sockets at the peak. */
+function kernelLine(r: RampResult): string {
+  const moved = Object.entries(r.kernel.counters);
+  const sockets = Object.entries(r.kernel.sockstat)
+    .map(([k, v]) => `${k} ${n0(v)}`)
+    .join(", ");
+  return `TCP failure counters during the ramp (whole machine): ${moved.length > 0 ? moved.map(([k, v]) => `${k} +${n0(v)}`).join(", ") : "none moved"}; TCP sockets at the peak: ${sockets}`;
+}
+
 const cpuLine = (cpu: Record<string, number>): string =>
   Object.entries(cpu)
     .map(([k, v]) => `${k} ${f(v, 1)}`)
@@ -538,7 +547,7 @@ export function renderConsole(r: RunResults): string {
         r.ramp.steps.map((s) => [s.phase, n0(s.ratePerSec), n0(s.achievedPerSec), n0(s.opened), n0(s.failed), f(s.connect.p50), f(s.connect.p99), n0(s.open)]),
       ),
     );
-    parts.push(`  ${holdLine(r.ramp)}`, `  ${footprintLine(r.ramp)}`, `  ${descriptorLine(r.ramp.footprint.peak)}`);
+    parts.push(`  ${holdLine(r.ramp)}`, `  ${footprintLine(r.ramp)}`, `  ${descriptorLine(r.ramp.footprint.peak)}`, `  ${kernelLine(r.ramp)}`);
   }
   if (r.drain) {
     const d = r.drain;
@@ -794,7 +803,7 @@ export function renderMarkdown(r: RunResults): string {
       ),
     );
     L.push("", `Hold: ${holdLine(r.ramp)}`, "", `Memory: ${footprintLine(r.ramp)}`, "", `Descriptors at the peak: ${descriptorLine(r.ramp.footprint.peak)}`);
-    L.push("", `CPU during the hold (% of one core): ${cpuLine(r.ramp.hold.cpu)}`);
+    L.push("", `CPU during the hold (% of one core): ${cpuLine(r.ramp.hold.cpu)}`, "", `Kernel: ${kernelLine(r.ramp)}`);
     const errs = r.ramp.steps.flatMap((s) => Object.entries(s.errors).map(([k, v]) => `${v}× ${k} (at ${s.ratePerSec}/s)`));
     if (errs.length > 0) L.push(`\nClient errors: ${errs.join("; ")}`);
     const ng = Object.entries(r.ramp.nginxErrors ?? {}).sort((a, b) => b[1] - a[1]);

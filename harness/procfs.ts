@@ -199,3 +199,34 @@ export function openFds(pid: number | "self" = "self"): number {
     return 0;
   }
 }
+
+// --- the kernel's TCP counters ---------------------------------------------------
+
+/**
+ * The kernel's TCP counters (/proc/net/snmp `Tcp:`, /proc/net/netstat
+ * `TcpExt:`), as `Tcp.AttemptFails`, `TcpExt.ListenOverflows`, …, of this
+ * network namespace: every process in it counts, not only ours.
+ */
+export function tcpCounters(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const file of ["/proc/net/snmp", "/proc/net/netstat"]) {
+    const lines = (read(file) ?? "").split("\n");
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      const names = lines[i]!.trim().split(/\s+/);
+      const values = lines[i + 1]!.trim().split(/\s+/);
+      const prefix = names[0]?.replace(/:$/, "");
+      if (prefix !== "Tcp" && prefix !== "TcpExt") continue;
+      for (let k = 1; k < names.length; k++) out[`${prefix}.${names[k]}`] = Number(values[k]);
+    }
+  }
+  return out;
+}
+
+/** Sockets by state from /proc/net/sockstat (`TCP: inuse … orphan … tw … alloc … mem …`; mem in pages). */
+export function tcpSockstat(): Record<string, number> {
+  const m = /^TCP:(.*)$/m.exec(read("/proc/net/sockstat") ?? "");
+  const out: Record<string, number> = {};
+  const f = m?.[1]?.trim().split(/\s+/) ?? [];
+  for (let i = 0; i + 1 < f.length; i += 2) out[f[i]!] = Number(f[i + 1]);
+  return out;
+}

@@ -1,5 +1,5 @@
 import { isInterrupted } from "../../harness/processes.js";
-import { CpuMeter } from "../../harness/procfs.js";
+import { CpuMeter, tcpCounters, tcpSockstat } from "../../harness/procfs.js";
 import { sleep } from "../../harness/timeouts.js";
 import { type Footprints, readFootprints, rssGrowthPerConnection } from "../lib/footprint.js";
 import { type LatencySummary, summarize } from "../lib/hist.js";
@@ -40,9 +40,32 @@ export interface RampResult {
    * workers, redis, generator): the per-process arithmetic of where it stops.
    */
   footprint: { before: Footprints; peak: Footprints; connections: number; rssPerConnection: Record<string, number> };
+  /**
+   * The kernel's failure counters over the ramp (their changes, the ones that
+   * moved; the whole machine's network namespace counts) and its TCP sockets
+   * at the peak (in use, TIME_WAIT, buffer pages).
+   */
+  kernel: { counters: Record<string, number>; sockstat: Record<string, number> };
   /** nginx's error.log during the run, by message. */
   nginxErrors: Record<string, number>;
 }
+
+/** Counters that say why a connection failed: refused or reset handshakes, full queues, memory. */
+const FAILURE_COUNTERS = [
+  "Tcp.AttemptFails",
+  "Tcp.EstabResets",
+  "TcpExt.ListenOverflows",
+  "TcpExt.ListenDrops",
+  "TcpExt.TCPReqQFullDrop",
+  "TcpExt.TCPReqQFullDoCookies",
+  "TcpExt.SyncookiesSent",
+  "TcpExt.EmbryonicRsts",
+  "TcpExt.TCPAbortOnData",
+  "TcpExt.TCPAbortOnMemory",
+  "TcpExt.TCPAbortOnTimeout",
+  "TcpExt.TCPTimeWaitOverflow",
+  "TcpExt.TCPBacklogDrop",
+];
 
 /** The clients held at the top of the ramp while broadcasts go out to all of them. */
 export interface RampHold {
@@ -103,6 +126,7 @@ export async function runRamp(ctx: Ctx, host: ClusterHost): Promise<RampResult> 
   // Garbage of earlier scenarios is not the ramp's: a full GC first, when the instances have an inspector.
   await collectGarbageIn(target.inspectors());
   const before = readFootprints(roles());
+  const counters0 = tcpCounters();
 
   /** One step: `count` connections at `rate`; answers whether it was clean and why not. */
   const step = async (phase: "ramp" | "fill", rate: number): Promise<{ ok: boolean; errorFree: boolean; why: string }> => {
@@ -188,6 +212,11 @@ export async function runRamp(ctx: Ctx, host: ClusterHost): Promise<RampResult> 
     if (hold.drops > 0 || hold.openAfter < held) held = Math.min(held, hold.openAfter);
     await collectGarbageIn(target.inspectors());
     const peak = readFootprints(roles());
+    const counters1 = tcpCounters();
+    const moved = FAILURE_COUNTERS.flatMap((k) => {
+      const d = (counters1[k] ?? 0) - (counters0[k] ?? 0);
+      return d !== 0 ? [[k, d] as const] : [];
+    });
     return {
       target: target.name,
       steps,
@@ -198,6 +227,7 @@ export async function runRamp(ctx: Ctx, host: ClusterHost): Promise<RampResult> 
       fillStoppedBecause,
       hold,
       footprint: { before, peak, connections: hold.openAfter, rssPerConnection: rssGrowthPerConnection(before, peak, hold.openAfter) },
+      kernel: { counters: Object.fromEntries(moved), sockstat: tcpSockstat() },
       nginxErrors: host.nginxErrors(),
     };
   } finally {

@@ -24,9 +24,12 @@ export interface ScalingPhase {
   framesPerSec: number;
   /** CPU-seconds by role over the phase. */
   cpu: Record<string, number>;
-  /** CPU µs per delivered frame, by serving role. */
+  /**
+   * CPU µs per delivered frame, by serving role, less what the held clients
+   * cost anyway over as long (the idle phase's rate: heartbeats, lease refreshes).
+   */
   usPerFrame: Record<string, number>;
-  /** Redis CPU µs per broadcast (every broadcast crosses Redis once per instance). */
+  /** Redis CPU µs per broadcast, less its idle rate (every broadcast crosses Redis once per instance). */
   redisUsPerBroadcast: number;
   latency: LatencySummary;
 }
@@ -115,7 +118,14 @@ export async function runScaling(ctx: Ctx, host: ClusterHost): Promise<ScalingRe
   const live = () => `${fleet.live.open} open, ${fleet.live.frames.toLocaleString("en-US")} frames`;
 
   /** Broadcasts, `window` in flight, until `count` are out or `durationMs` has passed; CPU by role over it. */
-  const broadcast = async (o: { window: number; count?: number; durationMs?: number; clients: number }): Promise<ScalingPhase> => {
+  /** `idle`: CPU-seconds a second by role with the clients held and nothing published, subtracted from the per-unit figures. */
+  const broadcast = async (o: {
+    window: number;
+    count?: number;
+    durationMs?: number;
+    clients: number;
+    idle?: Record<string, number>;
+  }): Promise<ScalingPhase> => {
     const st0 = await fleet.stats(true, group);
     const active = st0.perChild.flatMap((n, i) => (n > 0 ? [i] : []));
     await fleet.track(ctx.nextSeq(), true, group);
@@ -144,6 +154,7 @@ export async function runScaling(ctx: Ctx, host: ClusterHost): Promise<ScalingRe
     });
     const seconds = (performance.now() - t0) / 1000;
     const cpu = minus(cpuByRole(roles()), c0);
+    const net = Object.fromEntries(Object.entries(cpu).map(([role, v]) => [role, v - (o.idle?.[role] ?? 0) * seconds]));
     const s = await fleet.stats(true, group);
     return {
       seconds: Math.round(seconds * 100) / 100,
@@ -153,8 +164,8 @@ export async function runScaling(ctx: Ctx, host: ClusterHost): Promise<ScalingRe
       frames: s.frames,
       framesPerSec: Math.round(s.frames / seconds),
       cpu,
-      usPerFrame: perUnit(cpu, s.frames),
-      redisUsPerBroadcast: out > 0 ? Math.round(((cpu.redis ?? 0) * 1e6 * 100) / out) / 100 : NaN,
+      usPerFrame: perUnit(net, s.frames),
+      redisUsPerBroadcast: out > 0 ? Math.round(((net.redis ?? 0) * 1e6 * 100) / out) / 100 : NaN,
       latency: summarize(s.latency),
     };
   };
@@ -243,9 +254,10 @@ export async function runScaling(ctx: Ctx, host: ClusterHost): Promise<ScalingRe
 
     // 3. Broadcasts: paced (one in flight), then a burst.
     progress.phase(`scaling ${target.name}: ${opts.scalingPaced} paced broadcasts to ${held}`, live);
-    const paced = await broadcast({ window: 1, count: opts.scalingPaced, clients: held });
+    const idleRate = Object.fromEntries(Object.entries(idleCpu).map(([role, v]) => [role, v / idleSeconds]));
+    const paced = await broadcast({ window: 1, count: opts.scalingPaced, clients: held, idle: idleRate });
     progress.phase(`scaling ${target.name}: burst, ${opts.window} in flight for ${opts.scalingBurstMs} ms`, live);
-    const burst = await broadcast({ window: opts.window, durationMs: opts.scalingBurstMs, clients: held });
+    const burst = await broadcast({ window: opts.window, durationMs: opts.scalingBurstMs, clients: held, idle: idleRate });
     const instanceCpu = burst.cpu.instances ?? 0;
 
     const result: ScalingResult = {
