@@ -13,6 +13,7 @@ import { type Logger, createLogger } from "./logger.js";
 import { type ConnectionCount, createMetrics } from "./metrics.js";
 import type { InterServerEvents } from "./protocol.js";
 import { createTokenVerifier } from "./realtime/client-auth.js";
+import { BurstWrites } from "./realtime/burst-writes.js";
 import { installFrontDoor } from "./realtime/front-door.js";
 import { createOriginPolicy } from "./realtime/origin.js";
 import { PenaltyBox } from "./realtime/penalty.js";
@@ -116,7 +117,9 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
         ? new RedisLog(redis, limits, log.child({ component: "history" }), () => metrics.clusterPublishesSkipped.inc())
         : new MemoryLog(limits);
   await history?.start();
+  const writes = new BurstWrites(() => metrics.writeBursts.inc());
   const domain = new BroadcastDomain({
+    beforeDelivery: () => writes.beforeDelivery(),
     instanceId: config.instanceId,
     bus,
     history,
@@ -146,7 +149,15 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   connections = () => [...sio.connectionsByTransport(), { transport: "ws", via: "websocket", count: wsg.size }];
 
   const httpApp = createHttpApp({ ...deps, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
-  installFrontDoor(server, { drain, refuseNewSession, ws: wsg, metrics, log: log.child({ component: "http" }), app: httpApp });
+  installFrontDoor(server, {
+    drain,
+    refuseNewSession,
+    ws: wsg,
+    metrics,
+    log: log.child({ component: "http" }),
+    app: httpApp,
+    onUpgrade: (socket) => writes.track(socket),
+  });
 
   const shutdown = new ShutdownCoordinator({
     drain,

@@ -65,6 +65,11 @@ export function createMetrics(read: { connections(): ConnectionCount[]; clientId
       labelNames: ["origin"] as const,
       registers: [registry],
     }),
+    writeBursts: new Counter({
+      name: "wbs_write_bursts_total",
+      help: "Event-loop turns with more than one delivery, in which every WebSocket connection was corked so the burst left in one write each",
+      registers: [registry],
+    }),
     slowClientsCut: new Counter({
       name: "wbs_slow_clients_cut_total",
       help: "Clients disconnected because their unsent data passed MAX_BUFFERED_BYTES, by transport",

@@ -32,6 +32,8 @@ export interface DomainOptions {
   maxMessageBytes: number;
   /** Least time between two status notifications. @default 0 */
   statusIntervalMs?: number;
+  /** Called before each local delivery (the transports batch the writes of a burst). */
+  beforeDelivery?: () => void;
 }
 
 export interface Published {
@@ -72,6 +74,7 @@ export class BroadcastDomain {
 
   /** Delivers to this instance's connections only. */
   deliverLocal(envelope: Envelope): number {
+    this.#opts.beforeDelivery?.();
     let total = 0;
     for (const sink of this.#sinks) {
       const n = sink.deliver(envelope);

@@ -47,7 +47,16 @@ const opensSession = (target: RequestTarget): boolean => target.pathname === ENG
  */
 export function installFrontDoor(
   server: Server,
-  opts: { drain: DrainState; refuseNewSession: () => ServiceError | undefined; ws: WsGateway; metrics: Metrics; log: Logger; app: RequestListener },
+  opts: {
+    drain: DrainState;
+    refuseNewSession: () => ServiceError | undefined;
+    ws: WsGateway;
+    metrics: Metrics;
+    log: Logger;
+    app: RequestListener;
+    /** Every upgrading socket (the burst writer corks them). */
+    onUpgrade?: (socket: Duplex) => void;
+  },
 ): void {
   const { drain, refuseNewSession, ws, metrics, log, app } = opts;
   const requestListeners = server.listeners("request") as RequestListener[];
@@ -80,6 +89,7 @@ export function installFrontDoor(
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     guardUpgrade(socket);
+    opts.onUpgrade?.(socket);
     const isEngine = (req.url ?? "").startsWith(ENGINE_PATH);
     const target = isEngine ? engineTarget(req) : parseTarget(req.url);
     if (!target) return rejectUpgrade(socket, refuse(new ServiceError("BAD_REQUEST", "malformed request target")));

@@ -294,9 +294,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       deliver(envelope: Envelope): number {
         const { event, room } = envelope;
         if (room !== undefined || clients.size === 0) return 0;
-        // Render once per format, not once per client.
-        let text: string | undefined;
-        let json: string | undefined;
+        // Render and encode once per format, not once per client: ws frames a
+        // Buffer without copying it, where a string is encoded for each send.
+        let text: Buffer | undefined;
+        let json: Buffer | undefined;
         let n = 0;
         for (const c of clients.values()) {
           if (c.boundary) {
@@ -305,7 +306,11 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
             continue;
           }
           if (c.ws.readyState !== c.ws.OPEN) continue;
-          c.ws.send(c.format === "json" ? (json ??= renderJson({ type: event.event, data: event.data } as WsServerFrame)) : (text ??= renderText(event)));
+          const frame =
+            c.format === "json"
+              ? (json ??= Buffer.from(renderJson({ type: event.event, data: event.data } as WsServerFrame)))
+              : (text ??= Buffer.from(renderText(event)));
+          c.ws.send(frame, TEXT_FRAME);
           n++;
         }
         return n;
@@ -328,6 +333,9 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     },
   };
 }
+
+/** A Buffer sent as a text frame, as is (ws copies nothing it does not have to). */
+const TEXT_FRAME = { binary: false } as const;
 
 /** In JSON mode a frame may be `{ "text": ..., "room"?: ... }`; anything else is the text itself. */
 function parseJsonFrame(raw: string): { text: unknown; room: unknown } {

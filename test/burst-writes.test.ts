@@ -1,0 +1,116 @@
+import { expect } from "chai";
+import type WebSocket from "ws";
+import { startApp, type TestApp } from "./helpers/app.js";
+import { useCleanup } from "./helpers/cleanup.js";
+import { connectIo, connectWs, type IoClient, type WsClient } from "./helpers/clients.js";
+import { metric, readMetrics } from "./helpers/metrics.js";
+
+/**
+ * Bursts: broadcasts delivered in one event-loop turn leave in one write a
+ * connection (every WebSocket is corked for the rest of the turn). The same
+ * bytes, in the same order, to everyone once; a lone broadcast is not batched;
+ * a client that stops reading is still cut.
+ */
+describe("batched writes in bursts", function () {
+  this.timeout(60_000);
+  const defer = useCleanup();
+
+  /** `count` text frames written to the server in one TCP write, so it parses and publishes them in one turn. */
+  const burst = (from: WsClient, texts: string[]): void => {
+    const socket = (from.ws as unknown as { _socket: import("node:net").Socket })._socket;
+    socket.cork();
+    for (const text of texts) from.ws.send(text);
+    socket.uncork();
+  };
+  const bursts = async (t: TestApp) => metric(await readMetrics(t.url), "wbs_write_bursts_total") ?? 0;
+
+  async function clientsOf(t: TestApp) {
+    const io = await connectIo(t.url, { clientId: "io-ws" });
+    const polling = await connectIo(t.url, { clientId: "io-polling", transports: ["polling"] });
+    const text = await connectWs(`${t.wsUrl}/ws`);
+    const json = await connectWs(`${t.wsUrl}/ws?format=json`);
+    const publisher = await connectWs(`${t.wsUrl}/ws?format=json`);
+    for (const c of [io, polling, text, json, publisher]) defer(() => c.close());
+    await Promise.all([io.next("welcome"), polling.next("welcome"), text.next(), json.nextJson("welcome"), publisher.nextJson("welcome")]);
+    return { io, polling, text, json, publisher };
+  }
+
+  const ioTexts = (c: IoClient, prefix: string) =>
+    c.inbox.all((e) => e.event === "message" && (e.args[0] as { text: string }).text.startsWith(prefix)).map((e) => (e.args[0] as { text: string }).text);
+  const wsTexts = (c: WsClient, prefix: string) =>
+    c.inbox.items
+      .map((f) => /"text":"([^"]*)"|says: (.*)$/.exec(f))
+      .flatMap((m) => (m ? [m[1] ?? m[2]!] : []))
+      .filter((t) => t.startsWith(prefix));
+
+  it("delivers a burst to every client on every transport once, in order, and batches it", async () => {
+    const t = await startApp({ RATE_LIMIT_MESSAGES_PER_SEC: "0" });
+    defer(() => t.close());
+    const { io, polling, text, json, publisher } = await clientsOf(t);
+    const before = await bursts(t);
+    const sent = Array.from({ length: 200 }, (_, i) => `b:${i}`);
+    burst(publisher, sent);
+    await io.next("message", (m: { text: string }) => m.text === "b:199", 10_000);
+    await polling.next("message", (m: { text: string }) => m.text === "b:199", 10_000);
+    await text.next((f) => f.endsWith("b:199"), 10_000);
+    await json.nextJson("message", (m: { text: string }) => m.text === "b:199", 10_000);
+    for (const [who, got] of [
+      ["socket.io websocket", ioTexts(io, "b:")],
+      ["socket.io polling", ioTexts(polling, "b:")],
+      ["/ws text", wsTexts(text, "b:")],
+      ["/ws json", wsTexts(json, "b:")],
+    ] as const)
+      expect(got, who).to.deep.equal(sent);
+    expect(await bursts(t), "turns batched").to.be.greaterThan(before);
+  });
+
+  it("writes a lone broadcast at once: paced broadcasts are never batched", async () => {
+    const t = await startApp({ RATE_LIMIT_MESSAGES_PER_SEC: "0" });
+    defer(() => t.close());
+    const { io, text, publisher } = await clientsOf(t);
+    const before = await bursts(t);
+    for (let i = 0; i < 20; i++) {
+      publisher.ws.send(`p:${i}`);
+      await io.next("message", (m: { text: string }) => m.text === `p:${i}`);
+      await text.next((f) => f.endsWith(`p:${i}`));
+    }
+    expect(await bursts(t)).to.equal(before);
+  });
+
+  it("still cuts a client that stops reading while bursts are batched, and the others get everything", async () => {
+    const LIMIT = 256 * 1024;
+    const t = await startApp({ RATE_LIMIT_MESSAGES_PER_SEC: "0", MAX_BUFFERED_BYTES: String(LIMIT), MAX_MESSAGE_BYTES: "65536", LOG_LEVEL: "info" });
+    defer(() => t.close());
+    const { io, text, publisher } = await clientsOf(t);
+    const slow = await connectWs(`${t.wsUrl}/ws/slow`);
+    defer(() => slow.close());
+    await slow.next();
+    slow.ws.pause();
+    (slow.ws as WebSocket).on("error", () => undefined);
+    const cut = t.logs.next((r) => r.msg.startsWith("slow client cut") && r.clientId === "slow", 30_000);
+    let done = false;
+    void cut.then(
+      () => (done = true),
+      () => (done = true),
+    );
+    const body = "x".repeat(30_000);
+    let rounds = 0;
+    // Bursts of ten large messages until the slow one is cut (bounded: 20 MB).
+    while (!done && rounds < 70) {
+      const texts = Array.from({ length: 10 }, (_, i) => `s:${rounds * 10 + i}:${body}`);
+      burst(publisher, texts);
+      await io.next("message", (m: { text: string }) => m.text.startsWith(`s:${rounds * 10 + 9}:`), 10_000);
+      rounds++;
+    }
+    expect((await cut).queuedBytes as number).to.be.greaterThan(LIMIT);
+    const last = `s:${rounds * 10 - 1}:`;
+    await text.next((f) => f.includes(last), 10_000);
+    const expected = Array.from({ length: rounds * 10 }, (_, i) => i);
+    expect(ioTexts(io, "s:").map((s) => Number(s.split(":")[1]))).to.deep.equal(expected);
+    expect(
+      text.inbox.items.filter((f) => f.includes(": s:")).map((f) => Number(f.split(": s:")[1]!.split(":")[0])),
+      "/ws text",
+    ).to.deep.equal(expected);
+    expect(await bursts(t)).to.be.greaterThan(0);
+  });
+});
