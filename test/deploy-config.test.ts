@@ -186,6 +186,8 @@ describe("deployment configuration", function () {
       expect(undone).to.equal(source);
       // Without a lower limit, worker_rlimit_nofile stays as shipped.
       expect(renderNginxConf(source, 40000, "/tmp/stack-x")).to.contain(/worker_rlimit_nofile\s+\d+;/.exec(source)![0]);
+      // Under a 20000 cap, workers enough for what nginx.conf sizes (auto on 2 cores: 2 × 32768 connections).
+      expect(renderNginxConf(source, 40000, "/tmp/stack-x", { maxNofile: 20000, cpus: 2 })).to.match(/^worker_processes 4;/m);
       // A config that no longer has the expected shape is refused, not half-rendered.
       expect(() => renderNginxConf(source.replace("server ws4:8000;", "server ws5:8000;"), 40000, "/tmp/x")).to.throw(/ws1:8000/);
       expect(() => renderNginxConf(source.replace("listen 8080", "listen 9090"), 40000, "/tmp/x")).to.throw(/listen 8080/);
