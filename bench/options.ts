@@ -147,7 +147,7 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
 
 export const USAGE = `npm run bench -- [options]
 
-  --quick                 smoke preset (about a minute and a half); default is the full run (under ten minutes)
+  --quick                 smoke preset (about two minutes); default is the full run (about ten minutes, and a minute and a half for the scaling figures)
   --targets a,b           ${TARGET_NAMES.join(",")} (default: all but ${OPT_IN_TARGETS.join(", ")})
   --scenarios a,b         ${SCENARIOS.join(",")} (default: all)
   --sizes 1000,5000       fan-out client counts
