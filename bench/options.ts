@@ -1,5 +1,7 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
 import { parseArgs } from "node:util";
-import { OPT_IN_TARGETS, TARGET_NAMES, type TargetName } from "./targets.js";
+import { BEFORE_TARGETS, OPT_IN_TARGETS, TARGET_NAMES, type TargetName } from "./targets.js";
 
 export const SCENARIOS = ["memory", "fanout", "echo", "scaling", "ramp", "drain", "abuse"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
@@ -15,10 +17,14 @@ export interface Options {
   pacedCount: number;
   pacedMaxMs: number;
   pacedGapMs: number;
-  /** Saturated trials per target and size (the median is reported), each this long, with `window` broadcasts in flight. */
+  /**
+   * Saturated trials per target, size and window (the median is reported), each this long, with
+   * `window` broadcasts in flight: 1 (one at a time, back to back: what a lone broadcast costs)
+   * and a burst (50: many in flight, what batching gains). Paced latency is measured in as many rounds.
+   */
   trials: number;
   throughputMs: number;
-  window: number;
+  windows: number[];
   echoClients: number;
   echoRate: number;
   echoMs: number;
@@ -31,6 +37,8 @@ export interface Options {
   rampHoldRate: number;
   memoryClients: number;
   memorySettleMs: number;
+  /** Memory measured this many times per target: the first on the run's processes, the others on fresh ones. */
+  memoryRounds: number;
   /** Heap snapshots before and after this many idle clients, diffed by constructor (0: off). */
   heapDiff: number;
   /** Scaling scenario (docs/SCALING.md): clients through nginx, their connect rate, the idle window, paced broadcasts, the burst. */
@@ -39,6 +47,8 @@ export interface Options {
   scalingIdleMs: number;
   scalingPaced: number;
   scalingBurstMs: number;
+  /** Broadcasts in flight in the scaling scenario's burst (4: the window docs/SCALING.md was measured with). */
+  scalingWindow: number;
   /** Publishes per row of the Redis figure, and the subscribers added to the broadcast channel for each row. */
   scalingPublishes: number;
   scalingSubscribers: number[];
@@ -52,8 +62,14 @@ export interface Options {
   abusePingMs: number;
   /** The well-behaved probe publishes one message every this many ms (under the 20/s default rate limit). */
   abuseProbeGapMs: number;
-  /** CPU profile (over the inspector) of one extra saturated phase at the largest size. */
+  /** CPU profile (over the inspector) of one extra saturated phase at the largest size and window. */
   profile: boolean;
+  /**
+   * A checkout of an earlier commit (a git worktree with node_modules linked in): its server runs
+   * beside this one as `ws-1-before` and `sio-1-before` in the fan-out, for the before/after ratios
+   * and CPU profiles.
+   */
+  before: string | undefined;
   /** Generator children; 0 = as many as the connections need (at least 2). */
   children: number;
   /** Connections to one destination from 127.0.0.1 before moving to 127.0.0.2, … */
@@ -61,7 +77,7 @@ export interface Options {
   out: string;
 }
 
-const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "scenarios" | "out" | "children" | "spreadAfter">> = {
+const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "scenarios" | "out" | "children" | "spreadAfter" | "before">> = {
   quick: {
     sizes: [250, 1000],
     payloadBytes: 100,
@@ -70,7 +86,7 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     pacedGapMs: 10,
     trials: 3,
     throughputMs: 300,
-    window: 4,
+    windows: [1, 50],
     echoClients: 200,
     echoRate: 500,
     echoMs: 800,
@@ -82,12 +98,14 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     rampHoldRate: 2,
     memoryClients: 1_000,
     memorySettleMs: 500,
+    memoryRounds: 1,
     heapDiff: 0,
     scalingClients: 500,
     scalingConnectRate: 500,
     scalingIdleMs: 1_000,
     scalingPaced: 10,
     scalingBurstMs: 500,
+    scalingWindow: 4,
     scalingPublishes: 1_000,
     scalingSubscribers: [0, 12],
     drainClients: 400,
@@ -104,11 +122,11 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     sizes: [1_000, 5_000, 10_000],
     payloadBytes: 100,
     pacedCount: 40,
-    pacedMaxMs: 10_000,
+    pacedMaxMs: 15_000,
     pacedGapMs: 20,
     trials: 3,
     throughputMs: 1_500,
-    window: 4,
+    windows: [1, 50],
     echoClients: 1_000,
     echoRate: 2_000,
     echoMs: 4_000,
@@ -122,6 +140,8 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     rampHoldRate: 1,
     memoryClients: 10_000,
     memorySettleMs: 3_000,
+    // The second on processes of its own: a process keeps the pages its first clients used.
+    memoryRounds: 2,
     heapDiff: 1_000,
     scalingClients: 10_000,
     scalingConnectRate: 1_000,
@@ -129,6 +149,7 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     scalingIdleMs: 25_000,
     scalingPaced: 40,
     scalingBurstMs: 3_000,
+    scalingWindow: 4,
     // /proc counts CPU in 10 ms ticks: enough publishes for Redis to spend a second or so.
     scalingPublishes: 20_000,
     scalingSubscribers: [0, 12, 60],
@@ -147,25 +168,27 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
 
 export const USAGE = `npm run bench -- [options]
 
-  --quick                 smoke preset (about two minutes); default is the full run (about ten minutes, and a minute and a half for the scaling figures)
+  --quick                 smoke preset (about two minutes); default is the full run (about twenty minutes, the scaling figures included)
   --targets a,b           ${TARGET_NAMES.join(",")} (default: all but ${OPT_IN_TARGETS.join(", ")})
   --scenarios a,b         ${SCENARIOS.join(",")} (default: all)
   --sizes 1000,5000       fan-out client counts
   --payload BYTES         broadcast text size
-  --duration MS           one saturated fan-out trial (per target and size)
-  --trials N              saturated trials per target and size; the median is reported
-  --window N              broadcasts in flight in the saturated phase
-  --paced N               paced broadcasts per target and size (latency, completion time)
+  --duration MS           one saturated fan-out trial (per target, size and window; a trial also waits for what is in flight)
+  --trials N              saturated trials per target, size and window, and rounds of the paced phase; the median is reported
+  --window 1,50           broadcasts in flight in the saturated phases (default 1 and 50: a lone broadcast, a burst)
+  --paced N               paced broadcasts per target and size (latency, completion time), over the rounds
   --echo-clients N  --echo-rate N/s  --echo-ms MS
   --ramp-start N/s  --ramp-factor F  --ramp-step MS  --ramp-max N
   --ramp-hold MS  --ramp-hold-rate N/s   broadcasts to every client held at the top of the ramp
-  --memory-clients N  --memory-settle MS
+  --memory-clients N  --memory-settle MS  --memory-rounds N   (rounds after the first on fresh processes; full run: 2)
   --heap-diff N           heap snapshots around N idle clients, growth by constructor (0: off; full run: 1000)
-  --scaling-clients N  --scaling-connect-rate N/s  --scaling-idle MS  --scaling-paced N  --scaling-burst MS
+  --scaling-clients N  --scaling-connect-rate N/s  --scaling-idle MS  --scaling-paced N  --scaling-burst MS  --scaling-window N
   --scaling-publishes N  --scaling-subscribers 0,12,60   Redis CPU per publish with that many more subscribers
   --drain-clients N  --drain-rate N/s  --drain-forced SEC
   --abuse-receivers N  --abuse-baseline MS  --abuse-flood MS  --abuse-ping MS  --abuse-probe-gap MS
   --profile / --no-profile   CPU profiles of each target (default: on in the full run)
+  --before DIR            an earlier checkout (git worktree add DIR <commit>; ln -s $PWD/node_modules DIR/): its server
+                          runs as ws-1-before and sio-1-before in the fan-out, for before/after ratios and profiles
   --children N            generator processes (default: as needed, at least 2)
   --spread-after N        connections to one destination from 127.0.0.1; the rest from 127.0.0.2–61 (default 4000)
   --out DIR               results directory (default bench/results)
@@ -217,12 +240,14 @@ export function parseOptions(argv: string[]): Options | "help" {
       "ramp-hold-rate": { type: "string" },
       "memory-clients": { type: "string" },
       "memory-settle": { type: "string" },
+      "memory-rounds": { type: "string" },
       "heap-diff": { type: "string" },
       "scaling-clients": { type: "string" },
       "scaling-connect-rate": { type: "string" },
       "scaling-idle": { type: "string" },
       "scaling-paced": { type: "string" },
       "scaling-burst": { type: "string" },
+      "scaling-window": { type: "string" },
       "scaling-publishes": { type: "string" },
       "scaling-subscribers": { type: "string" },
       "drain-clients": { type: "string" },
@@ -235,6 +260,7 @@ export function parseOptions(argv: string[]): Options | "help" {
       "abuse-probe-gap": { type: "string" },
       profile: { type: "boolean" },
       "no-profile": { type: "boolean" },
+      before: { type: "string" },
       children: { type: "string" },
       "spread-after": { type: "string" },
       out: { type: "string" },
@@ -244,22 +270,27 @@ export function parseOptions(argv: string[]): Options | "help" {
   if (values.help) return "help";
   const preset = values.quick ? "quick" : "full";
   const p = PRESETS[preset];
-  const sizes = values.sizes
-    ? values.sizes.split(",").map((s) => {
-        const n = Number(s);
-        if (!Number.isInteger(n) || n < 1) throw new Error(`--sizes: ${JSON.stringify(s)} is not a client count`);
-        return n;
-      })
-    : p.sizes;
+  const counts = (value: string, name: string) =>
+    value.split(",").map((s) => {
+      const n = Number(s);
+      if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: ${JSON.stringify(s)} is not a count ≥ 1`);
+      return n;
+    });
+  const sizes = values.sizes ? counts(values.sizes, "sizes") : p.sizes;
+  const windows = values.window ? counts(values.window, "window") : p.windows;
+  const before = values.before === undefined ? undefined : path.resolve(values.before);
+  if (before !== undefined && !existsSync(path.join(before, "server", "main.ts")))
+    throw new Error(`--before: ${before} has no server/main.ts (a checkout of this repository, with node_modules linked in)`);
+  const defaultTargets = TARGET_NAMES.filter((t) => !OPT_IN_TARGETS.includes(t) || (before !== undefined && BEFORE_TARGETS.includes(t)));
   const o: Options = {
     ...p,
     preset,
-    targets: list(values.targets, TARGET_NAMES, "target") ?? TARGET_NAMES.filter((t) => !OPT_IN_TARGETS.includes(t)),
+    targets: list(values.targets, TARGET_NAMES, "target") ?? defaultTargets,
     scenarios: list(values.scenarios, SCENARIOS, "scenario") ?? [...SCENARIOS],
     sizes: [...new Set(sizes)].sort((a, b) => a - b),
     payloadBytes: num(values.payload, "payload", p.payloadBytes, { min: 24 }),
     throughputMs: num(values.duration, "duration", p.throughputMs, { min: 100 }),
-    window: num(values.window, "window", p.window, { min: 1 }),
+    windows: [...new Set(windows)].sort((a, b) => a - b),
     trials: Math.round(num(values.trials, "trials", p.trials, { min: 1 })),
     pacedCount: num(values.paced, "paced", p.pacedCount, { min: 1 }),
     echoClients: num(values["echo-clients"], "echo-clients", p.echoClients, { min: 1 }),
@@ -273,12 +304,14 @@ export function parseOptions(argv: string[]): Options | "help" {
     rampHoldRate: num(values["ramp-hold-rate"], "ramp-hold-rate", p.rampHoldRate, { min: 0.1 }),
     memoryClients: num(values["memory-clients"], "memory-clients", p.memoryClients, { min: 1 }),
     memorySettleMs: num(values["memory-settle"], "memory-settle", p.memorySettleMs),
+    memoryRounds: Math.round(num(values["memory-rounds"], "memory-rounds", p.memoryRounds, { min: 1 })),
     heapDiff: num(values["heap-diff"], "heap-diff", p.heapDiff),
     scalingClients: Math.round(num(values["scaling-clients"], "scaling-clients", p.scalingClients, { min: 1 })),
     scalingConnectRate: num(values["scaling-connect-rate"], "scaling-connect-rate", p.scalingConnectRate, { min: 1 }),
     scalingIdleMs: num(values["scaling-idle"], "scaling-idle", p.scalingIdleMs, { min: 100 }),
     scalingPaced: Math.round(num(values["scaling-paced"], "scaling-paced", p.scalingPaced, { min: 1 })),
     scalingBurstMs: num(values["scaling-burst"], "scaling-burst", p.scalingBurstMs, { min: 100 }),
+    scalingWindow: Math.round(num(values["scaling-window"], "scaling-window", p.scalingWindow, { min: 1 })),
     scalingPublishes: Math.round(num(values["scaling-publishes"], "scaling-publishes", p.scalingPublishes, { min: 10 })),
     scalingSubscribers: values["scaling-subscribers"]
       ? [
@@ -300,6 +333,7 @@ export function parseOptions(argv: string[]): Options | "help" {
     abusePingMs: num(values["abuse-ping"], "abuse-ping", p.abusePingMs, { min: 200 }),
     abuseProbeGapMs: num(values["abuse-probe-gap"], "abuse-probe-gap", p.abuseProbeGapMs, { min: 5 }),
     profile: values["no-profile"] ? false : values.profile ? true : p.profile,
+    before,
     children: num(values.children, "children", 0),
     // 127.0.0.1's source ports are shared with nginx's connections to the instances (and
     // TIME_WAIT leftovers): with 15,358 clients through nginx from 127.0.0.1 alone, connects
@@ -308,5 +342,6 @@ export function parseOptions(argv: string[]): Options | "help" {
     spreadAfter: num(values["spread-after"], "spread-after", 4_000, { min: 100 }),
     out: values.out ?? "bench/results",
   };
+  if (before === undefined && o.targets.some((t) => BEFORE_TARGETS.includes(t))) throw new Error(`${BEFORE_TARGETS.join(", ")} need --before DIR`);
   return o;
 }

@@ -12,6 +12,10 @@ import type { RampResult } from "./scenarios/ramp.js";
 import type { ScalingResult } from "./scenarios/scaling.js";
 import { scalingConsole, scalingMarkdown } from "./report-scaling.js";
 import type { Footprints } from "./lib/footprint.js";
+import { type MachineReading, readingText } from "./lib/machine.js";
+import { cpuServer, fanoutConsole, fanoutFigures, fanoutMarkdown, profilesConsole, profilesMarkdown } from "./report-fanout.js";
+import { goalsConsole, goalsMarkdown } from "./report-goals.js";
+import { memoryConsole, memoryMarkdown } from "./report-memory.js";
 import { TARGET_LABELS, TARGET_NAMES, type TargetName } from "./targets.js";
 
 export interface Machine {
@@ -40,6 +44,8 @@ export interface RunResults {
   ramp: RampResult | undefined;
   drain: DrainResult | undefined;
   abuse: AbuseCell[];
+  /** The machine over each scenario (load average, CPU of others). */
+  machineByScenario: Record<string, MachineReading>;
   errors: { scenario: string; target: string; message: string }[];
   interrupted: boolean;
 }
@@ -51,6 +57,12 @@ export interface Figure {
   goal: string;
   reference: string;
   met: boolean | undefined;
+  /** Trials more than 20% apart: neither met nor not met. */
+  noisy?: boolean;
+  /** Lowest / median / highest of the trials, or "one measurement". */
+  spread: string;
+  /** The machine's load over the measurement. */
+  load: string;
   basis: string;
 }
 
@@ -109,194 +121,13 @@ const cpuLine = (cpu: Record<string, number>): string =>
     .map(([k, v]) => `${k} ${f(v, 1)}`)
     .join(", ");
 
-const cell = (r: RunResults, t: TargetName, clients: number) => r.fanout.find((c) => c.target === t && c.clients === clients);
+const statusText = (x: Figure) => (x.noisy ? "noisy" : x.met === undefined ? "" : x.met ? "met" : "not met");
+/** The load over a scenario that ran once: its figures are one measurement each. */
+const once = (r: RunResults, scenario: string) => ({ spread: "one measurement", load: readingText(r.machineByScenario[scenario]) });
 
-/** The largest fan-out size measured on every one of `targets`. */
-function commonSize(r: RunResults, targets: TargetName[]): number | undefined {
-  const sizes = [...new Set(r.fanout.map((c) => c.clients))].sort((a, b) => b - a);
-  return sizes.find((s) => targets.every((t) => cell(r, t, s) && cell(r, t, s)!.saturated.framesPerSec > 0));
-}
-
-/** Time to write `clients` frames at the baseline's throughput: no broadcast can complete faster here. */
-export function floorMs(r: RunResults, clients: number): number | undefined {
-  const base = cell(r, "raw", clients);
-  if (!base || !(base.saturated.framesPerSec > 0)) return undefined;
-  return (clients / base.saturated.framesPerSec) * 1000;
-}
-
-interface Ratio {
-  value: number | undefined;
-  perCpu: number | undefined;
-  size: number | undefined;
-  /** The same ratio at every size both targets ran, smallest first: how steady it is. */
-  bySize: { size: number; value: number; perCpu: number }[];
-}
-
-function ratio(r: RunResults, a: TargetName, b: TargetName): Ratio {
-  const bySize = [...new Set(r.fanout.map((c) => c.clients))]
-    .sort((p, q) => p - q)
-    .flatMap((size) => {
-      const x = cell(r, a, size)?.saturated;
-      const y = cell(r, b, size)?.saturated;
-      if (!x || !y || !(y.framesPerSec > 0)) return [];
-      return [{ size, value: x.framesPerSec / y.framesPerSec, perCpu: x.framesPerCpuSec / y.framesPerCpuSec }];
-    });
-  const size = commonSize(r, [a, b]);
-  if (size === undefined) return { value: undefined, perCpu: undefined, size, bySize };
-  const x = cell(r, a, size)!.saturated;
-  const y = cell(r, b, size)!.saturated;
-  return { value: x.framesPerSec / y.framesPerSec, perCpu: x.framesPerCpuSec / y.framesPerCpuSec, size, bySize };
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-};
-
-/** a ÷ b frames a second, trial by trial (the targets take turns, so trial k of each ran back to back), at every size. */
-function pairedTrials(r: RunResults, a: TargetName, b: TargetName): number[] {
-  return [...new Set(r.fanout.map((c) => c.clients))].flatMap((size) => {
-    const x = cell(r, a, size)?.saturated.trials ?? [];
-    const y = cell(r, b, size)?.saturated.trials ?? [];
-    return x.flatMap((v, k) => (y[k]! > 0 ? [v / y[k]!] : []));
-  });
-}
-
-/**
- * History on ÷ off: a ÷ b frames a second, the median of the paired trials
- * (trial k of each ran back to back) at every size; met on frames/s.
- */
-function historyFigure(r: RunResults, on: TargetName, off: TargetName, what: string): Figure {
-  const medians = ratio(r, on, off);
-  const paired = pairedTrials(r, on, off);
-  const value = paired.length > 0 ? median(paired) : undefined;
-  return {
-    name: `Socket.IO fan-out, ${what}, history on ÷ off (HISTORY_SIZE default ÷ 0)`,
-    value,
-    display:
-      value === undefined
-        ? "not measured"
-        : `${f(value)}× frames/s (median of ${paired.length} paired trials, ${f(Math.min(...paired))}–${f(Math.max(...paired))}); ${f(medians.perCpu)}× per server CPU-second`,
-    goal: "≥ 0.9×",
-    reference: "",
-    met: value === undefined ? undefined : value >= 0.9,
-    basis: `saturated trials at every size, each ${on} trial right before its ${off} twin (a load swing hits both); met on frames/s. ${ratioBasis(medians)}`,
-  };
-}
-
-const ratioDisplay = (x: { value: number | undefined; perCpu: number | undefined }) =>
-  x.value === undefined ? "not measured" : `${f(x.value)}× frames/s; ${f(x.perCpu)}× per server CPU-second`;
-const ratioBasis = (x: Ratio) =>
-  x.size
-    ? `saturated, ${n0(x.size)} clients (median of trials); at ${x.bySize.map((b) => n0(b.size)).join(" / ")} clients: ${x.bySize.map((b) => f(b.value)).join(" / ")} frames/s, ${x.bySize.map((b) => f(b.perCpu)).join(" / ")} per CPU-s`
-    : "";
-/** A goal is met when both bases meet it; the per-CPU one is the steadier on a shared machine. */
-const ratioMet = (x: { value: number | undefined; perCpu: number | undefined }, goal: number) =>
-  x.value === undefined || x.perCpu === undefined ? undefined : x.value >= goal && x.perCpu >= goal;
-
-/** The figures the issue asks for, each measured in this run. */
+/** The figures of earlier issues, each measured in this run (issue 14's goals have a table of their own: report-goals.ts). */
 export function figures(r: RunResults): Figure[] {
-  const out: Figure[] = [];
-  const sio = ratio(r, "sio-1", "raw");
-  out.push({
-    name: "Socket.IO fan-out, 1 instance ÷ bare ws baseline",
-    value: sio.value,
-    display: ratioDisplay(sio),
-    goal: "≥ 0.8×",
-    reference: "stock Socket.IO ≈ 0.6×",
-    met: ratioMet(sio, 0.8),
-    basis: ratioBasis(sio),
-  });
-  const stock = ratio(r, "sio-stock", "raw");
-  out.push({
-    name: "stock Socket.IO (nothing of ours) ÷ bare ws baseline",
-    value: stock.value,
-    display: ratioDisplay(stock),
-    goal: "(for reference)",
-    reference: "stock Socket.IO ≈ 0.6×",
-    met: undefined,
-    basis: ratioBasis(stock),
-  });
-  const ours = ratio(r, "sio-1", "sio-stock");
-  out.push({
-    name: "service's Socket.IO ÷ stock Socket.IO",
-    value: ours.value,
-    display: ratioDisplay(ours),
-    goal: "(what our code costs)",
-    reference: "",
-    met: undefined,
-    basis: ratioBasis(ours),
-  });
-  const ws = ratio(r, "ws-1", "raw");
-  out.push({
-    name: "/ws fan-out, 1 instance ÷ bare ws baseline",
-    value: ws.value,
-    display: ratioDisplay(ws),
-    goal: "(for reference)",
-    reference: "",
-    met: undefined,
-    basis: ratioBasis(ws),
-  });
-  out.push(historyFigure(r, "sio-1", "sio-1-nohist", "1 instance"));
-  // The Redis path (opt-in target: a stack of its own).
-  if (r.fanout.some((c) => c.target === "sio-4-direct-nohist"))
-    out.push(historyFigure(r, "sio-4-direct", "sio-4-direct-nohist", "4 instances + Redis, direct"));
-  const cluster = ratio(r, "sio-4-nginx", "sio-1");
-  out.push({
-    name: "4 instances via nginx ÷ 1 instance direct (Socket.IO)",
-    value: cluster.value,
-    display: ratioDisplay(cluster),
-    goal: "≥ 0.7×",
-    reference: "",
-    met: ratioMet(cluster, 0.7),
-    basis: ratioBasis(cluster),
-  });
-  const direct = ratio(r, "sio-4-direct", "sio-1");
-  out.push({
-    name: "4 instances direct ÷ 1 instance direct (Socket.IO)",
-    value: direct.value,
-    display: ratioDisplay(direct),
-    goal: "(for reference)",
-    reference: "",
-    met: undefined,
-    basis: ratioBasis(direct),
-  });
-  const mem = (t: TargetName) => r.memory.find((m) => m.target === t);
-  for (const [t, goalKiB, ref] of [
-    ["sio-1", 8, "stock Socket.IO ≈ 14.6 KB"],
-    ["ws-1", 4, "bare ws ≈ 6.1 KB"],
-    ["sio-stock", undefined, "stock Socket.IO ≈ 14.6 KB"],
-    ["raw", undefined, "bare ws ≈ 6.1 KB"],
-  ] as const) {
-    const m = mem(t);
-    const kib = m ? m.rssPerConnection / KIB : undefined;
-    out.push({
-      name: `memory per idle connection, ${m ? `${m.transport} (${t})` : t} (RSS)`,
-      value: kib,
-      display: m ? `${f(kib, 1)} KiB RSS (heap ${f(m.heapPerConnection / KIB, 1)} KiB)` : "not measured",
-      goal: goalKiB ? `≤ ${goalKiB} KB` : t === "raw" ? "(the floor)" : "(reference)",
-      reference: ref,
-      met: kib === undefined || goalKiB === undefined ? undefined : kib <= goalKiB,
-      basis: m ? `${n0(m.connected)} idle clients, forced GC before and after, ${m.settleMs} ms settle` : "",
-    });
-  }
-  const largest = Math.max(...r.fanout.map((c) => c.clients), 0);
-  const floor = floorMs(r, largest);
-  for (const t of TARGET_NAMES) {
-    const c = cell(r, t, largest);
-    if (!c || floor === undefined || t.endsWith("-nohist")) continue;
-    const v = c.paced.latency.p99 / floor;
-    out.push({
-      name: `p99 broadcast latency ÷ floor, ${t}`,
-      value: v,
-      display: `${f(v)}× (p99 ${f(c.paced.latency.p99)} ms, floor ${f(floor)} ms)`,
-      goal: "≤ 1.2×",
-      reference: "",
-      met: v <= 1.2,
-      basis: `${n0(largest)} clients, paced; floor = clients ÷ baseline frames/s`,
-    });
-  }
+  const out: Figure[] = fanoutFigures(r);
   if (r.ramp) {
     out.push({
       name: "most concurrent clients held via nginx (4 instances) without errors",
@@ -305,6 +136,7 @@ export function figures(r: RunResults): Figure[] {
       goal: "(largest found)",
       reference: "",
       met: undefined,
+      ...once(r, "ramp"),
       basis: `ramp stopped: ${r.ramp.stoppedBecause}${r.ramp.fillStoppedBecause ? `; fill stopped: ${r.ramp.fillStoppedBecause}` : ""}; ${holdLine(r.ramp)}`,
     });
     const per = r.ramp.footprint.rssPerConnection;
@@ -315,6 +147,7 @@ export function figures(r: RunResults): Figure[] {
       goal: "(measured)",
       reference: "",
       met: undefined,
+      ...once(r, "ramp"),
       basis: `${n0(r.ramp.footprint.connections)} clients held; ${footprintLine(r.ramp)}`,
     });
   }
@@ -327,6 +160,7 @@ export function figures(r: RunResults): Figure[] {
       goal: "0 / 0 / 0",
       reference: "",
       met: m.clients === 0 ? undefined : m.missed === 0 && m.duplicates === 0 && m.outOfOrder === 0 && m.notRecovered === 0,
+      ...once(r, "drain"),
       basis: `${n0(m.clients)} clients closed at ${r.drain.drainedInstance}'s deadline (FORCED_SHUTDOWN_AFTER_SEC=${r.drain.forcedShutdownSec}), reconnected through nginx with their offset and epoch; ${n0(r.drain.published)} broadcasts at ${r.drain.publishRatePerSec}/s`,
     });
   }
@@ -367,6 +201,7 @@ function abuseFigures(r: RunResults): Figure[] {
         goal: `≤ ${ABUSE_P99_GOAL}×`,
         reference: "",
         met: value === undefined ? undefined : value <= ABUSE_P99_GOAL,
+        ...once(r, "abuse"),
         basis: `${n0(c.connected)} receivers, probe every ${c.probeGapMs} ms, ${p ? f(p.seconds, 1) : "–"} s; ${abuserBasis(p)}${name === "ping" && p ? `; ${na(p.server.statusNotifications)} status notifications` : ""}`,
       });
     }
@@ -381,6 +216,7 @@ function abuseFigures(r: RunResults): Figure[] {
       goal: `≤ ${ABUSE_RSS_GOAL_MIB} MB`,
       reference: "",
       met: mib === undefined ? undefined : mib <= ABUSE_RSS_GOAL_MIB,
+      ...once(r, "abuse"),
       basis: ping
         ? `VmRSS every 100 ms, most during the flood − just before${ping.rss.length > 1 ? `, the instance that grew most of ${ping.rss.length}` : ""}`
         : "",
@@ -432,66 +268,13 @@ function abuseRows(r: RunResults): { header: string[]; rows: string[][] } {
   return { header, rows };
 }
 
-/** CPU of the serving processes: not the load generator, the abuser or the bench itself. */
-const cpuServer = (cpu: Record<string, number>) =>
-  Object.entries(cpu)
-    .filter(([k]) => k !== "generator" && k !== "abuser" && !k.startsWith("bench"))
-    .reduce((s, [, v]) => s + v, 0);
-
-function fanoutRows(r: RunResults): { header: string[]; rows: string[][] } {
-  const header = [
-    "target",
-    "clients",
-    "frames/s",
-    "×base",
-    "frames/CPU-s",
-    "×base",
-    "p50 ms",
-    "p99 ms",
-    "max ms",
-    "done p50",
-    "done p99",
-    "p99/floor",
-    "CPU srv %",
-    "CPU gen %",
-    "lost",
-  ];
-  const rows = r.fanout.map((c) => {
-    const base = cell(r, "raw", c.clients);
-    const floor = floorMs(r, c.clients);
-    const lost = c.paced.incomplete + c.saturated.incomplete;
-    return [
-      c.target,
-      n0(c.clients) + (c.connected < c.clients ? ` (${n0(c.connected)})` : ""),
-      n0(c.saturated.framesPerSec),
-      base ? f(c.saturated.framesPerSec / base.saturated.framesPerSec) : "–",
-      n0(c.saturated.framesPerCpuSec),
-      base ? f(c.saturated.framesPerCpuSec / base.saturated.framesPerCpuSec) : "–",
-      f(c.paced.latency.p50),
-      f(c.paced.latency.p99),
-      f(c.paced.latency.max),
-      f(c.paced.completion.p50),
-      f(c.paced.completion.p99),
-      floor ? f(c.paced.latency.p99 / floor) : "–",
-      f(cpuServer(c.saturated.cpu), 0),
-      f(c.saturated.cpu.generator, 0),
-      lost ? `${lost} bc` : c.drops ? `${c.drops} drops` : "0",
-    ];
-  });
-  return { header, rows };
-}
-
 /** The table printed at the end of a run (stdout). */
 export function renderConsole(r: RunResults): string {
   const parts: string[] = [];
   parts.push(`ws-broadcast-service bench (${r.preset}), ${r.startedAt}, ${round(r.durationSec, 0)} s, ${r.machine.cores} cores, node ${r.machine.node}`);
   if (r.machine.busy.length > 0)
     parts.push(`NOTE: the machine was busy during the run (${r.machine.busy.join("; ")}): absolute figures are noisy, compare the ratios.`);
-  if (r.fanout.length > 0) {
-    const { header, rows } = fanoutRows(r);
-    parts.push("\nFan-out: frames/s saturated; latency publish→receipt, paced (ms); done = publish→last receiver (ms)");
-    parts.push(table(header, rows));
-  }
+  parts.push(...fanoutConsole(r));
   if (r.echo.length > 0) {
     parts.push("\nEcho round trip (fixed rate)");
     parts.push(
@@ -512,22 +295,7 @@ export function renderConsole(r: RunResults): string {
       ),
     );
   }
-  if (r.memory.length > 0) {
-    parts.push("\nMemory per idle connection (forced GC before and after)");
-    parts.push(
-      table(
-        ["target", "transport", "clients", "RSS/conn KiB", "heap/conn KiB", "external/conn KiB"],
-        r.memory.map((m) => [
-          m.target,
-          m.transport,
-          n0(m.connected),
-          f(m.rssPerConnection / KIB, 1),
-          f(m.heapPerConnection / KIB, 1),
-          f(m.externalPerConnection / KIB, 1),
-        ]),
-      ),
-    );
-  }
+  parts.push(...memoryConsole(r));
   if (r.scaling) parts.push(scalingConsole(r.scaling));
   if (r.ramp) {
     parts.push(
@@ -569,32 +337,17 @@ export function renderConsole(r: RunResults): string {
   }
   const figs = figures(r);
   if (figs.length > 0) {
-    parts.push("\nFigures (ratios from this run)");
+    parts.push("\nOther figures (ratios from this run: median of paired trials; noisy = trials more than 20% apart)");
     parts.push(
       table(
-        ["figure", "measured", "goal", "met"],
-        figs.map((x) => [x.name, x.display, x.goal, x.met === undefined ? "" : x.met ? "yes" : "NO"]),
-        ["l", "l", "l", "l"],
+        ["figure", "measured", "trials min / median / max (n)", "load; others", "goal", "status"],
+        figs.map((x) => [x.name, x.display, x.spread, x.load, x.goal, statusText(x)]),
+        ["l", "l", "l", "l", "l", "l"],
       ),
     );
   }
-  for (const p of r.profiles) {
-    parts.push(`\nCPU profile ${p.target} / ${p.process} (${n0(p.clients)} clients, saturated; busy ${p.summary.busyPercent}% of samples): by area`);
-    parts.push(
-      "  " +
-        p.summary.byArea
-          .slice(0, 8)
-          .map((a) => `${a.area} ${a.percent}%`)
-          .join(", "),
-    );
-    parts.push(
-      table(
-        ["self %", "function", "where"],
-        p.summary.top.slice(0, 8).map((l) => [f(l.percent, 1), l.name, l.where]),
-        ["r", "l", "l"],
-      ),
-    );
-  }
+  parts.push(...goalsConsole(r));
+  parts.push(...profilesConsole(r));
   if (r.errors.length > 0) {
     parts.push("\nErrors");
     for (const e of r.errors) parts.push(`  ${e.scenario} ${e.target}: ${e.message}`);
@@ -605,7 +358,9 @@ export function renderConsole(r: RunResults): string {
 const COLORS: Record<TargetName, string> = {
   raw: "#444444",
   "sio-stock": "#e377c2",
+  "ws-1-before": "#aec7e8",
   "ws-1": "#1f77b4",
+  "sio-1-before": "#ffbb78",
   "sio-1": "#d62728",
   "sio-1-nohist": "#ff9896",
   "sio-4-direct": "#2ca02c",
@@ -621,11 +376,6 @@ export function renderChart(r: RunResults): string {
     series.push({ name: `${t} p99`, color: COLORS[t], points: cells.map((c) => [c.clients, c.paced.latency.p99]) });
     series.push({ name: `${t} p50`, color: COLORS[t], dash: "5 4", points: cells.map((c) => [c.clients, c.paced.latency.p50]) });
   }
-  const floors = [...new Set(r.fanout.map((c) => c.clients))].flatMap((n): [number, number][] => {
-    const fl = floorMs(r, n);
-    return fl === undefined ? [] : [[n, fl]];
-  });
-  if (floors.length > 0) series.push({ name: "floor (clients ÷ base frames/s)", color: "#ff7f0e", dash: "2 3", points: floors });
   return lineChart({
     title: "Broadcast latency (publish → receipt, paced) vs clients",
     xLabel: "connected clients",
@@ -652,60 +402,26 @@ export function renderMarkdown(r: RunResults): string {
   L.push(
     "Publishing goes through each target's own client path: a text frame on the baseline and on `/ws`, a Socket.IO `message` event (no ack) on Socket.IO, the same transport the receivers use. POST /broadcast-to-all is not used.",
   );
+  L.push(...goalsMarkdown(r));
   L.push("");
-  L.push("## Figures");
+  L.push("## Other figures");
+  L.push("");
+  L.push(
+    "Ratios: medians of paired trials at the largest size both targets ran, with the lowest / median / highest trial; noisy when the trials are more than 20% apart. Load: the machine's 1-minute load average over the measurement; others = CPU of processes outside this run, % of one core.",
+  );
   L.push("");
   L.push(
     md(
-      ["figure", "measured", "goal", "reference", "met", "basis"],
-      figures(r).map((x) => [x.name, x.display, x.goal, x.reference, x.met === undefined ? "" : x.met ? "yes" : "**no**", x.basis]),
-      [0, 1, 2, 3, 4, 5],
+      ["figure", "measured", "trials min / median / max (n)", "load; others", "goal", "reference", "status", "basis"],
+      figures(r).map((x) => [x.name, x.display, x.spread, x.load, x.goal, x.reference, statusText(x) === "not met" ? "**not met**" : statusText(x), x.basis]),
+      [0, 1, 2, 3, 4, 5, 6, 7],
     ),
   );
   L.push("");
   L.push("## Targets");
   L.push("");
   for (const t of TARGET_NAMES) if (r.fanout.some((c) => c.target === t) || r.memory.some((m) => m.target === t)) L.push(`- \`${t}\`: ${TARGET_LABELS[t]}`);
-  if (r.fanout.length > 0) {
-    L.push("");
-    L.push("## Fan-out");
-    L.push("");
-    L.push(
-      `Each size: a paced phase (one broadcast in flight, ${r.options.pacedCount} at most or ${r.options.pacedMaxMs} ms: latency of every delivery, and completion = publish to last receiver), then ${r.options.trials} saturated trials (${r.options.window} in flight for ${r.options.throughputMs} ms each: frames delivered a second, CPU; the median trial is shown). All targets hold their clients at once and take turns, paced broadcast by broadcast and trial by trial, so a load spike from elsewhere hits them alike. frames/CPU-s = frames delivered per CPU-second of the serving processes (instances, Redis, nginx): what a core buys, whatever share of the shared machine the target got; the steadier basis for ratios here. Payload ${r.options.payloadBytes} bytes of text. Floor = clients ÷ baseline frames/s at that size.`,
-    );
-    L.push("");
-    const { header, rows } = fanoutRows(r);
-    L.push(md(header, rows));
-    L.push("");
-    L.push("![latency percentiles against client count](latency.svg)");
-    L.push("");
-    L.push("CPU in the saturated phase, percent of one core, by process:");
-    L.push("");
-    L.push(
-      md(
-        ["target", "clients", "CPU by process"],
-        r.fanout.map((c) => [
-          c.target,
-          n0(c.clients),
-          Object.entries(c.saturated.cpu)
-            .map(([k, v]) => `${k} ${f(v, 0)}`)
-            .join(", "),
-        ]),
-        [0, 2],
-      ),
-    );
-    const failures = r.fanout.filter((c) => c.connectFailed > 0);
-    if (failures.length > 0) {
-      L.push("");
-      L.push("Connect failures:");
-      for (const c of failures)
-        L.push(
-          `- ${c.target} @${c.clients}: ${c.connectFailed} (${Object.entries(c.connectErrors)
-            .map(([k, v]) => `${v}× ${k}`)
-            .join("; ")})`,
-        );
-    }
-  }
+  L.push(...fanoutMarkdown(r));
   if (r.echo.length > 0) {
     L.push("");
     L.push("## Echo round trip");
@@ -732,50 +448,7 @@ export function renderMarkdown(r: RunResults): string {
       ),
     );
   }
-  if (r.memory.length > 0) {
-    L.push("");
-    L.push("## Memory per idle connection");
-    L.push("");
-    L.push(
-      "A forced full GC (HeapProfiler.collectGarbage over the inspector: the servers run with `--inspect=127.0.0.1:0`, no server change), then RSS (/proc VmRSS) and heap (`process.memoryUsage()`), before and after the idle clients and a settle period. KiB = 1024 bytes.",
-    );
-    L.push("");
-    L.push(
-      md(
-        ["target", "transport", "clients", "RSS before MiB", "RSS after MiB", "RSS/conn KiB", "heap/conn KiB", "external/conn KiB"],
-        r.memory.map((m) => [
-          m.target,
-          m.transport,
-          n0(m.connected),
-          f(m.rssBefore / KIB / KIB, 1),
-          f(m.rssAfter / KIB / KIB, 1),
-          f(m.rssPerConnection / KIB, 2),
-          f(m.heapPerConnection / KIB, 2),
-          f(m.externalPerConnection / KIB, 2),
-        ]),
-      ),
-    );
-  }
-  const grown = r.memory.filter((m) => m.heapGrowth);
-  if (grown.length > 0) {
-    L.push("");
-    L.push(
-      "Where the heap per idle connection goes: two heap snapshots (V8 collects garbage first) around the idle clients, self size by constructor, per connection:",
-    );
-    for (const m of grown) {
-      L.push("");
-      L.push(`${m.target} (${m.transport}), ${n0(m.heapGrowth!.clients)} clients:`);
-      L.push("");
-      L.push(
-        md(
-          ["what", "bytes/conn", "count/conn"],
-          m
-            .heapGrowth!.rows.filter((x) => x.bytesPerConnection >= 8)
-            .map((x) => [`\`${x.what.replace(/[|`]/g, " ")}\``, f(x.bytesPerConnection, 0), f(x.countPerConnection, 2)]),
-        ),
-      );
-    }
-  }
+  L.push(...memoryMarkdown(r));
   if (r.scaling) L.push(...scalingMarkdown(r.scaling));
   if (r.ramp) {
     L.push("");
@@ -869,30 +542,7 @@ export function renderMarkdown(r: RunResults): string {
     );
   }
   if (r.abuse.length > 0) renderAbuse(r, L);
-  if (r.profiles.length > 0) {
-    L.push("");
-    L.push("## CPU profiles (saturated fan-out at the largest size)");
-    L.push("");
-    L.push(
-      "Taken over the inspector (Profiler.start/stop around one extra saturated phase, 250 µs sampling), saved as `profiles/<target>-<process>.cpuprofile` (open in Chrome DevTools or speedscope). Self time, idle excluded.",
-    );
-    for (const p of r.profiles) {
-      L.push("");
-      L.push(
-        `### ${p.target} / ${p.process}: ${n0(p.clients)} clients, ${n0(p.framesPerSec)} frames/s while profiled, busy ${p.summary.busyPercent}% of samples`,
-      );
-      L.push("");
-      L.push(`By area: ${p.summary.byArea.map((a) => `${a.area} ${a.percent}%`).join(", ")}`);
-      L.push("");
-      L.push(
-        md(
-          ["self %", "self ms", "function", "where"],
-          p.summary.top.map((l) => [f(l.percent, 1), f(l.selfMs, 1), `\`${l.name}\``, `\`${l.where}\``]),
-          [2, 3],
-        ),
-      );
-    }
-  }
+  L.push(...profilesMarkdown(r));
   if (r.errors.length > 0) {
     L.push("");
     L.push("## Errors");
@@ -940,9 +590,9 @@ function renderAbuse(r: RunResults, L: string[]): void {
   L.push("");
   L.push(
     md(
-      ["figure", "measured", "goal", "met", "basis"],
-      abuseFigures(r).map((x) => [x.name, x.display, x.goal, x.met === undefined ? "" : x.met ? "met" : "**not met**", x.basis]),
-      [0, 1, 2, 3, 4],
+      ["figure", "measured", "load; others", "goal", "met", "basis"],
+      abuseFigures(r).map((x) => [x.name, x.display, x.load, x.goal, x.met === undefined ? "" : x.met ? "met" : "**not met**", x.basis]),
+      [0, 1, 2, 3, 4, 5],
     ),
   );
   L.push("");

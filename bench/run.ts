@@ -12,6 +12,7 @@ import { cleanupAll, exitOnSignals, isInterrupted } from "../harness/processes.j
 import { fdLimit, machineLoad } from "../harness/procfs.js";
 import { Fleet } from "./generator/fleet.js";
 import { setEpoch } from "./lib/clock.js";
+import { MachineMeter, mergeReadings } from "./lib/machine.js";
 import { Progress } from "./lib/progress.js";
 import { type Options, parseOptions, USAGE } from "./options.js";
 import { renderConsole, type RunResults, writeResults } from "./report.js";
@@ -23,9 +24,21 @@ import { runFanout } from "./scenarios/fanout.js";
 import { runMemory } from "./scenarios/memory.js";
 import { runRamp } from "./scenarios/ramp.js";
 import { runScaling } from "./scenarios/scaling.js";
-import { type ClusterHost, type Host, startClusterHost, startScriptHost, startSingleInstance, type Target, TARGET_NAMES, type TargetName } from "./targets.js";
+import {
+  BEFORE_TARGETS,
+  type ClusterHost,
+  type Host,
+  startClusterHost,
+  startScriptHost,
+  startSingleInstance,
+  type Target,
+  TARGET_NAMES,
+  type TargetName,
+} from "./targets.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** Where memory per connection is measured: the baseline, stock Socket.IO and the service's two transports. */
+const MEMORY_TARGETS: readonly TargetName[] = ["raw", "sio-stock", "ws-1", "sio-1"];
 
 /** An error message on one line: its lines joined, at most 600 characters. */
 const oneLine = (message: string): string => {
@@ -81,6 +94,7 @@ async function main(): Promise<number> {
     ramp: undefined,
     drain: undefined,
     abuse: [],
+    machineByScenario: {},
     errors: [],
     interrupted: false,
   };
@@ -124,9 +138,10 @@ async function main(): Promise<number> {
   const ctx: Ctx = { opts, fleet, progress, nextSeq: () => ++seq, out };
   const inspect = has("memory") || opts.profile;
 
-  /** Runs one scenario; an error is recorded and the run goes on (Ctrl+C stops it). */
+  /** Runs one scenario; an error is recorded and the run goes on (Ctrl+C stops it). The machine's load over it is kept by scenario. */
   const attempt = async <T>(scenario: string, target: string, fn: () => Promise<T>): Promise<T | undefined> => {
     if (isInterrupted()) throw new Interrupted();
+    const machine = new MachineMeter().start();
     try {
       return await fn();
     } catch (err) {
@@ -137,6 +152,8 @@ async function main(): Promise<number> {
       progress.log(`bench: ${scenario} on ${target} failed: ${message}`);
       await fleet.closeAll().catch(() => undefined);
       return undefined;
+    } finally {
+      if (scenario !== "start") results.machineByScenario[scenario] = mergeReadings([results.machineByScenario[scenario], machine.stop()])!;
     }
   };
 
@@ -161,7 +178,9 @@ async function main(): Promise<number> {
     const singles: [TargetName, string, () => Promise<Host>][] = [
       ["raw", "baseline server", () => startScriptHost("raw", { inspect })],
       ["sio-stock", "stock Socket.IO server", () => startScriptHost("sio-stock", { inspect })],
+      ["ws-1-before", "instance for /ws of the before checkout", () => startSingleInstance("ws-1-before", { inspect, before: opts.before })],
       ["ws-1", "instance for /ws", () => startSingleInstance("ws-1", { inspect })],
+      ["sio-1-before", "instance for Socket.IO of the before checkout", () => startSingleInstance("sio-1-before", { inspect, before: opts.before })],
       ["sio-1", "instance for Socket.IO", () => startSingleInstance("sio-1", { inspect })],
       ["sio-1-nohist", "instance for Socket.IO with history off", () => startSingleInstance("sio-1-nohist", { inspect })],
     ];
@@ -208,12 +227,24 @@ async function main(): Promise<number> {
       .flatMap(([, name]) => hosts.get(name)?.targets ?? [])
       .sort((a, b) => TARGET_NAMES.indexOf(a.name) - TARGET_NAMES.indexOf(b.name));
 
-    // Memory first, on fresh processes.
+    // Memory first, on fresh processes; more rounds on processes started for each.
     if (has("memory")) {
-      for (const t of singleTargets) {
-        if (t.name === "sio-1-nohist") continue; // fan-out only: the history's cost in frames a second
+      // History off is for the fan-out's frames a second; the before checkout for its ratios and profiles.
+      const measured = singleTargets.filter((t) => MEMORY_TARGETS.includes(t.name));
+      for (const t of measured) {
         const m = await attempt("memory", t.name, () => runMemory(ctx, t));
         if (m) results.memory.push(m);
+      }
+      for (let round = 2; round <= opts.memoryRounds; round++) {
+        for (const [name, label, start] of wantedSingles.filter(([t]) => MEMORY_TARGETS.includes(t))) {
+          const cell = results.memory.find((m) => m.target === name);
+          if (!cell) continue;
+          const host = await startHost(`${label}, memory round ${round}`, start);
+          const t = host?.targets[0];
+          const m = t ? await attempt("memory", name, () => runMemory(ctx, t, { heapDiff: false })) : undefined;
+          if (m) cell.rounds.push(...m.rounds);
+          await stopHost(`${label}, memory round ${round}`);
+        }
       }
     }
 
@@ -240,7 +271,7 @@ async function main(): Promise<number> {
     if (has("echo")) {
       for (const t of all) {
         // The cluster's echo goes through nginx; history off is for fan-out.
-        if (t.name === "sio-4-direct" || t.name.endsWith("-nohist")) continue;
+        if (t.name === "sio-4-direct" || t.name.endsWith("-nohist") || BEFORE_TARGETS.includes(t.name)) continue;
         const e = await attempt("echo", t.name, () => runEcho(ctx, t));
         if (e) results.echo.push(e);
       }

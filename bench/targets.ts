@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { type InstanceProcess, startInstance } from "../harness/instance.js";
 import type { NginxLimits } from "../harness/nginx.js";
 import { freePort } from "../harness/ports.js";
@@ -12,15 +13,32 @@ import { inspectorUrlFrom } from "./lib/inspector.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
-export const TARGET_NAMES = ["raw", "sio-stock", "ws-1", "sio-1", "sio-1-nohist", "sio-4-direct", "sio-4-direct-nohist", "sio-4-nginx"] as const;
+export const TARGET_NAMES = [
+  "raw",
+  "sio-stock",
+  "ws-1-before",
+  "ws-1",
+  "sio-1-before",
+  "sio-1",
+  "sio-1-nohist",
+  "sio-4-direct",
+  "sio-4-direct-nohist",
+  "sio-4-nginx",
+] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
-/** Measured only when --targets names them: a third stack costs the default runs too much. */
-export const OPT_IN_TARGETS: readonly TargetName[] = ["sio-4-direct-nohist"];
+/** The server of an earlier checkout (--before DIR), beside this one's: before/after ratios and profiles. */
+export const BEFORE_TARGETS: readonly TargetName[] = ["ws-1-before", "sio-1-before"];
+/** Measured only when --targets names them (a third stack costs the default runs too much), or, the before targets, with --before. */
+export const OPT_IN_TARGETS: readonly TargetName[] = ["sio-4-direct-nohist", ...BEFORE_TARGETS];
+/** This checkout's target that a before target is the earlier version of. */
+export const AFTER_OF: Partial<Record<TargetName, TargetName>> = { "ws-1-before": "ws-1", "sio-1-before": "sio-1" };
 
 export const TARGET_LABELS: Record<TargetName, string> = {
   raw: "baseline: bare ws broadcast server (bench/raw-ws-server.ts)",
   "sio-stock": "reference: stock Socket.IO, nothing of ours (bench/sio-stock-server.ts)",
+  "ws-1-before": "1 instance of the --before checkout, /ws",
   "ws-1": "1 instance, /ws",
+  "sio-1-before": "1 instance of the --before checkout, Socket.IO (websocket)",
   "sio-1": "1 instance, Socket.IO (websocket)",
   "sio-1-nohist": "1 instance, Socket.IO (websocket), HISTORY_SIZE=0: history and recovery off (fan-out only)",
   "sio-4-direct": "4 instances + Redis, Socket.IO, direct",
@@ -146,17 +164,27 @@ const serviceInstance = (inst: InstanceProcess, url = inst.url): ServiceInstance
  * target. `sio-1-nohist` is `sio-1` with HISTORY_SIZE=0: what the history
  * costs the fan-out.
  */
-export async function startSingleInstance(which: "ws-1" | "sio-1" | "sio-1-nohist", opts: InstanceHostOptions): Promise<Host> {
+export async function startSingleInstance(
+  which: "ws-1" | "sio-1" | "sio-1-nohist" | "ws-1-before" | "sio-1-before",
+  opts: InstanceHostOptions & { before?: string },
+): Promise<Host> {
   const port = await freePort();
-  const instance: InstanceProcess = await startInstance({
-    env: {
-      ...instanceEnv(opts),
-      ...(which === "sio-1-nohist" ? { HISTORY_SIZE: "0" } : {}),
-      PORT: String(port),
-      INSTANCE_ID: `bench-${which}${opts.defaultLimits ? "-limits" : ""}`,
-      ...nodeOptions(opts.inspect),
-    },
-  });
+  const env = {
+    ...instanceEnv(opts),
+    ...(which === "sio-1-nohist" ? { HISTORY_SIZE: "0" } : {}),
+    PORT: String(port),
+    INSTANCE_ID: `bench-${which}${opts.defaultLimits ? "-limits" : ""}`,
+    ...nodeOptions(opts.inspect),
+  };
+  let instance: InstanceProcess;
+  if (BEFORE_TARGETS.includes(which)) {
+    if (!opts.before) throw new Error(`${which} needs --before DIR`);
+    // That checkout's own harness starts its server (server/main.ts there, through tsx), as its tests do.
+    const harness = (await import(pathToFileURL(path.join(opts.before, "harness", "instance.ts")).href)) as { startInstance: typeof startInstance };
+    instance = await harness.startInstance({ env });
+  } else {
+    instance = await startInstance({ env });
+  }
   const forget = onCleanup(`instance ${which}`, () => instance.stop(5_000));
   const inspector = opts.inspect ? await waitForInspector(instance.otherOutput) : undefined;
   return {
@@ -164,7 +192,7 @@ export async function startSingleInstance(which: "ws-1" | "sio-1" | "sio-1-nohis
       {
         name: which,
         label: TARGET_LABELS[which],
-        kind: which === "ws-1" ? "ws" : "sio",
+        kind: which.startsWith("ws-") ? "ws" : "sio",
         clientUrls: [instance.url],
         publishUrl: instance.url,
         processes: () => ({ instance: [instance.pid] }),

@@ -1,4 +1,4 @@
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import type { CpuProfile } from "./inspector.js";
 
 export interface ProfileLine {
@@ -21,15 +21,27 @@ export interface ProfileSummary {
 const ROOT_URL = new URL("../..", import.meta.url).href;
 const ROOT = fileURLToPath(ROOT_URL);
 
-/** A frame's script (a file:// URL, or a path for CommonJS) relative to this checkout; undefined when outside it. */
-function inRepo(url: string): string | undefined {
-  if (url.startsWith(ROOT_URL)) return decodeURIComponent(url.slice(ROOT_URL.length));
-  if (url.startsWith(ROOT)) return url.slice(ROOT.length);
+/** Checkouts whose frames are ours: this one, and those given (an earlier commit's, for before/after profiles). */
+type Roots = { url: string; path: string }[];
+const rootsOf = (extra: string[]): Roots => [
+  { url: ROOT_URL, path: ROOT },
+  ...extra.map((dir) => {
+    const p = dir.endsWith("/") ? dir : `${dir}/`;
+    return { url: pathToFileURL(p).href, path: p };
+  }),
+];
+
+/** A frame's script (a file:// URL, or a path for CommonJS) relative to one of `roots`; undefined when outside them. */
+function inRepo(url: string, roots: Roots = rootsOf([])): string | undefined {
+  for (const r of roots) {
+    if (url.startsWith(r.url)) return decodeURIComponent(url.slice(r.url.length));
+    if (url.startsWith(r.path)) return url.slice(r.path.length);
+  }
   return undefined;
 }
 
 /** Where a frame's code lives: a package, our server, node internals, or a V8 pseudo-frame. */
-export function areaOf(url: string, functionName: string): string {
+export function areaOf(url: string, functionName: string, roots?: Roots): string {
   if (!url) {
     if (functionName === "(garbage collector)") return "GC";
     if (functionName === "(idle)") return "idle";
@@ -45,7 +57,7 @@ export function areaOf(url: string, functionName: string): string {
         .replace(/^internal\//, "")
         .split("/")[0]
     }`;
-  const rel = inRepo(url);
+  const rel = inRepo(url, roots);
   if (rel !== undefined) return `ours: ${rel.split("/")[0]}/`;
   return url
     .replace(/^file:\/\//, "")
@@ -54,16 +66,17 @@ export function areaOf(url: string, functionName: string): string {
     .join("/");
 }
 
-function shortWhere(url: string, line: number): string {
+function shortWhere(url: string, line: number, roots: Roots): string {
   if (!url) return "";
   const path = url.replace(/^file:\/\//, "");
   const nm = path.lastIndexOf("node_modules/");
-  const rel = nm >= 0 ? path.slice(nm + "node_modules/".length) : (inRepo(url) ?? path);
+  const rel = nm >= 0 ? path.slice(nm + "node_modules/".length) : (inRepo(url, roots) ?? path);
   return `${rel}:${line + 1}`;
 }
 
-/** Self time per function (from samples and timeDeltas), the top `limit` and per area. */
-export function summarizeProfile(profile: CpuProfile, limit = 15): ProfileSummary {
+/** Self time per function (from samples and timeDeltas), the top `limit` and per area; frames under `ourRoots` (more checkouts) count as ours. */
+export function summarizeProfile(profile: CpuProfile, limit = 15, ourRoots: string[] = []): ProfileSummary {
+  const roots = rootsOf(ourRoots);
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
   const samples = profile.samples ?? [];
@@ -87,14 +100,14 @@ export function summarizeProfile(profile: CpuProfile, limit = 15): ProfileSummar
     const node = byId.get(id);
     if (!node) continue;
     const { functionName, url, lineNumber } = node.callFrame;
-    const area = areaOf(url, functionName);
+    const area = areaOf(url, functionName, roots);
     total += us;
     if (area === "idle") {
       idle += us;
       continue;
     }
     const key = `${functionName}|${url}|${lineNumber}`;
-    const e = byFn.get(key) ?? { name: functionName || "(anonymous)", where: shortWhere(url, lineNumber), us: 0, area };
+    const e = byFn.get(key) ?? { name: functionName || "(anonymous)", where: shortWhere(url, lineNumber, roots), us: 0, area };
     e.us += us;
     byFn.set(key, e);
     byArea.set(area, (byArea.get(area) ?? 0) + us);

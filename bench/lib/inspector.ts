@@ -1,4 +1,5 @@
 import WebSocket from "ws";
+import { aggregateByOwner, type HeapGroup } from "./heap-owners.js";
 import { PendingReplies } from "./replies.js";
 
 /**
@@ -63,9 +64,10 @@ export class Inspector {
 
   /**
    * A heap snapshot (V8 takes it after a full GC), reduced to self size and
-   * count by constructor/kind, so two can be compared without keeping either.
+   * count by constructor/kind and owner (heap-owners.ts), so two can be
+   * compared without keeping either.
    */
-  async heapByConstructor(): Promise<Map<string, { bytes: number; count: number }>> {
+  async heapByConstructor(): Promise<Map<string, HeapGroup>> {
     const chunks: string[] = [];
     this.#listeners.set("HeapProfiler.addHeapSnapshotChunk", (p) => chunks.push((p as { chunk: string }).chunk));
     try {
@@ -73,7 +75,7 @@ export class Inspector {
     } finally {
       this.#listeners.delete("HeapProfiler.addHeapSnapshotChunk");
     }
-    return aggregateSnapshot(JSON.parse(chunks.join("")) as HeapSnapshot);
+    return aggregateByOwner(JSON.parse(chunks.join("")));
   }
 
   async startProfile(samplingIntervalUs = 500): Promise<void> {
@@ -109,57 +111,6 @@ export function inspectorUrlFrom(lines: readonly string[]): string | undefined {
     if (m) return m[1];
   }
   return undefined;
-}
-
-interface HeapSnapshot {
-  snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
-  nodes: number[];
-  strings: string[];
-}
-
-/** Self size and count by "kind name" (objects by constructor, strings and code by kind). */
-function aggregateSnapshot(snap: HeapSnapshot): Map<string, { bytes: number; count: number }> {
-  const fields = snap.snapshot.meta.node_fields;
-  const types = snap.snapshot.meta.node_types[0];
-  const width = fields.length;
-  const TYPE = fields.indexOf("type");
-  const NAME = fields.indexOf("name");
-  const SIZE = fields.indexOf("self_size");
-  const out = new Map<string, { bytes: number; count: number }>();
-  for (let i = 0; i < snap.nodes.length; i += width) {
-    const type = types[snap.nodes[i + TYPE]!] ?? "?";
-    const name = snap.strings[snap.nodes[i + NAME]!] ?? "";
-    const key =
-      type === "object" || type === "closure" || type === "native"
-        ? `${type === "object" ? "" : `(${type}) `}${name.length > 60 ? `${name.slice(0, 60)}…` : name}`
-        : type === "array"
-          ? `(array) ${name}`
-          : `(${type})`;
-    const e = out.get(key) ?? { bytes: 0, count: 0 };
-    e.bytes += snap.nodes[i + SIZE]!;
-    e.count++;
-    out.set(key, e);
-  }
-  return out;
-}
-
-/** What grew between two snapshots, per connection, largest first. */
-export function heapDiff(
-  before: Map<string, { bytes: number; count: number }>,
-  after: Map<string, { bytes: number; count: number }>,
-  connections: number,
-  limit = 20,
-): { what: string; bytesPerConnection: number; countPerConnection: number }[] {
-  const rows: { what: string; bytesPerConnection: number; countPerConnection: number }[] = [];
-  for (const [what, a] of after) {
-    const b = before.get(what) ?? { bytes: 0, count: 0 };
-    rows.push({
-      what,
-      bytesPerConnection: Math.round(((a.bytes - b.bytes) / connections) * 10) / 10,
-      countPerConnection: Math.round(((a.count - b.count) / connections) * 100) / 100,
-    });
-  }
-  return rows.sort((x, y) => y.bytesPerConnection - x.bytesPerConnection).slice(0, limit);
 }
 
 /** Forced full GC in each process (by inspector URL), one after the other; false when there are none. */

@@ -1,6 +1,8 @@
 import { rssBytes } from "../../harness/procfs.js";
 import { sleep } from "../../harness/timeouts.js";
-import { heapDiff, Inspector } from "../lib/inspector.js";
+import { type HeapRow, heapDiff } from "../lib/heap-owners.js";
+import { Inspector } from "../lib/inspector.js";
+import { MachineMeter, type MachineReading } from "../lib/machine.js";
 import type { Target, TargetName } from "../targets.js";
 import type { Ctx } from "./context.js";
 
@@ -16,12 +18,22 @@ export interface MemoryCell {
   heapAfter: number;
   externalBefore: number;
   externalAfter: number;
-  /** Bytes per idle connection. */
+  /** Bytes per idle connection (this round's: the first). */
   rssPerConnection: number;
   heapPerConnection: number;
   externalPerConnection: number;
-  /** What the heap grew by, per connection, by constructor (from two heap snapshots). */
-  heapGrowth?: { clients: number; rows: ReturnType<typeof heapDiff> };
+  /** Every round, the first (on the run's fresh process) included; later ones on processes of their own. */
+  rounds: MemoryRound[];
+  /** What the heap grew by, per connection, by constructor and owner (from two heap snapshots). */
+  heapGrowth?: { clients: number; rows: HeapRow[]; byOwner: { owner: string; bytesPerConnection: number }[] };
+}
+
+export interface MemoryRound {
+  connected: number;
+  rssPerConnection: number;
+  heapPerConnection: number;
+  externalPerConnection: number;
+  machine: MachineReading;
 }
 
 const TRANSPORT: Record<string, string> = { raw: "bare ws", "sio-stock": "stock Socket.IO", "ws-1": "/ws", "sio-1": "Socket.IO" };
@@ -31,7 +43,7 @@ const TRANSPORT: Record<string, string> = { raw: "bare ws", "sio-stock": "stock 
  * has no GC endpoint), RSS (/proc VmRSS) and heap (process.memoryUsage())
  * before and after `memoryClients` idle connections and a settle period.
  */
-export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
+export async function runMemory(ctx: Ctx, target: Target, o: { heapDiff: boolean } = { heapDiff: true }): Promise<MemoryCell> {
   const { opts, fleet, progress } = ctx;
   const [insp] = target.inspectors();
   const pid = Object.values(target.processes())[0]?.[0];
@@ -54,6 +66,7 @@ export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
     });
   try {
     progress.phase(`memory ${target.name}: baseline after GC`);
+    const machine = new MachineMeter().start();
     await inspector.collectGarbage();
     await sleep(200);
     const m0 = await inspector.memoryUsage();
@@ -67,6 +80,13 @@ export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
     const m1 = await inspector.memoryUsage();
     const rss1 = rssBytes(pid) ?? NaN;
     const n = Math.max(1, conn.opened);
+    const round: MemoryRound = {
+      connected: conn.opened,
+      rssPerConnection: Math.round((rss1 - rss0) / n),
+      heapPerConnection: Math.round((m1.heapUsed - m0.heapUsed) / n),
+      externalPerConnection: Math.round((m1.external - m0.external) / n),
+      machine: machine.stop(),
+    };
     const cell: MemoryCell = {
       target: target.name,
       transport: TRANSPORT[target.name] ?? target.name,
@@ -79,15 +99,16 @@ export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
       heapAfter: m1.heapUsed,
       externalBefore: m0.external,
       externalAfter: m1.external,
-      rssPerConnection: Math.round((rss1 - rss0) / n),
-      heapPerConnection: Math.round((m1.heapUsed - m0.heapUsed) / n),
-      externalPerConnection: Math.round((m1.external - m0.external) / n),
+      rssPerConnection: round.rssPerConnection,
+      heapPerConnection: round.heapPerConnection,
+      externalPerConnection: round.externalPerConnection,
+      rounds: [round],
     };
     progress.log(
       `  memory ${target.name}: ${(cell.rssPerConnection / 1024).toFixed(1)} KiB RSS, ${(cell.heapPerConnection / 1024).toFixed(1)} KiB heap per idle connection (${conn.opened} connected)`,
     );
     await fleet.closeAll(`memory-${target.name}`);
-    if (opts.heapDiff > 0) {
+    if (opts.heapDiff > 0 && o.heapDiff) {
       progress.phase(`memory ${target.name}: heap snapshots around ${opts.heapDiff} idle clients`, () => `${fleet.live.open} open`);
       // Let the server finish closing the clients above before the first snapshot.
       await sleep(1_500);
@@ -96,7 +117,7 @@ export async function runMemory(ctx: Ctx, target: Target): Promise<MemoryCell> {
       const r = await connectIdle("heap", opts.heapDiff);
       await sleep(Math.min(opts.memorySettleMs, 1_000));
       const after = await inspector.heapByConstructor();
-      cell.heapGrowth = { clients: r.opened, rows: heapDiff(before, after, Math.max(1, r.opened)) };
+      cell.heapGrowth = { clients: r.opened, ...heapDiff(before, after, Math.max(1, r.opened)) };
     }
     return cell;
   } finally {

@@ -256,8 +256,8 @@ export async function runScaling(ctx: Ctx, host: ClusterHost): Promise<ScalingRe
     progress.phase(`scaling ${target.name}: ${opts.scalingPaced} paced broadcasts to ${held}`, live);
     const idleRate = Object.fromEntries(Object.entries(idleCpu).map(([role, v]) => [role, v / idleSeconds]));
     const paced = await broadcast({ window: 1, count: opts.scalingPaced, clients: held, idle: idleRate });
-    progress.phase(`scaling ${target.name}: burst, ${opts.window} in flight for ${opts.scalingBurstMs} ms`, live);
-    const burst = await broadcast({ window: opts.window, durationMs: opts.scalingBurstMs, clients: held, idle: idleRate });
+    progress.phase(`scaling ${target.name}: burst, ${opts.scalingWindow} in flight for ${opts.scalingBurstMs} ms`, live);
+    const burst = await broadcast({ window: opts.scalingWindow, durationMs: opts.scalingBurstMs, clients: held, idle: idleRate });
     const instanceCpu = burst.cpu.instances ?? 0;
 
     const result: ScalingResult = {
