@@ -177,6 +177,7 @@ export const USAGE = `npm run bench -- [options]
   --trials N              saturated trials per target, size and window, and rounds of the paced phase; the median is reported
   --window 1,50           broadcasts in flight in the saturated phases (default 1 and 50: a lone broadcast, a burst)
   --paced N               paced broadcasts per target and size (latency, completion time), over the rounds
+  --paced-max MS          time cap of the paced phase at one size, all targets (at least 3 broadcasts a round each)
   --echo-clients N  --echo-rate N/s  --echo-ms MS
   --ramp-start N/s  --ramp-factor F  --ramp-step MS  --ramp-max N
   --ramp-hold MS  --ramp-hold-rate N/s   broadcasts to every client held at the top of the ramp
@@ -229,6 +230,7 @@ export function parseOptions(argv: string[]): Options | "help" {
       trials: { type: "string" },
       window: { type: "string" },
       paced: { type: "string" },
+      "paced-max": { type: "string" },
       "echo-clients": { type: "string" },
       "echo-rate": { type: "string" },
       "echo-ms": { type: "string" },
@@ -293,6 +295,7 @@ export function parseOptions(argv: string[]): Options | "help" {
     windows: [...new Set(windows)].sort((a, b) => a - b),
     trials: Math.round(num(values.trials, "trials", p.trials, { min: 1 })),
     pacedCount: num(values.paced, "paced", p.pacedCount, { min: 1 }),
+    pacedMaxMs: num(values["paced-max"], "paced-max", p.pacedMaxMs, { min: 100 }),
     echoClients: num(values["echo-clients"], "echo-clients", p.echoClients, { min: 1 }),
     echoRate: num(values["echo-rate"], "echo-rate", p.echoRate, { min: 1 }),
     echoMs: num(values["echo-ms"], "echo-ms", p.echoMs, { min: 100 }),
