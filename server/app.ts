@@ -38,14 +38,14 @@ export interface App {
   listen(): Promise<AddressInfo>;
 }
 
+const redisTarget = (config: Config): RedisTarget | undefined =>
+  config.redisClusterNodes ? { kind: "cluster", nodes: config.redisClusterNodes } : config.redisUrl ? { kind: "single", url: config.redisUrl } : undefined;
+
 /**
  * Builds one instance: HTTP API, Socket.IO, /ws, the broadcast domain, the
  * cluster bus (Redis when REDIS_URL or REDIS_CLUSTER_NODES is set) and the drain coordinator. Nothing
  * here touches `process`; the entry point and tests both use it.
  */
-const redisTarget = (config: Config): RedisTarget | undefined =>
-  config.redisClusterNodes ? { kind: "cluster", nodes: config.redisClusterNodes } : config.redisUrl ? { kind: "single", url: config.redisUrl } : undefined;
-
 export async function createApp(config: Config, opts: { log?: Logger; demoDir?: string } = {}): Promise<App> {
   const log = opts.log ?? createLogger({ instance: config.instanceId, level: config.logLevel });
   const drain = new DrainState();
@@ -91,7 +91,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     config,
     metrics,
     origins,
-    adapter: redis?.adapter({ key: "wbs", requestsTimeout: CLUSTER_TIMEOUT_MS }),
+    adapter: redis?.adapter("wbs"),
   });
   const bus: ClusterBus<Envelope> = redis
     ? redisBus<Envelope>(

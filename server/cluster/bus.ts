@@ -91,26 +91,27 @@ export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; re
     if (!opts.redisReady()) return { answers: [], partial: true };
     const deadline = Date.now() + opts.timeoutMs;
     // Unknown (Redis slow or failing over): gather until the deadline and say partial.
+    let countTimer: NodeJS.Timeout | undefined;
     const others = await Promise.race([
       io.serverCount().then((n) => n - 1),
-      new Promise<number>((r) => setTimeout(r, opts.timeoutMs, Number.POSITIVE_INFINITY).unref()),
-    ]).catch(() => Number.POSITIVE_INFINITY);
+      new Promise<number>((r) => {
+        countTimer = setTimeout(r, opts.timeoutMs, Number.POSITIVE_INFINITY);
+      }),
+    ])
+      .catch(() => Number.POSITIVE_INFINITY)
+      .finally(() => clearTimeout(countTimer));
     if (others <= 0) return { answers: [], partial: false };
     const id = nextId++;
     return new Promise((resolve) => {
       const answers: T[] = [];
-      const timer = setTimeout(() => request.finish(true), Math.max(0, deadline - Date.now()));
-      const request = {
-        answers: answers as unknown[],
-        expected: others,
-        finish: (partial: boolean) => {
-          clearTimeout(timer);
-          pending.delete(id);
-          if (partial && Number.isFinite(others)) opts.log.warn({ kind, answered: answers.length, expected: others }, "cluster request partly answered");
-          resolve({ answers, partial: partial || !Number.isFinite(others) });
-        },
+      const finish = (partial: boolean) => {
+        clearTimeout(timer);
+        pending.delete(id);
+        if (partial && Number.isFinite(others)) opts.log.warn({ kind, answered: answers.length, expected: others }, "cluster request partly answered");
+        resolve({ answers, partial: partial || !Number.isFinite(others) });
       };
-      pending.set(id, request);
+      const timer = setTimeout(finish, Math.max(0, deadline - Date.now()), true);
+      pending.set(id, { answers, expected: others, finish });
       io.serverSideEmit(REQUEST, { from: self, id, kind, body } satisfies Request);
     });
   };

@@ -50,7 +50,7 @@ export interface RedisConnection {
   /** After a reconnect (Redis back, or a node of the cluster back or replaced). */
   onReconnect(listener: () => void): void;
   /** The Socket.IO adapter: classic pub/sub on one server, sharded pub/sub (Redis 7) on a cluster. */
-  adapter(opts: { key: string; requestsTimeout: number }): NonNullable<ServerOptions["adapter"]>;
+  adapter(key: string): NonNullable<ServerOptions["adapter"]>;
   close(): Promise<void>;
 }
 
@@ -112,7 +112,8 @@ async function connectSingle(url: string, log: Logger, connectTimeoutMs: number)
     subscribe: (channel, listener) => sub.subscribe(channel, listener),
     publishCommand: "PUBLISH",
     onReconnect: (listener) => void pub.on("ready", listener),
-    adapter: (opts) => createAdapter(pub, sub, opts),
+    // Only its inter-server channel is used (cluster/bus.ts has its own requests), so no requestsTimeout.
+    adapter: (key) => createAdapter(pub, sub, { key }),
     close: async () => void (await Promise.all([closeGently(pub), closeGently(sub)])),
   };
 }
@@ -143,7 +144,7 @@ async function connectCluster(nodes: readonly string[], log: Logger, connectTime
     // subscribe and unsubscribe whenever a room appears on an instance (the
     // replaying room does at every recovery); with history on, broadcasts take
     // the history channel anyway.
-    adapter: (opts) => createShardedAdapter(pub, sub, { channelPrefix: opts.key, subscriptionMode: "static" }),
+    adapter: (key) => createShardedAdapter(pub, sub, { channelPrefix: key, subscriptionMode: "static" }),
     close: async () => void (await Promise.all([closeGently(pub), closeGently(sub)])),
   };
 }

@@ -25,8 +25,8 @@ const bucketOf = (id: string): number => {
   for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
   return (h >>> 0) % BUCKETS;
 };
-export const clientKey = (id: string): string => `wbs:client:{${bucketOf(id)}}:${id}`;
-const KEY = clientKey;
+const keyIn = (bucket: number, id: string): string => `wbs:client:{${bucket}}:${id}`;
+const KEY = (id: string): string => keyIn(bucketOf(id), id);
 
 // Refresh our claims; re-create any that vanished (a Redis restart without
 // persistence); report the ones another instance took meanwhile.
@@ -136,27 +136,23 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     const redis = this.#redis;
     if (!redis?.ready || this.#local.size === 0) return;
     // One script a bucket (its keys share a slot), at most 500 keys each; all in flight at once.
-    const groups = new Map<number, Lease[]>();
+    const groups = new Map<number, { keys: string[]; tokens: string[] }>();
     for (const lease of this.#local.values()) {
       const bucket = bucketOf(lease.id);
-      const group = groups.get(bucket) ?? [];
-      if (group.length === 0) groups.set(bucket, group);
-      group.push(lease);
+      let group = groups.get(bucket);
+      if (!group) groups.set(bucket, (group = { keys: [], tokens: [] }));
+      group.keys.push(keyIn(bucket, lease.id));
+      group.tokens.push(lease.token);
     }
-    const batches = [...groups.values()].flatMap((group) =>
-      Array.from({ length: Math.ceil(group.length / 500) }, (_, i) => group.slice(i * 500, i * 500 + 500)),
+    const batches = [...groups.values()].flatMap(({ keys, tokens }) =>
+      Array.from({ length: Math.ceil(keys.length / 500) }, (_, i) => ({
+        keys: keys.slice(i * 500, i * 500 + 500),
+        tokens: tokens.slice(i * 500, i * 500 + 500),
+      })),
     );
     const results = await Promise.allSettled(
       batches.map(
-        (batch) =>
-          redis.command(KEY(batch[0]!.id), [
-            "EVAL",
-            REFRESH,
-            String(batch.length),
-            ...batch.map((l) => KEY(l.id)),
-            String(this.#ttlMs),
-            ...batch.map((l) => l.token),
-          ]) as Promise<string[]>,
+        ({ keys, tokens }) => redis.command(keys[0], ["EVAL", REFRESH, String(keys.length), ...keys, String(this.#ttlMs), ...tokens]) as Promise<string[]>,
       ),
     );
     const lost = results.flatMap((r) => (r.status === "fulfilled" ? r.value : []));

@@ -115,7 +115,7 @@ export class MemoryLog implements BroadcastLog {
  */
 const historyKeys = (kind: RedisConnection["kind"]) => {
   const base = kind === "cluster" ? "wbs:{history}" : "wbs:history";
-  /** The first entry left after the last trim: a client behind it may have missed what was trimmed. */
+  // floor: the first entry left after the last trim (a client behind it may have missed what was trimmed).
   return { stream: base, epoch: `${base}:epoch`, floor: `${base}:floor`, channel: `${base}:live` };
 };
 

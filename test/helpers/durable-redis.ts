@@ -1,9 +1,10 @@
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type InstanceProcess, startInstance } from "../../harness/instance.js";
+import type { InstanceProcess } from "../../harness/instance.js";
 import { freePort } from "../../harness/ports.js";
 import { type Child, spawnChild, stopChild } from "../../harness/processes.js";
+import { startInstances } from "./cluster.js";
 
 /**
  * A redis-server that keeps its data across a restart (append-only file,
@@ -77,16 +78,5 @@ export async function startDurableRedis(): Promise<DurableRedis> {
 }
 
 /** `n` real instances (ws1..wsN) on the Redis at `redisUrl`, started in parallel; stops the ones that started if one fails. */
-export async function startInstancesOn(redisUrl: string, n: number, env: Record<string, string> = {}): Promise<InstanceProcess[]> {
-  const ports = await Promise.all(Array.from({ length: n }, () => freePort()));
-  const started = await Promise.allSettled(
-    ports.map((port, i) => startInstance({ env: { PORT: String(port), INSTANCE_ID: `ws${i + 1}`, REDIS_URL: redisUrl, PERIODIC_INTERVAL_SEC: "0", ...env } })),
-  );
-  const ok = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
-  const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
-  if (failed) {
-    await Promise.all(ok.map((i) => i.stop(1_000)));
-    throw failed.reason;
-  }
-  return ok;
-}
+export const startInstancesOn = (redisUrl: string, n: number, env: Record<string, string> = {}): Promise<InstanceProcess[]> =>
+  startInstances(n, { REDIS_URL: redisUrl, ...env });
