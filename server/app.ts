@@ -176,6 +176,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
       },
       close: async () => {
         domain.stopPeriodic();
+        writes.stop();
         // Emitted once the server stopped listening and its last connection ended.
         const drained = server.listening ? new Promise((r) => server.once("close", r)) : Promise.resolve();
         if (server.listening) server.close();

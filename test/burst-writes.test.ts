@@ -1,4 +1,7 @@
+import net from "node:net";
 import { expect } from "chai";
+import { poll } from "../harness/waiting.js";
+import { BurstWrites } from "../server/realtime/burst-writes.js";
 import type WebSocket from "ws";
 import { startApp, type TestApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
@@ -112,5 +115,29 @@ describe("batched writes in bursts", function () {
       "/ws text",
     ).to.deep.equal(expected);
     expect(await bursts(t)).to.be.greaterThan(0);
+  });
+
+  it("forgets closed connections at its sweep (no close listener a connection)", async () => {
+    const server = net.createServer((s) => s.on("error", () => undefined));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    defer(() => new Promise<void>((r) => server.close(() => r())));
+    const writes = new BurstWrites(undefined, 20);
+    defer(() => writes.stop());
+    const { port } = server.address() as net.AddressInfo;
+    const sockets = await Promise.all(
+      Array.from(
+        { length: 5 },
+        () =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const s = net.connect(port, "127.0.0.1", () => resolve(s)).once("error", reject);
+          }),
+      ),
+    );
+    for (const s of sockets) writes.track(s);
+    for (const s of sockets.slice(0, 3)) s.destroy();
+    await poll(() => (writes.size === 2 ? true : undefined), { timeoutMs: 5_000, everyMs: 10, what: "the sweep" });
+    expect(sockets.slice(3).every((s) => s.listenerCount("close") === 0)).to.equal(true);
+    for (const s of sockets.slice(3)) s.destroy();
+    await poll(() => (writes.size === 0 ? true : undefined), { timeoutMs: 5_000, everyMs: 10, what: "the sweep" });
   });
 });

@@ -67,4 +67,19 @@ describe("memory of idle connections", () => {
     clients[0]!.ws.send("after gc");
     await clients[1]!.next((f) => f.includes("after gc"));
   });
+
+  it("puts no close listener of its own on an open connection's socket (only the WebSocket library's)", async () => {
+    // A listener a connection (a closure, a once-wrapper, a listener array; Engine.IO's
+    // relay also holds its response object) is hundreds of bytes on every idle connection.
+    const sockets: { url: string; socket: import("node:stream").Duplex }[] = [];
+    t.app.server.on("upgrade", (req: IncomingMessage, socket) => sockets.push({ url: req.url ?? "", socket }));
+    const io = await connectIo(t.url, { transports: ["websocket"] });
+    const ws = await connectWs(`${t.wsUrl}/ws`);
+    defer(() => io.close());
+    defer(() => ws.close());
+    await io.next("welcome");
+    await ws.next();
+    expect(sockets.map((s) => (s.url.startsWith("/ws") ? "/ws" : "socket.io"))).to.have.members(["/ws", "socket.io"]);
+    for (const { url, socket } of sockets) expect(socket.listenerCount("close"), url).to.equal(1);
+  });
 });

@@ -82,14 +82,27 @@ export function createIo(
   // response object of a WebSocket upgrade, which lives as long as the TCP
   // socket. That one is only written by middlewares (setHeader); "headers"
   // comes after all of them, just before the 101.
-  const upgradeResponses = new WeakMap<IncomingMessage, { req: unknown }>();
+  // The response object also relays the socket's "close" (for middlewares
+  // like pino-http; we have none): a once-listener that holds the response,
+  // an EventEmitter, on the socket for its whole life, about 400 bytes a
+  // connection. It was added just before the middlewares ran; found by its
+  // source, so another Engine.IO version at worst keeps it.
+  const upgradeResponses = new WeakMap<IncomingMessage, { res: { req: unknown }; relay: ((...args: unknown[]) => void) | undefined }>();
   io.engine.use((req: IncomingMessage, res: unknown, next: () => void) => {
-    if (!(res instanceof ServerResponse)) upgradeResponses.set(req, res as { req: unknown });
+    if (!(res instanceof ServerResponse)) {
+      const relay = req.socket.rawListeners("close").findLast((l) => isCloseRelay((l as { listener?: unknown }).listener)) as
+        | ((...args: unknown[]) => void)
+        | undefined;
+      upgradeResponses.set(req, { res: res as { req: unknown }, relay });
+    }
     next();
   });
   io.engine.on("headers", (_headers: unknown, req: IncomingMessage) => {
-    const res = upgradeResponses.get(req);
-    if (res) res.req = null;
+    const upgrade = upgradeResponses.get(req);
+    if (upgrade) {
+      upgrade.res.req = null;
+      if (upgrade.relay) req.socket.removeListener("close", upgrade.relay);
+    }
     releaseUpgradeGuard(req.socket);
   });
   io.engine.on("connection", (raw: { request: unknown }) => {
@@ -97,6 +110,9 @@ export function createIo(
   });
   return io;
 }
+
+/** Engine.IO's WebSocketResponse relay: `socket.once("close", () => this.emit("close"))`. */
+const isCloseRelay = (fn: unknown): boolean => typeof fn === "function" && fn.toString().replace(/\s/g, "") === '()=>this.emit("close")';
 
 /** Namespace middleware (drain, clientId) and the event handlers of `/`. */
 export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIoGateway {
