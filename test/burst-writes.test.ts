@@ -1,7 +1,9 @@
 import net from "node:net";
 import { expect } from "chai";
 import { poll } from "../harness/waiting.js";
+import { Server } from "socket.io";
 import { BurstWrites } from "../server/realtime/burst-writes.js";
+import { joinPreEncodedFrames, wholeTextFrame } from "../server/realtime/prebuilt-frames.js";
 import type WebSocket from "ws";
 import { startApp, type TestApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
@@ -139,5 +141,26 @@ describe("batched writes in bursts", function () {
     expect(sockets.slice(3).every((s) => s.listenerCount("close") === 0)).to.equal(true);
     for (const s of sockets.slice(3)) s.destroy();
     await poll(() => (writes.size === 0 ? true : undefined), { timeoutMs: 5_000, everyMs: 10, what: "the sweep" });
+  });
+
+  it("frames a broadcast whole once: one Buffer a frame for /ws and for Socket.IO's adapter", async () => {
+    const frame = wholeTextFrame("héllo");
+    // FIN + text opcode, unmasked length 6 (UTF-8), then the payload.
+    expect([...frame.subarray(0, 2)]).to.deep.equal([0x81, 6]);
+    expect(frame.subarray(2).toString()).to.equal("héllo");
+    expect(wholeTextFrame("x".repeat(70_000)).length).to.equal(70_000 + 10);
+
+    // A Socket.IO server attached to nothing: just its namespace and adapter.
+    const io = new Server();
+    const adapter = io.of("/").adapter as unknown as { _encode(packet: unknown, opts: { wsPreEncodedFrame?: Buffer[] }): unknown };
+    const plain: { wsPreEncodedFrame?: Buffer[] } = {};
+    const packet = { type: 2, nsp: "/", data: ["message", { text: "hi" }] };
+    adapter._encode(packet, plain);
+    expect(plain.wsPreEncodedFrame, "socket.io-adapter still pre-encodes a frame").to.have.length(2);
+    expect(joinPreEncodedFrames(adapter), "the adapter has _encode to hook").to.equal(true);
+    const joined: { wsPreEncodedFrame?: Buffer[] } = {};
+    adapter._encode(packet, joined);
+    expect(joined.wsPreEncodedFrame).to.have.length(1);
+    expect(joined.wsPreEncodedFrame![0]!.equals(Buffer.concat(plain.wsPreEncodedFrame!))).to.equal(true);
   });
 });

@@ -12,6 +12,7 @@ import { ReplayBoundary, parseResume, startConnection } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
 import type { OriginPolicy } from "./origin.js";
 import { clientAddress } from "./penalty.js";
+import { joinPreEncodedFrames } from "./prebuilt-frames.js";
 import { guardSlowClients } from "./slow-clients.js";
 import { releaseUpgradeGuard } from "./upgrade-guard.js";
 
@@ -108,6 +109,7 @@ export function createIo(
   io.engine.on("connection", (raw: { request: unknown }) => {
     raw.request = null;
   });
+  joinPreEncodedFrames(io.of("/").adapter);
   return io;
 }
 

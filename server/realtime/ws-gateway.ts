@@ -13,6 +13,7 @@ import { clientAddress } from "./penalty.js";
 import type { Bucket } from "./rate-limit.js";
 import { refusalHeaders, rejectUpgrade } from "./reject.js";
 import { type RequestTarget, decodePathSegment } from "./request-target.js";
+import { wholeTextFrame } from "./prebuilt-frames.js";
 import { guardSlowClients } from "./slow-clients.js";
 import { releaseUpgradeGuard } from "./upgrade-guard.js";
 import { renderEcho, renderJson, renderText, renderWelcome } from "./ws-frames.js";
@@ -24,6 +25,8 @@ type Format = "text" | "json";
 interface Client {
   lease: Lease;
   ws: WebSocket;
+  /** ws's own socket: broadcasts are written to it whole (prebuilt-frames.ts). */
+  socket: Duplex;
   mode: Mode;
   format: Format;
   alive: boolean;
@@ -227,6 +230,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     const client: Client = {
       lease,
       ws,
+      socket: req.socket,
       mode: attempt.mode,
       format: attempt.format,
       alive: true,
@@ -294,8 +298,12 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       deliver(envelope: Envelope): number {
         const { event, room } = envelope;
         if (room !== undefined || clients.size === 0) return 0;
-        // Render and encode once per format, not once per client: ws frames a
-        // Buffer without copying it, where a string is encoded for each send.
+        // Render and frame once per format, not once per client: every client
+        // gets the same whole frame in one write. ws's send() would frame it
+        // again for each and write header and payload apart; writing to ws's
+        // socket ourselves keeps the order with what ws writes (both are
+        // synchronous; ws queues nothing without compression), and ws's
+        // bufferedAmount (the slow-client limit) counts it.
         let text: Buffer | undefined;
         let json: Buffer | undefined;
         let n = 0;
@@ -308,9 +316,9 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
           if (c.ws.readyState !== c.ws.OPEN) continue;
           const frame =
             c.format === "json"
-              ? (json ??= Buffer.from(renderJson({ type: event.event, data: event.data } as WsServerFrame)))
-              : (text ??= Buffer.from(renderText(event)));
-          c.ws.send(frame, TEXT_FRAME);
+              ? (json ??= wholeTextFrame(renderJson({ type: event.event, data: event.data } as WsServerFrame)))
+              : (text ??= wholeTextFrame(renderText(event)));
+          c.socket.write(frame);
           n++;
         }
         return n;
@@ -333,9 +341,6 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     },
   };
 }
-
-/** A Buffer sent as a text frame, as is (ws copies nothing it does not have to). */
-const TEXT_FRAME = { binary: false } as const;
 
 /** In JSON mode a frame may be `{ "text": ..., "room"?: ... }`; anything else is the text itself. */
 function parseJsonFrame(raw: string): { text: unknown; room: unknown } {
