@@ -70,6 +70,12 @@ export function createMetrics(read: { connections(): ConnectionCount[]; clientId
       help: "Event-loop turns with more than one delivery, in which every WebSocket connection was corked so the burst left in one write each",
       registers: [registry],
     }),
+    socketIoFrames: new Counter({
+      name: "wbs_socketio_broadcast_frames_total",
+      help: "Broadcast frames to Socket.IO clients: written whole to the client's socket (path=direct), or sent by Engine.IO (path=engine.io: polling, or a write of Engine.IO's in flight)",
+      labelNames: ["path"] as const,
+      registers: [registry],
+    }),
     slowClientsCut: new Counter({
       name: "wbs_slow_clients_cut_total",
       help: "Clients disconnected because their unsent data passed MAX_BUFFERED_BYTES, by transport",

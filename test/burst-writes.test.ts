@@ -163,4 +163,25 @@ describe("batched writes in bursts", function () {
     expect(joined.wsPreEncodedFrame).to.have.length(1);
     expect(joined.wsPreEncodedFrame![0]!.equals(Buffer.concat(plain.wsPreEncodedFrame!))).to.equal(true);
   });
+
+  it("writes a broadcast whole to Socket.IO WebSocket clients, through Engine.IO to polling ones: the same message either way", async () => {
+    const t = await startApp({ RATE_LIMIT_MESSAGES_PER_SEC: "0" });
+    defer(() => t.close());
+    const { io, polling, publisher } = await clientsOf(t);
+    const io2 = await connectIo(t.url, { clientId: "io-ws-2" });
+    defer(() => io2.close());
+    await io2.next("welcome");
+    const frames = async () => {
+      const m = await readMetrics(t.url);
+      const path = (p: string) => metric(m, `wbs_socketio_broadcast_frames_total{path="${p}"}`) ?? 0;
+      return { direct: path("direct"), engine: path("engine.io") };
+    };
+    const before = await frames();
+    publisher.ws.send(JSON.stringify({ text: "whole" }));
+    const got = await Promise.all([io, io2, polling].map((c) => c.next("message", (m: { text: string }) => m.text === "whole")));
+    expect(got[1]).to.deep.equal(got[0]);
+    expect(got[2]).to.deep.equal(got[0]);
+    const after = await frames();
+    expect({ direct: after.direct - before.direct, engine: after.engine - before.engine }).to.deep.equal({ direct: 2, engine: 1 });
+  });
 });

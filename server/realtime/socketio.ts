@@ -1,5 +1,7 @@
 import { type Server as HttpServer, type IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { Server, type Socket } from "socket.io";
+import { PacketType } from "socket.io-parser";
 import type { Lease } from "../cluster/registry.js";
 import type { Config } from "../config.js";
 import type { Envelope, LocalSink } from "../domain/broadcast.js";
@@ -12,7 +14,7 @@ import { ReplayBoundary, parseResume, startConnection } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
 import type { OriginPolicy } from "./origin.js";
 import { clientAddress } from "./penalty.js";
-import { joinPreEncodedFrames } from "./prebuilt-frames.js";
+import { joinPreEncodedFrames, wholeTextFrame } from "./prebuilt-frames.js";
 import { guardSlowClients } from "./slow-clients.js";
 import { releaseUpgradeGuard } from "./upgrade-guard.js";
 
@@ -290,20 +292,40 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
       const { room } = envelope;
       const n = members(room);
       if (n === 0) return 0;
-      // Encoded once for every member (Socket.IO's broadcast), not once a
-      // socket; sockets still replaying are left out, which costs a lookup a
-      // socket, so only while there are some.
-      const replaying = io.of("/").adapter.rooms.get(REPLAYING);
-      const audience = room === undefined ? io.local : io.local.to(roomKey(room));
-      const to = replaying ? audience.except(REPLAYING) : audience;
-      if (envelope.event.event === "message") to.emit("message", envelope.event.data);
-      else to.emit("notification", envelope.event.data);
+      const nsp = io.of("/");
+      const replaying = nsp.adapter.rooms.get(REPLAYING);
+      const { event, data } = envelope.event;
+      // The broadcast's whole WebSocket frame, built once: a WebSocket client
+      // with nothing of Engine.IO's queued or in flight gets it in one write
+      // to its socket (as /ws does). The others (polling, a write in flight,
+      // mid-upgrade) get it through Socket.IO in one broadcast, encoded once.
+      const frame = wholeSocketIoFrame(io, event, data);
+      const viaEngine: string[] = [];
+      let direct = 0;
+      const ids = room === undefined ? nsp.sockets.keys() : (nsp.adapter.rooms.get(roomKey(room)) ?? []);
+      for (const id of ids) {
+        if (replaying?.has(id)) continue;
+        const socket = nsp.sockets.get(id);
+        if (!socket) continue;
+        const tcp = frame && directSocket(socket);
+        if (tcp) {
+          tcp.write(frame);
+          direct++;
+        } else viaEngine.push(id);
+      }
+      if (direct > 0) metrics.socketIoFrames.inc({ path: "direct" }, direct);
+      if (viaEngine.length > 0) {
+        metrics.socketIoFrames.inc({ path: "engine.io" }, viaEngine.length);
+        const to = io.local.to(viaEngine);
+        if (event === "message") to.emit("message", data);
+        else to.emit("notification", data);
+      }
       // Then the connections still replaying: they hold it until their replay
       // is out (a boundary it releases sends it itself; the broadcast above
       // already went, so it cannot reach that socket twice).
       if (replaying) {
         for (const id of [...replaying]) {
-          const socket = io.of("/").sockets.get(id);
+          const socket = nsp.sockets.get(id);
           if (socket?.data.replay && (room === undefined || socket.rooms.has(roomKey(room)))) socket.data.replay.hold(envelope);
         }
       }
@@ -352,6 +374,41 @@ function queuedBytes(socket: IoSocket): number {
     bytes += typeof data === "string" ? data.length : ((data as { byteLength?: number } | undefined)?.byteLength ?? 0);
   }
   return bytes;
+}
+
+/** Engine.IO's connection and WebSocket transport, as far as the direct write reads them (no public accessor). */
+interface EngineConnection {
+  readyState?: string;
+  writeBuffer?: unknown[];
+  transport?: { name?: string; writable?: boolean; socket?: { readyState?: number; _socket?: Duplex } };
+}
+
+/**
+ * The TCP socket of a Socket.IO client that may take a broadcast's frame
+ * directly: an open WebSocket session with nothing of Engine.IO's queued or
+ * in flight (its transport is writable only when its last write completed),
+ * so the frame cannot overtake anything Engine.IO sent. Otherwise undefined:
+ * Engine.IO sends it, after what it holds. Read defensively: if Engine.IO or
+ * ws rename these, every broadcast goes through Engine.IO as before.
+ */
+function directSocket(socket: IoSocket): Duplex | undefined {
+  const conn = socket.conn as unknown as EngineConnection;
+  const transport = conn.transport;
+  if (conn.readyState !== "open" || transport?.name !== "websocket" || transport.writable !== true || conn.writeBuffer?.length !== 0) return undefined;
+  const ws = transport.socket;
+  const tcp = ws?.readyState === 1 ? ws._socket : undefined;
+  return tcp && !tcp.destroyed ? tcp : undefined;
+}
+
+/**
+ * The WebSocket frame Engine.IO would send for `emit(event, data)` on `/`:
+ * Socket.IO's encoding (its own encoder) behind Engine.IO's "message" type
+ * ("4"), as socket.io-adapter pre-encodes a broadcast. Undefined when the
+ * packet does not encode to one text frame (binary attachments).
+ */
+function wholeSocketIoFrame(io: IoServer, event: string, data: unknown): Buffer | undefined {
+  const encoded = io.encoder.encode({ type: PacketType.EVENT, nsp: "/", data: [event, data] });
+  return encoded.length === 1 && typeof encoded[0] === "string" ? wholeTextFrame(`4${encoded[0]}`) : undefined;
 }
 
 /** Drops the connection at once; socket.io-client sees "transport close" and reconnects by itself. */
