@@ -302,16 +302,20 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
       const frame = wholeSocketIoFrame(io, event, data);
       const viaEngine: string[] = [];
       let direct = 0;
-      const ids = room === undefined ? nsp.sockets.keys() : (nsp.adapter.rooms.get(roomKey(room)) ?? []);
-      for (const id of ids) {
-        if (replaying?.has(id)) continue;
-        const socket = nsp.sockets.get(id);
-        if (!socket) continue;
+      const send = (socket: IoSocket): void => {
+        if (replaying?.has(socket.id)) return;
         const tcp = frame && directSocket(socket);
         if (tcp) {
           tcp.write(frame);
           direct++;
-        } else viaEngine.push(id);
+        } else viaEngine.push(socket.id);
+      };
+      if (room === undefined) for (const socket of nsp.sockets.values()) send(socket);
+      else {
+        for (const id of nsp.adapter.rooms.get(roomKey(room)) ?? []) {
+          const socket = nsp.sockets.get(id);
+          if (socket) send(socket);
+        }
       }
       if (direct > 0) metrics.socketIoFrames.inc({ path: "direct" }, direct);
       if (viaEngine.length > 0) {
