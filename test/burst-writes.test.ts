@@ -184,4 +184,80 @@ describe("batched writes in bursts", function () {
     const after = await frames();
     expect({ direct: after.direct - before.direct, engine: after.engine - before.engine }).to.deep.equal({ direct: 2, engine: 1 });
   });
+
+  it("keeps order across the switch from Engine.IO to the direct write: clients upgrading from polling while a publisher sends nonstop get every number once, in order", async () => {
+    const t = await startApp({ RATE_LIMIT_MESSAGES_PER_SEC: "0" });
+    defer(() => t.close());
+    const publisher = await connectWs(`${t.wsUrl}/ws?format=json`);
+    defer(() => publisher.close());
+    await publisher.nextJson("welcome");
+    let sent = 0;
+    let publishing = true;
+    // Small bursts, each in one TCP write, back to back: deliveries on both paths all along.
+    const pump = (async () => {
+      while (publishing) {
+        burst(
+          publisher,
+          Array.from({ length: 5 }, () => `u:${sent++}`),
+        );
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    const clients = await Promise.all(Array.from({ length: 6 }, (_, i) => connectIo(t.url, { clientId: `up-${i}`, transports: ["polling", "websocket"] })));
+    for (const c of clients) defer(() => c.close());
+    await Promise.all(
+      clients.map((c) => (c.socket.io.engine.transport.name === "websocket" ? undefined : new Promise((r) => c.socket.io.engine.once("upgrade", r)))),
+    );
+    // More after every client upgraded, then stop and wait for the last one everywhere.
+    const upgradedAt = sent;
+    while (sent < upgradedAt + 200) await new Promise((r) => setImmediate(r));
+    publishing = false;
+    await pump;
+    const last = `u:${sent - 1}`;
+    await Promise.all(clients.map((c) => c.next("message", (m: { text: string }) => m.text === last, 10_000)));
+    for (const [i, c] of clients.entries()) {
+      const got = ioTexts(c, "u:").map((x) => Number(x.slice(2)));
+      expect(got.length, `client ${i} got some before its upgrade`).to.be.greaterThan(0);
+      const first = got[0]!;
+      expect(got, `client ${i}`).to.deep.equal(Array.from({ length: sent - first }, (_, k) => first + k));
+    }
+    const m = await readMetrics(t.url);
+    expect(metric(m, 'wbs_socketio_broadcast_frames_total{path="direct"}') ?? 0, "some went direct").to.be.greaterThan(0);
+    expect(metric(m, 'wbs_socketio_broadcast_frames_total{path="engine.io"}') ?? 0, "some went through Engine.IO").to.be.greaterThan(0);
+  });
+
+  it("never lets a broadcast overtake what Engine.IO holds for a client: its ack, sent first, arrives first", async () => {
+    // X stops reading until its socket is full, so Engine.IO's next write to
+    // it (an ack) waits and the one after (a second ack) is queued in
+    // Engine.IO; a broadcast made after that must reach X after that ack.
+    const t = await startApp({ RATE_LIMIT_MESSAGES_PER_SEC: "0", MAX_MESSAGE_BYTES: "1048576", MAX_BUFFERED_BYTES: "0" });
+    defer(() => t.close());
+    const x = await connectIo(t.url, { clientId: "x" });
+    const p = await connectIo(t.url, { clientId: "p" });
+    for (const c of [x, p]) defer(() => c.close());
+    await Promise.all([x.next("welcome"), p.next("welcome")]);
+    const seen: string[] = [];
+    x.socket.on("message", (m: { text: string }) => seen.push(m.text.slice(0, 12)));
+    const tcp = (x.socket.io.engine.transport as unknown as { ws: { _socket: import("node:net").Socket } }).ws._socket;
+    tcp.pause();
+    // 24 MiB of broadcasts to X, far past what loopback's socket buffers hold.
+    const big = "f".repeat(1_000_000);
+    for (let i = 0; i < 24; i++) {
+      p.socket.emit("message", `fill:${i}:${big}`);
+      await p.next("message", (m: { text: string }) => m.text.startsWith(`fill:${i}:`), 10_000);
+    }
+    const acked = (text: string) => x.socket.emit("message", text, () => seen.push(`ack:${text}`));
+    acked("a1");
+    await p.next("message", (m: { text: string }) => m.text === "a1", 10_000);
+    acked("a2");
+    await p.next("message", (m: { text: string }) => m.text === "a2", 10_000);
+    p.socket.emit("message", "after-a2");
+    await p.next("message", (m: { text: string }) => m.text === "after-a2", 10_000);
+    tcp.resume();
+    await x.next("message", (m: { text: string }) => m.text === "after-a2", 30_000);
+    const tail = seen.filter((e) => !e.startsWith("fill:"));
+    expect(tail.indexOf("ack:a2"), JSON.stringify(tail)).to.be.greaterThan(-1);
+    expect(tail.indexOf("ack:a2"), JSON.stringify(tail)).to.be.lessThan(tail.indexOf("after-a2"));
+    expect(tail.indexOf("ack:a1")).to.be.lessThan(tail.indexOf("ack:a2"));
+  });
 });
