@@ -64,6 +64,10 @@ export function createIo(
     maxHttpBufferSize: config.maxMessageBytes * 2 + 4096,
     // The upgrade listener is ours (front-door.ts): never let Engine.IO destroy /ws upgrades.
     destroyUpgrade: false,
+    // Engine.IO's default, stated because the direct broadcast write relies on
+    // it: with compression ws would queue frames it is deflating, and a frame
+    // written past that queue could overtake them.
+    perMessageDeflate: false,
     cors: {
       origin: (origin, cb) => cb(null, origins.allows(origin)),
     },
