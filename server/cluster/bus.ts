@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../logger.js";
+import type { ClusterReply, ClusterRequest } from "../protocol.js";
 import { skippedPublishes } from "./outage.js";
 
 export type QueryName = "status" | "clients" | "members";
@@ -54,18 +55,9 @@ const PUBLISH = "wbs:publish";
 const REQUEST = "wbs:request";
 const REPLY = "wbs:reply";
 
-interface Request {
-  from: string;
-  id: number;
-  /** `publish` carries an envelope to deliver and count; `query` a Query. */
-  kind: "publish" | "query";
-  body: unknown;
-}
-interface Reply {
-  to: string;
-  id: number;
-  answer: unknown;
-}
+// The wire shapes (protocol.ts); the bus itself does not look inside body or answer.
+type Request = ClusterRequest;
+type Reply = ClusterReply;
 
 /**
  * Requests and their answers are our own messages over the adapter's
@@ -112,7 +104,7 @@ export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; re
       };
       const timer = setTimeout(finish, Math.max(0, deadline - Date.now()), true);
       pending.set(id, { answers, expected: others, finish });
-      io.serverSideEmit(REQUEST, { from: self, id, kind, body } satisfies Request);
+      io.serverSideEmit(REQUEST, { from: self, id, kind, body: body as Request["body"] } satisfies Request);
     });
   };
 
@@ -135,7 +127,7 @@ export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; re
       io.on(REQUEST, (request: Request) => {
         if (typeof request?.from !== "string") return;
         const result = request.kind === "publish" ? deliver(request.body as E) : answer(request.body as Query);
-        io.serverSideEmit(REPLY, { to: request.from, id: request.id, answer: result } satisfies Reply);
+        io.serverSideEmit(REPLY, { to: request.from, id: request.id, answer: result as Reply["answer"] } satisfies Reply);
       });
     },
   };

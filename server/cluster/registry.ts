@@ -89,7 +89,8 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     const redis = this.#redis;
     if (redis?.ready) {
       try {
-        const ok = await withTimeout(redis.command(KEY(id), ["SET", KEY(id), lease.token, "NX", "PX", String(this.#ttlMs)]), 1_000);
+        const key = KEY(id);
+        const ok = await withTimeout(redis.command(key, ["SET", key, lease.token, "NX", "PX", String(this.#ttlMs)]), 1_000);
         if (String(ok) !== "OK") {
           this.#local.delete(id);
           return undefined;
@@ -109,7 +110,8 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     this.emit("change");
     const redis = this.#redis;
     if (redis?.ready) {
-      redis.command(KEY(lease.id), ["EVAL", RELEASE, "1", KEY(lease.id), lease.token]).catch((err: Error) => {
+      const key = KEY(lease.id);
+      redis.command(key, ["EVAL", RELEASE, "1", key, lease.token]).catch((err: Error) => {
         this.#log.debug({ clientId: lease.id, err: err.message }, "release failed; the key expires by itself");
       });
     }
@@ -129,7 +131,11 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     const redis = this.#redis;
     const leases = [...this.#local.values()];
     if (!redis?.ready || leases.length === 0) return;
-    await withTimeout(Promise.all(leases.map((l) => redis.command(KEY(l.id), ["EVAL", RELEASE, "1", KEY(l.id), l.token]))), 1_000).catch(() => undefined);
+    const release = (l: Lease) => {
+      const key = KEY(l.id);
+      return redis.command(key, ["EVAL", RELEASE, "1", key, l.token]);
+    };
+    await withTimeout(Promise.all(leases.map(release)), 1_000).catch(() => undefined);
   }
 
   async #refresh(): Promise<void> {

@@ -362,10 +362,19 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
   };
 }
 
-/** The parts of Engine.IO's connection that hold unsent data; it has no public accessor for them. */
-interface EngineQueues {
+/**
+ * Engine.IO's connection and its WebSocket transport, as far as we read them
+ * (no public accessor): the unsent data (slow clients), the WebSocket (cut),
+ * and whether a broadcast may be written directly.
+ */
+interface EngineConnection {
+  readyState?: string;
   writeBuffer?: { data?: unknown }[];
-  transport?: { socket?: { bufferedAmount?: number; terminate?: () => void } };
+  transport?: {
+    name?: string;
+    writable?: boolean;
+    socket?: { readyState?: number; bufferedAmount?: number; terminate?: () => void; _socket?: Duplex };
+  };
 }
 
 /**
@@ -375,20 +384,13 @@ interface EngineQueues {
  * test fails.
  */
 function queuedBytes(socket: IoSocket): number {
-  const conn = socket.conn as unknown as EngineQueues;
+  const conn = socket.conn as unknown as EngineConnection;
   let bytes = conn.transport?.socket?.bufferedAmount ?? 0;
   for (const packet of conn.writeBuffer ?? []) {
     const data = packet.data;
     bytes += typeof data === "string" ? data.length : ((data as { byteLength?: number } | undefined)?.byteLength ?? 0);
   }
   return bytes;
-}
-
-/** Engine.IO's connection and WebSocket transport, as far as the direct write reads them (no public accessor). */
-interface EngineConnection {
-  readyState?: string;
-  writeBuffer?: unknown[];
-  transport?: { name?: string; writable?: boolean; socket?: { readyState?: number; _socket?: Duplex } };
 }
 
 /**
@@ -421,7 +423,7 @@ function wholeSocketIoFrame(io: IoServer, event: string, data: unknown): Buffer 
 
 /** Drops the connection at once; socket.io-client sees "transport close" and reconnects by itself. */
 function cutConnection(socket: IoSocket): void {
-  const ws = (socket.conn as unknown as EngineQueues).transport?.socket;
+  const ws = (socket.conn as unknown as EngineConnection).transport?.socket;
   if (typeof ws?.terminate === "function") ws.terminate();
   else socket.conn.close(true);
 }
