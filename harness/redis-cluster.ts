@@ -5,7 +5,8 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { freePortRange } from "./ports.js";
-import { type Child, spawnChild, stopChild } from "./processes.js";
+import { type Child, stopChild } from "./processes.js";
+import { launchRedisServer } from "./redis.js";
 import { poll } from "./waiting.js";
 
 const run = promisify(execFile);
@@ -108,17 +109,15 @@ export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise
     await Promise.all(
       ports.map(async (port, i) => {
         // biome-ignore format: one option a line reads better
-        const child = spawnChild("redis-server", [
-          "--port", String(port), "--bind", "127.0.0.1", "--protected-mode", "no",
+        const child = await launchRedisServer(port, [
           "--cluster-enabled", "yes", "--cluster-port", String(base + count + i),
           "--cluster-config-file", `nodes-${port}.conf`, "--cluster-node-timeout", String(opts.nodeTimeoutMs ?? 1_000),
-          "--dir", dir, "--save", "", "--appendonly", "no",
+          "--dir", dir,
           // Replicas sync at once: one that never synced cannot take over.
           "--repl-diskless-sync-delay", "0",
-        ], { name: `redis-server :${port}` });
+        ]);
         children.set(port, child);
         everStarted.set(port, child);
-        await child.output.find((line) => line.includes("Ready to accept connections"), 10_000, `redis-server :${port} to be ready`);
       }),
     );
     await cli(ports[0]!, "--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", String(replicas), "--cluster-yes");

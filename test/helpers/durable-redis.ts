@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { InstanceProcess } from "../../harness/instance.js";
 import { freePort } from "../../harness/ports.js";
-import { type Child, spawnChild, stopChild } from "../../harness/processes.js";
+import { type Child, stopChild } from "../../harness/processes.js";
+import { launchRedisServer } from "../../harness/redis.js";
 import { startInstances } from "./cluster.js";
 
 /**
@@ -32,13 +33,8 @@ export async function startDurableRedis(): Promise<DurableRedis> {
   const dir = await mkdtemp(join(tmpdir(), "wbs-redis-"));
   let current: Child | undefined;
   const launch = async () => {
-    const child = spawnChild(
-      "redis-server",
-      ["--port", String(port), "--bind", "127.0.0.1", "--protected-mode", "no", "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-      { name: "redis-server (durable)" },
-    );
-    current = child;
-    await child.output.find((line) => line.includes("Ready to accept connections"), 10_000, "redis-server to be ready");
+    // Later options win: persistence on, in its own directory.
+    current = await launchRedisServer(port, ["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"]);
   };
   const stop = async () => {
     if (current) await stopChild(current.proc, current.exited);
