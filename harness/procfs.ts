@@ -133,6 +133,34 @@ export function cpuSeconds(pid: number): number | undefined {
   return f === undefined ? undefined : (Number(f[11]) + Number(f[12])) / CLK_TCK;
 }
 
+/** Busy CPU seconds of the whole machine since boot (all but idle and iowait), from /proc/stat; undefined when unreadable. */
+export function machineBusySeconds(): number | undefined {
+  const cpu = read("/proc/stat")?.split("\n")[0];
+  if (!cpu?.startsWith("cpu ")) return undefined;
+  const t = cpu.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest is inside user)
+  return (t.slice(0, 8).reduce((a, b) => a + b, 0) - (t[3] ?? 0) - (t[4] ?? 0)) / CLK_TCK;
+}
+
+/** CPU seconds of `root` and every process below it, with what they reaped (utime, stime, cutime, cstime). */
+export function treeCpuSeconds(root: number = process.pid): number {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const pid of allPids()) {
+    const f = statFields(pid);
+    if (!f) continue;
+    parent.set(pid, Number(f[1]));
+    ticks.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
+  }
+  const below = (pid: number): boolean => {
+    for (let p = pid, hops = 0; p > 1 && hops < 64; p = parent.get(p) ?? 0, hops++) if (p === root) return true;
+    return false;
+  };
+  let sum = 0;
+  for (const [pid, t] of ticks) if (below(pid)) sum += t;
+  return sum / CLK_TCK;
+}
+
 /** CPU seconds of named groups of processes, read before and after a phase. */
 export class CpuMeter {
   #start = new Map<string, number>();

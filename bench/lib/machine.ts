@@ -1,5 +1,5 @@
-import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
+import { machineBusySeconds, treeCpuSeconds } from "../../harness/procfs.js";
 
 /**
  * How busy the machine was during a measurement. The 1-minute load average
@@ -16,53 +16,6 @@ export interface MachineReading {
   seconds: number;
 }
 
-/** Ticks a second of /proc's CPU times (USER_HZ: 100 on Linux). */
-const HZ = 100;
-
-const read = (file: string): string | undefined => {
-  try {
-    return readFileSync(file, "utf8");
-  } catch {
-    return undefined;
-  }
-};
-
-/** Busy ticks of the whole machine (all but idle and iowait). */
-function machineBusy(): number | undefined {
-  const cpu = read("/proc/stat")?.split("\n")[0];
-  if (!cpu?.startsWith("cpu ")) return undefined;
-  const t = cpu.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal (guest is inside user)
-  return t.slice(0, 8).reduce((a, b) => a + b, 0) - (t[3] ?? 0) - (t[4] ?? 0);
-}
-
-/** Ticks of this process and its descendants, with the children they reaped. */
-function ourBusy(): number {
-  const parent = new Map<number, number>();
-  const ticks = new Map<number, number>();
-  let pids: string[] = [];
-  try {
-    pids = readdirSync("/proc").filter((n) => /^\d+$/.test(n));
-  } catch {
-    return 0;
-  }
-  for (const p of pids) {
-    const stat = read(`/proc/${p}/stat`);
-    if (!stat) continue;
-    // Fields from 3 (state) on; comm may hold spaces and parentheses.
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    parent.set(Number(p), Number(f[1]));
-    ticks.set(Number(p), Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
-  }
-  const ours = (pid: number): boolean => {
-    for (let p = pid, hops = 0; p > 1 && hops < 64; p = parent.get(p) ?? 0, hops++) if (p === process.pid) return true;
-    return false;
-  };
-  let sum = 0;
-  for (const [pid, t] of ticks) if (ours(pid)) sum += t;
-  return sum;
-}
-
 /** Reads the machine before and after a measurement. */
 export class MachineMeter {
   #t0 = 0;
@@ -73,18 +26,18 @@ export class MachineMeter {
   start(): this {
     this.#t0 = performance.now();
     this.#load0 = os.loadavg()[0]!;
-    this.#busy0 = machineBusy();
-    this.#ours0 = ourBusy();
+    this.#busy0 = machineBusySeconds();
+    this.#ours0 = treeCpuSeconds();
     return this;
   }
 
   stop(): MachineReading {
     const seconds = (performance.now() - this.#t0) / 1000;
-    const busy = machineBusy();
-    const others = busy === undefined || this.#busy0 === undefined ? NaN : busy - this.#busy0 - (ourBusy() - this.#ours0);
+    const busy = machineBusySeconds();
+    const others = busy === undefined || this.#busy0 === undefined ? NaN : busy - this.#busy0 - (treeCpuSeconds() - this.#ours0);
     return {
       load1: [round(this.#load0), round(os.loadavg()[0]!)],
-      othersCpu: seconds > 0 ? round(Math.max(0, others / HZ / seconds) * 100, 0) : NaN,
+      othersCpu: seconds > 0 ? round(Math.max(0, others / seconds) * 100, 0) : NaN,
       seconds: round(seconds),
     };
   }
