@@ -1,5 +1,6 @@
 import os from "node:os";
 import { machineBusySeconds, treeCpuSeconds } from "../../harness/procfs.js";
+import { round } from "./format.js";
 
 /**
  * How busy the machine was during a measurement. The 1-minute load average
@@ -42,8 +43,6 @@ export class MachineMeter {
     };
   }
 }
-
-const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
 
 /** Several readings as one: the load's lowest and highest, others' CPU weighted by time. */
 export function mergeReadings(rs: (MachineReading | undefined)[]): MachineReading | undefined {

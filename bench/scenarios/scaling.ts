@@ -2,6 +2,7 @@ import { isInterrupted } from "../../harness/processes.js";
 import { cpuSeconds, machineLoad } from "../../harness/procfs.js";
 import { sleep } from "../../harness/timeouts.js";
 import { type Footprints, readFootprints, rssGrowthPerConnection } from "../lib/footprint.js";
+import { KIB, round } from "../lib/format.js";
 import { type LatencySummary, summarize } from "../lib/hist.js";
 import { collectGarbageIn } from "../lib/inspector.js";
 import { discardingSubscriber, redisCommand } from "../lib/redis-raw.js";
@@ -279,7 +280,7 @@ export async function runScaling(ctx: Ctx, host: ClusterHost): Promise<ScalingRe
         framesPerSecPerInstance: Math.round(burst.framesPerSec / instances),
         framesPerInstanceCpuSecond: instanceCpu > 0 ? Math.round(burst.frames / instanceCpu) : NaN,
       },
-      redis: { channel: channel?.name, idleUsPerSec: Math.round(idleUsPerSec), rows, baseUsPerPublish: round2(fit.a), usPerSubscriber: round2(fit.b), note },
+      redis: { channel: channel?.name, idleUsPerSec: Math.round(idleUsPerSec), rows, baseUsPerPublish: round(fit.a), usPerSubscriber: round(fit.b), note },
       load: { before: load0, after: machineLoad().load1 },
     };
     progress.log(
@@ -297,8 +298,7 @@ export async function runScaling(ctx: Ctx, host: ClusterHost): Promise<ScalingRe
   }
 }
 
-const round2 = (v: number) => (Number.isFinite(v) ? Math.round(v * 100) / 100 : NaN);
-const fmtKiB = (b: number | undefined) => `${b === undefined ? "–" : (b / 1024).toFixed(1)} KiB`;
+const fmtKiB = (b: number | undefined) => `${b === undefined ? "–" : (b / KIB).toFixed(1)} KiB`;
 
 /**
  * The channel every instance subscribes to for broadcasts: the one with a
