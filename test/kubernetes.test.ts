@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import dgram from "node:dgram";
+import dnsPacket from "dns-packet";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -230,39 +231,29 @@ async function startDns(records: Map<string, string[]>): Promise<{ address: stri
   const socket = dgram.createSocket("udp4");
   const queries: string[] = [];
   socket.on("message", (msg, peer) => {
-    if (msg.length < 17) return;
-    const labels: string[] = [];
-    let at = 12;
-    while (at < msg.length && msg[at] !== 0) {
-      const len = msg[at]!;
-      labels.push(msg.toString("latin1", at + 1, at + 1 + len));
-      at += len + 1;
+    let query: dnsPacket.DecodedPacket;
+    try {
+      query = dnsPacket.decode(msg);
+    } catch {
+      return;
     }
-    const questionEnd = at + 5; // the root label, QTYPE, QCLASS
-    if (questionEnd > msg.length) return;
-    const name = labels.join(".").toLowerCase();
-    const qtype = msg.readUInt16BE(at + 1);
+    const question = query.questions?.[0];
+    if (!question) return;
+    const name = question.name.toLowerCase();
     queries.push(name);
-    const addrs = (qtype === 1 ? (records.get(name) ?? []) : [])
+    const addrs = (question.type === "A" ? (records.get(name) ?? []) : [])
       .map((ip) => ({ ip, key: Math.random() }))
       .sort((a, b) => a.key - b.key)
       .map((a) => a.ip);
-    const header = Buffer.alloc(12);
-    header.writeUInt16BE(msg.readUInt16BE(0), 0); // the query's id
-    header.writeUInt16BE(records.has(name) ? 0x8180 : 0x8183, 2); // a response, recursion desired and available; NOERROR or NXDOMAIN
-    header.writeUInt16BE(1, 4);
-    header.writeUInt16BE(addrs.length, 6);
-    const answers = addrs.map((ip) => {
-      const rr = Buffer.alloc(16);
-      rr.writeUInt16BE(0xc00c, 0); // the name: a pointer to the question's
-      rr.writeUInt16BE(1, 2); // A
-      rr.writeUInt16BE(1, 4); // IN
-      rr.writeUInt32BE(5, 6); // TTL
-      rr.writeUInt16BE(4, 10);
-      ip.split(".").forEach((octet, i) => rr.writeUInt8(Number(octet), 12 + i));
-      return rr;
+    const response = dnsPacket.encode({
+      type: "response",
+      id: query.id,
+      // Recursion desired and available; rcode NOERROR, or NXDOMAIN (3) for a name it does not have.
+      flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | (records.has(name) ? 0 : 3),
+      questions: [question],
+      answers: addrs.map((data) => ({ type: "A" as const, class: "IN" as const, name: question.name, ttl: 5, data })),
     });
-    socket.send(Buffer.concat([header, msg.subarray(12, questionEnd), ...answers]), peer.port, peer.address);
+    socket.send(response, peer.port, peer.address);
   });
   await new Promise<void>((resolve, reject) => {
     socket.once("error", reject);
