@@ -13,6 +13,8 @@ import { promisify } from "node:util";
 import { expect } from "chai";
 import fc from "fast-check";
 import { freePort } from "../harness/ports.js";
+import { poll } from "../harness/waiting.js";
+import { REFUSED_UPGRADE_LINGER_MS } from "../server/realtime/reject.js";
 import { type InstanceProcess, startInstance } from "../harness/instance.js";
 import { type RedisProcess, startRedis } from "../harness/redis.js";
 import { startApp, type TestApp } from "./helpers/app.js";
@@ -110,6 +112,46 @@ describe("hostile input", function () {
       }
       const c = await wsClient(`${ws(inst.url)}/ws`);
       expect(await c.next()).to.match(/Welcome!/);
+    });
+  });
+
+  describe("a refused upgrade gives its socket back", () => {
+    const openConnections = (t: TestApp) => new Promise<number>((resolve, reject) => t.app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+
+    it("frees the socket when the peer closes after the answer (sending more first, or not), for 400 and 404", async () => {
+      const t = await app();
+      const host = hostOf(t.url);
+      const base = await openConnections(t);
+      for (const target of ["/ws/%ZZ", "//ws", "/nowhere"]) {
+        for (const sendMore of [false, true]) {
+          for (let i = 0; i < 5; i++) {
+            const c = await RawConnection.open(portOf(t.url));
+            c.write(buildRequest({ target, headers: upgradeHeaders(host) }));
+            const res = await c.response();
+            expect(res.status, `${target}: ${shown(res)}`).to.be.oneOf([400, 404]);
+            if (sendMore) c.write(encodeFrame({ opcode: 1, payload: "after the refusal", mask: true }));
+            c.destroy();
+          }
+        }
+      }
+      await poll(async () => (await openConnections(t)) === base, { timeoutMs: 5_000, everyMs: 20, what: "the refused sockets to close" });
+    });
+
+    it("cuts a peer that never closes after the answer", async function () {
+      this.timeout(REFUSED_UPGRADE_LINGER_MS + 10_000);
+      const t = await app();
+      const base = await openConnections(t);
+      // Half-open: it reads our answer and our end, and keeps its own side open.
+      const c = await RawConnection.open(portOf(t.url));
+      defer(() => c.destroy());
+      c.write(buildRequest({ target: "/ws/%ZZ", headers: upgradeHeaders(hostOf(t.url)) }));
+      expect((await c.response()).status).to.equal(400);
+      expect(await openConnections(t)).to.equal(base + 1);
+      await poll(async () => (await openConnections(t)) === base, {
+        timeoutMs: REFUSED_UPGRADE_LINGER_MS + 2_000,
+        everyMs: 50,
+        what: "the server to cut the lingering socket",
+      });
     });
   });
 
