@@ -20,7 +20,12 @@ import { PenaltyBox } from "./realtime/penalty.js";
 import { createRateLimiter } from "./realtime/rate-limit.js";
 import { createIo, createSocketIoGateway } from "./realtime/socketio.js";
 import { createWsGateway } from "./realtime/ws-gateway.js";
-import { MemoryLog, RedisLog } from "./domain/history.js";
+import { DEFAULT_HOLD_MS, MemoryLog, RedisLog } from "./domain/history.js";
+import pLimit from "p-limit";
+import { clientAddresses } from "./realtime/client-address.js";
+import { LoopStalls } from "./realtime/loop-stalls.js";
+import { PublishLimits } from "./realtime/publish-limits.js";
+import type { ReplayPolicy } from "./realtime/recovery.js";
 import { ShutdownCoordinator, spreadOut } from "./shutdown.js";
 
 /** How long a cluster query waits for the other instances. */
@@ -72,13 +77,20 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   server.keepAliveTimeout = 75_000;
 
   let connections = (): ConnectionCount[] => [];
-  const metrics = createMetrics({ connections: () => connections(), clientIds: () => registry.size, draining: () => drain.draining });
+  let pendingSessions = (): number => 0;
+  const metrics = createMetrics({
+    connections: () => connections(),
+    clientIds: () => registry.size,
+    draining: () => drain.draining,
+    pendingSessions: () => pendingSessions(),
+  });
+  const addresses = clientAddresses(config.trustProxy);
 
   const origins = createOriginPolicy(config);
-  if (config.adminToken === undefined && !config.adminOpen && !isLoopbackHost(config.host)) {
-    log.warn(
+  if (config.adminToken === undefined && !config.adminOpen) {
+    log[isLoopbackHost(config.host) ? "info" : "warn"](
       { host: config.host },
-      "admin endpoints disabled (POST /broadcast-to-all, GET /clients answer 403): set ADMIN_TOKEN, or ADMIN_OPEN=true on a trusted network",
+      "admin endpoints answer only requests from this machine that came through no proxy (others get 403): set ADMIN_TOKEN, or ADMIN_OPEN=true on a trusted network",
     );
   }
   if (config.publicOrigins === undefined && !isLoopbackHost(config.host)) {
@@ -91,6 +103,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     config,
     metrics,
     origins,
+    addresses,
     adapter: redis?.adapter("wbs"),
   });
   const bus: ClusterBus<Envelope> = redis
@@ -114,7 +127,12 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     config.historySize === 0
       ? undefined
       : redis
-        ? new RedisLog(redis, limits, log.child({ component: "history" }), () => metrics.clusterPublishesSkipped.inc())
+        ? new RedisLog(
+            redis,
+            { ...limits, holdMs: config.redisHoldMs ?? DEFAULT_HOLD_MS[redis.kind] },
+            log.child({ component: "history" }),
+            () => metrics.clusterPublishesSkipped.inc(),
+          )
         : new MemoryLog(limits);
   await history?.start();
   const writes = new BurstWrites(() => metrics.writeBursts.inc());
@@ -130,7 +148,35 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     maxMessageBytes: config.maxMessageBytes,
     statusIntervalMs: config.statusIntervalMs,
   });
-  const limiter = createRateLimiter({ perSec: config.rateLimitPerSec, burst: config.rateLimitBurst, disconnectAfter: config.rateLimitDisconnectAfter });
+  const stalls = new LoopStalls();
+  const stallMs = () => stalls.recentMs();
+  const limiter = createRateLimiter({ perSec: config.rateLimitPerSec, burst: config.rateLimitBurst, disconnectAfter: config.rateLimitDisconnectAfter, stallMs });
+  // Live instances, for the share of an address's rate each one allows.
+  let instances = 1;
+  const countInstances = () =>
+    void io
+      .of("/")
+      .adapter.serverCount()
+      .then(
+        (n) => (instances = Math.max(1, n)),
+        () => undefined,
+      );
+  const instanceCounter = redis ? setInterval(countInstances, 5_000).unref() : undefined;
+  const publishLimits = new PublishLimits({
+    address: config.addressRateLimit,
+    instance: config.instanceRateLimit,
+    instances: () => instances,
+    stallMs,
+    refused: (transport, scope) => metrics.publishLimited.inc({ transport, scope }),
+  });
+  const replays: ReplayPolicy = {
+    budget: { entries: config.historySize, bytes: config.replayMaxBytes },
+    slots: pLimit(config.replayConcurrency),
+    // Half the slow-client limit: a replay waits for its client to read instead of being cut and paying again.
+    paceBytes: config.maxBufferedBytes > 0 ? config.maxBufferedBytes / 2 : Number.POSITIVE_INFINITY,
+    stallMs: config.replayStallMs,
+    outcome: (outcome) => metrics.recoveries.inc({ outcome }),
+  };
   const verifyToken = await createTokenVerifier(config.auth);
   // Engine.IO sessions (polling handshakes included) and /ws connections.
   const full = () => config.maxConnections > 0 && io.engine.clientsCount + wsg.size >= config.maxConnections;
@@ -141,12 +187,13 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     if (redis?.ready) io.serverSideEmit("wbs:penalty", address);
   });
   if (redis) io.on("wbs:penalty", (address: unknown) => penalties.punish(String(address), false));
-  const deps = { config, origins, limiter, penalties, verifyToken, refuseNewSession, drain, registry, domain, metrics };
+  const deps = { config, origins, limiter, penalties, verifyToken, refuseNewSession, drain, registry, domain, metrics, publishLimits, addresses, replays };
   const sio = createSocketIoGateway(io, { ...deps, log: log.child({ component: "socket.io" }) });
   const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });
   domain.addSink(sio.sink);
   domain.addSink(wsg.sink);
   connections = () => [...sio.connectionsByTransport(), { transport: "ws", via: "websocket", count: wsg.size }];
+  pendingSessions = () => Math.max(0, io.engine.clientsCount - io.of("/").sockets.size);
 
   const httpApp = createHttpApp({ ...deps, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
   installFrontDoor(server, {
@@ -177,6 +224,8 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
       close: async () => {
         domain.stopPeriodic();
         writes.stop();
+        stalls.stop();
+        clearInterval(instanceCounter);
         // Emitted once the server stopped listening and its last connection ended.
         const drained = server.listening ? new Promise((r) => server.once("close", r)) : Promise.resolve();
         if (server.listening) server.close();
@@ -215,6 +264,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
       });
       registry.start();
       domain.startPeriodic(config.periodicIntervalMs);
+      if (redis) countInstances();
       const address = server.address() as AddressInfo;
       log.info({ host: address.address, port: address.port, cluster: Boolean(redis) }, "listening");
       return address;

@@ -1,4 +1,5 @@
 import os from "node:os";
+import proxyaddr from "proxy-addr";
 import { z } from "zod";
 
 /** Seconds, fractions allowed so tests can run timers in milliseconds. */
@@ -58,6 +59,30 @@ const originList = ({ allowAny }: { allowAny: boolean }) =>
         )
         .optional(),
     );
+
+/**
+ * The proxies whose X-Forwarded-For is believed: addresses, CIDRs and
+ * proxy-addr's names (`loopback`, `linklocal`, `uniquelocal`), as Express's
+ * `trust proxy` takes them. `true` would believe any peer, so it is refused.
+ */
+const proxyList = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || ["", "false", "0", "no"].includes(v.trim().toLowerCase()) ? [] : v.split(",").map((s) => s.trim()).filter(Boolean)))
+  .superRefine((list, ctx) => {
+    if (list.some((v) => ["true", "1", "yes", "*"].includes(v.toLowerCase()))) {
+      ctx.addIssue({
+        code: "custom",
+        message: "must list the proxies whose X-Forwarded-For to believe (e.g. 127.0.0.1, 10.0.0.0/8, loopback), not true: true would let anyone forge their address",
+      });
+      return;
+    }
+    try {
+      proxyaddr.compile(list);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: `must be a comma list of addresses, CIDRs, loopback, linklocal or uniquelocal (${(err as Error).message})` });
+    }
+  });
 
 const JWT_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"] as const;
 
@@ -130,7 +155,21 @@ const schema = z.object({
   RATE_LIMIT_BURST: whole(10, 1, 1_000_000),
   RATE_LIMIT_DISCONNECT_AFTER: whole(20, 0, 1_000_000),
   RATE_LIMIT_PENALTY_SEC: seconds(10, { allowZero: true }),
-  TRUST_PROXY: flag,
+  TRUST_PROXY: proxyList,
+  CONNECT_TIMEOUT_SEC: seconds(5),
+  REPLAY_MAX_BYTES: whole(2 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+  REPLAY_CONCURRENCY: whole(8, 1, 10_000),
+  REPLAY_STALL_SEC: seconds(10),
+  ADDRESS_RATE_LIMIT_MESSAGES_PER_SEC: whole(200, 0, 10_000_000),
+  ADDRESS_RATE_LIMIT_BYTES_PER_SEC: whole(256 * 1024, 0, 1024 * 1024 * 1024),
+  INSTANCE_RATE_LIMIT_MESSAGES_PER_SEC: whole(2_000, 0, 10_000_000),
+  INSTANCE_RATE_LIMIT_BYTES_PER_SEC: whole(2 * 1024 * 1024, 0, 1024 * 1024 * 1024),
+  REDIS_HOLD_SEC: z
+    .string()
+    .trim()
+    .optional()
+    .transform((v) => (v === undefined ? undefined : Number(v)))
+    .pipe(z.number({ error: "must be a number of seconds" }).finite().min(0, "must be 0 or more").optional()),
   STATUS_INTERVAL_SEC: seconds(1, { allowZero: true }),
   MAX_ROOMS_PER_CONNECTION: whole(100, 0, 1_000_000),
   HISTORY_SIZE: whole(1000, 0, 1_000_000),
@@ -206,8 +245,22 @@ export interface Config {
   readonly rateLimitDisconnectAfter: number;
   /** After a rate-limit disconnect, new sessions from that address are refused this long; 0: never. @default 10_000 */
   readonly rateLimitPenaltyMs: number;
-  /** Read the client address from the last X-Forwarded-For entry (behind nginx), not the TCP peer. @default false */
-  readonly trustProxy: boolean;
+  /** Proxies whose X-Forwarded-For is believed (walked from the right past them). @default [] (none: the TCP peer is the client) */
+  readonly trustProxy: readonly string[];
+  /** An Engine.IO session that has not connected to the namespace after this long is closed. @default 5_000 */
+  readonly connectTimeoutMs: number;
+  /** Payload bytes one recovery may replay; past it the newest that fit are replayed with recovered: false (TOO_LARGE). @default 2 MiB */
+  readonly replayMaxBytes: number;
+  /** Replays one instance runs at once (read and sent); others wait their turn. @default 8 */
+  readonly replayConcurrency: number;
+  /** A client whose replay waits this long for it to read is cut as too slow. @default 10_000 */
+  readonly replayStallMs: number;
+  /** Client messages (and bytes) one address may publish a second, cluster-wide; 0: no limit. @default 200, 256 KiB */
+  readonly addressRateLimit: { perSec: number; bytesPerSec: number };
+  /** Client messages (and bytes) one instance accepts a second from all its clients; 0: no limit. @default 2000, 2 MiB */
+  readonly instanceRateLimit: { perSec: number; bytesPerSec: number };
+  /** How long broadcasts wait for an unreachable Redis before an instance delivers them to its own clients only. @default 2_000 (one Redis), 20_000 (a cluster) */
+  readonly redisHoldMs: number | undefined;
   /** Least time between two status notifications of this instance; 0: no spacing. @default 1_000 */
   readonly statusIntervalMs: number;
   /** Broadcasts kept for recovery (approximately, with Redis); 0 turns history and recovery off. @default 1000 */
@@ -316,7 +369,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimitBurst: c.RATE_LIMIT_BURST,
     rateLimitDisconnectAfter: c.RATE_LIMIT_DISCONNECT_AFTER,
     rateLimitPenaltyMs: Math.round(c.RATE_LIMIT_PENALTY_SEC * 1000),
-    trustProxy: c.TRUST_PROXY,
+    trustProxy: Object.freeze([...c.TRUST_PROXY]),
+    connectTimeoutMs: Math.round(c.CONNECT_TIMEOUT_SEC * 1000),
+    replayMaxBytes: c.REPLAY_MAX_BYTES,
+    replayConcurrency: c.REPLAY_CONCURRENCY,
+    replayStallMs: Math.round(c.REPLAY_STALL_SEC * 1000),
+    addressRateLimit: Object.freeze({ perSec: c.ADDRESS_RATE_LIMIT_MESSAGES_PER_SEC, bytesPerSec: c.ADDRESS_RATE_LIMIT_BYTES_PER_SEC }),
+    instanceRateLimit: Object.freeze({ perSec: c.INSTANCE_RATE_LIMIT_MESSAGES_PER_SEC, bytesPerSec: c.INSTANCE_RATE_LIMIT_BYTES_PER_SEC }),
+    redisHoldMs: c.REDIS_HOLD_SEC === undefined ? undefined : Math.round(c.REDIS_HOLD_SEC * 1000),
     statusIntervalMs: Math.round(c.STATUS_INTERVAL_SEC * 1000),
     maxRoomsPerConnection: c.MAX_ROOMS_PER_CONNECTION,
     historySize: c.HISTORY_SIZE,

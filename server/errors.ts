@@ -22,7 +22,7 @@ export const ERRORS = {
     status: 403,
     close: 1008,
     message: () =>
-      "admin endpoints are disabled on a non-loopback address without ADMIN_TOKEN: set ADMIN_TOKEN (then send Authorization: Bearer <token>), or ADMIN_OPEN=true on a trusted network",
+      "admin endpoints without ADMIN_TOKEN answer only requests from this machine that came through no proxy: set ADMIN_TOKEN (then send Authorization: Bearer <token>), or ADMIN_OPEN=true on a trusted network",
   },
   RATE_LIMITED: { status: 429, close: 1008, message: (why?: string) => `rate limited: ${why}` },
   TOO_MANY_ROOMS: { status: 429, close: 1008, message: (limit?: string) => `too many rooms: at most ${limit} a connection` },

@@ -13,7 +13,7 @@ export interface ConnectionCount {
   count: number;
 }
 
-export function createMetrics(read: { connections(): ConnectionCount[]; clientIds(): number; draining(): boolean }) {
+export function createMetrics(read: { connections(): ConnectionCount[]; clientIds(): number; draining(): boolean; pendingSessions(): number }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const connections = new Gauge({
@@ -42,9 +42,18 @@ export function createMetrics(read: { connections(): ConnectionCount[]; clientId
       this.set(read.clientIds());
     },
   });
+  const pendingSessions = new Gauge({
+    name: "wbs_pending_sessions",
+    help: "Engine.IO sessions not (yet) connected to the namespace: they hold a MAX_CONNECTIONS slot until CONNECT_TIMEOUT_SEC",
+    registers: [registry],
+    collect() {
+      this.set(read.pendingSessions());
+    },
+  });
   return {
     registry,
     connections,
+    pendingSessions,
     clientIds,
     draining,
     messagesIn: new Counter({
@@ -86,6 +95,18 @@ export function createMetrics(read: { connections(): ConnectionCount[]; clientId
       name: "wbs_rate_limited_total",
       help: "Client messages refused by the per-connection rate limit, by transport",
       labelNames: ["transport"] as const,
+      registers: [registry],
+    }),
+    publishLimited: new Counter({
+      name: "wbs_publish_limited_total",
+      help: "Client messages refused by the publish limits of their address (cluster-wide) or of the instance, by transport and scope",
+      labelNames: ["transport", "scope"] as const,
+      registers: [registry],
+    }),
+    recoveries: new Counter({
+      name: "wbs_recoveries_total",
+      help: "Reconnects that asked to recover, by outcome: recovered, or why not (EPOCH_CHANGED, TRIMMED, GAP, TOO_LARGE, FUTURE_OFFSET, UNAVAILABLE)",
+      labelNames: ["outcome"] as const,
       registers: [registry],
     }),
     rateLimitDisconnects: new Counter({

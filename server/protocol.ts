@@ -67,7 +67,19 @@ export interface Welcome {
   recovered: boolean;
   /** Broadcasts replayed on this connection, right after this welcome and before anything live. */
   replayed: number;
+  /** When you sent an offset and `recovered` is false: why. */
+  reason?: RecoveryReason;
 }
+
+/**
+ * Why a recovery was not complete: another history (`EPOCH_CHANGED`: Redis
+ * lost its data, a lone instance restarted), the offset was trimmed away
+ * (`TRIMMED`), an instance served its own clients alone in between (`GAP`),
+ * more was missed than one replay may carry (`TOO_LARGE`: the newest part is
+ * replayed), an offset the history never gave (`FUTURE_OFFSET`), or the
+ * history could not be read (`UNAVAILABLE`).
+ */
+export type RecoveryReason = "EPOCH_CHANGED" | "TRIMMED" | "GAP" | "TOO_LARGE" | "FUTURE_OFFSET" | "UNAVAILABLE";
 
 /** Codes of refusals: acks, `connect_error` data, /ws error frames and HTTP bodies. */
 export type ErrorCode =
@@ -173,6 +185,8 @@ export interface SocketData {
   replay?: { hold(envelope: Envelope): void; drop(): void };
   /** Its inbound rate-limit bucket; absent when the limit is off. */
   bucket: { tokens: number; at: number; refused: number } | undefined;
+  /** From the handshake's auth, until the connection starts: where to resume, which rooms to rejoin. */
+  start?: { resume: { epoch: string; offset: string } | undefined; rooms: string[] };
 }
 
 /** /ws with `?format=json`: every frame the server sends. */

@@ -12,7 +12,11 @@ const socket = {
   // Back off to 1 s at most, so a restarted Redis is picked up quickly.
   reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1_000),
 };
-const createSingle = (url: string) => createClient({ url, socket });
+// No command timeout (node-redis sets none): a timed-out append may still have
+// run, and its retry would add it twice; commands fail when the connection
+// does, and the callers that must answer fast bound their own wait (the
+// registry's claim, the bus's requests, a replay's read).
+const createSingle = (url: string, opts: { disableOfflineQueue?: boolean } = {}) => createClient({ url, socket, ...opts });
 // Retry a lost node often: each failed attempt is what leads to the topology refresh below.
 const clusterDefaults = { socket: { ...socket, reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 250) } };
 const createClusterClient = (nodes: readonly string[]) =>
@@ -39,6 +43,8 @@ export interface RedisConnection {
   readonly kind: RedisTarget["kind"];
   /** True while the connections are up (on a cluster: the client is connected; one shard may still be failing over). */
   readonly ready: boolean;
+  /** True while commands can be sent (the subscriber may be reconnecting meanwhile). */
+  readonly commandsReady: boolean;
   /** One command; `routeKey` picks the shard on a cluster. */
   command(routeKey: string | undefined, args: string[]): Promise<unknown>;
   /**
@@ -49,6 +55,8 @@ export interface RedisConnection {
   readonly publishCommand: "PUBLISH" | "SPUBLISH";
   /** After a reconnect (Redis back, or a node of the cluster back or replaced). */
   onReconnect(listener: () => void): void;
+  /** After the subscriber reconnected and resubscribed (not at the first connect). */
+  onSubscriberReady(listener: () => void): void;
   /** The Socket.IO adapter: classic pub/sub on one server, sharded pub/sub (Redis 7) on a cluster. */
   adapter(key: string): NonNullable<ServerOptions["adapter"]>;
   close(): Promise<void>;
@@ -98,7 +106,11 @@ export async function connectRedis(target: RedisTarget, log: Logger, { connectTi
 }
 
 async function connectSingle(url: string, log: Logger, connectTimeoutMs: number): Promise<RedisConnection> {
-  const pub: SingleClient = createSingle(url);
+  // Commands fail at once while disconnected instead of waiting in node-redis's
+  // queue: the history holds and retries its appends in order itself, and the
+  // adapter's inter-server messages would otherwise arrive minutes late.
+  const pub: SingleClient = createSingle(url, { disableOfflineQueue: true });
+  // The subscriber keeps its queue: it resubscribes by itself.
   const sub: SingleClient = createSingle(url);
   logOutages(pub, "pub", log, { error: "error", ready: "ready" });
   logOutages(sub, "sub", log, { error: "error", ready: "ready" });
@@ -108,12 +120,16 @@ async function connectSingle(url: string, log: Logger, connectTimeoutMs: number)
     get ready() {
       return pub.isReady && sub.isReady;
     },
+    get commandsReady() {
+      return pub.isReady;
+    },
     command: (_key, args) => pub.sendCommand(args),
     subscribe: (channel, listener) => sub.subscribe(channel, listener),
     publishCommand: "PUBLISH",
     onReconnect: (listener) => void pub.on("ready", listener),
+    onSubscriberReady: (listener) => void sub.on("ready", listener),
     // Only its inter-server channel is used (cluster/bus.ts has its own requests), so no requestsTimeout.
-    adapter: (key) => createAdapter(pub, sub, { key }),
+    adapter: (key) => createAdapter(publishesHandled(pub, "publish", log), sub, { key }),
     close: async () => void (await Promise.all([closeGently(pub), closeGently(sub)])),
   };
 }
@@ -136,17 +152,44 @@ async function connectCluster(nodes: readonly string[], log: Logger, connectTime
     get ready() {
       return pub.isReady && sub.isReady;
     },
+    get commandsReady() {
+      return pub.isReady;
+    },
     command: (key, args) => pub.sendCommand(key, false, args),
     subscribe: (channel, listener) => sub.sSubscribe(channel, listener),
     publishCommand: "SPUBLISH",
     onReconnect: (listener) => void pub.on("node-ready", listener),
+    onSubscriberReady: (listener) => void sub.on("node-ready", listener),
     // Static: two channels a namespace. "dynamic" would add one a room, and
     // subscribe and unsubscribe whenever a room appears on an instance (the
     // replaying room does at every recovery); with history on, broadcasts take
     // the history channel anyway.
-    adapter: (key) => createShardedAdapter(pub, sub, { channelPrefix: key, subscriptionMode: "static" }),
+    adapter: (key) => createShardedAdapter(publishesHandled(pub, "sPublish", log), sub, { channelPrefix: key, subscriptionMode: "static" }),
     close: async () => void (await Promise.all([closeGently(pub), closeGently(sub)])),
   };
+}
+
+/**
+ * The client as the Socket.IO adapter sees it, with a handler on every
+ * publish: the adapter publishes without awaiting (checked against
+ * @socket.io/redis-adapter 8.3), so a publish that fails while Redis is away
+ * would be an unhandled rejection. Its messages are best effort anyway (the
+ * bus skips them while Redis is away).
+ */
+function publishesHandled<C extends object>(client: C, method: "publish" | "sPublish", log: Logger): C {
+  return new Proxy(client, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== "function" || prop === "constructor") return value;
+      // Bound: node-redis methods use private fields of the client itself.
+      if (prop !== method) return value.bind(target);
+      return (...args: unknown[]) => {
+        const sent = (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        sent.catch((err: Error) => log.debug({ err: err.message }, "inter-server publish failed"));
+        return sent;
+      };
+    },
+  });
 }
 
 /** A URL without its password, for logs. */

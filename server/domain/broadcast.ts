@@ -5,7 +5,7 @@ import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { ChatMessage, DomainEvent, Envelope, InstanceStatus, Notification, Origin } from "../protocol.js";
-import type { BroadcastLog } from "./history.js";
+import type { BroadcastLog, ReadBudget, Replay } from "./history.js";
 import { ROOM_PATTERN, isStatusCommand, now } from "./names.js";
 
 export type { Envelope };
@@ -121,9 +121,15 @@ export class BroadcastDomain {
   }
 
   /** What a reconnecting client missed since `offset` of `epoch` (see BroadcastLog.since). */
-  async recover(epoch: string, offset: string, limit: number): Promise<{ entries: Envelope[]; complete: boolean }> {
+  async recover(epoch: string, offset: string, budget: ReadBudget): Promise<Replay> {
     const { history } = this.#opts;
-    return history ? history.since(epoch, offset, limit) : { entries: [], complete: false };
+    return history ? history.since(epoch, offset, budget) : { entries: [], complete: false, reason: "UNAVAILABLE" };
+  }
+
+  /** The history after `offset`, oldest first (see BroadcastLog.page). */
+  async historyPage(epoch: string, offset: string, budget: ReadBudget): Promise<Replay> {
+    const { history } = this.#opts;
+    return history ? history.page(epoch, offset, budget) : { entries: [], complete: false, reason: "UNAVAILABLE" };
   }
 
   /** Tells this instance's clients, once, that it drains. */

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { skippedPublishes } from "../cluster/outage.js";
 import type { RedisConnection } from "../cluster/redis.js";
 import type { Logger } from "../logger.js";
-import type { Envelope } from "../protocol.js";
+import type { Envelope, RecoveryReason } from "../protocol.js";
 
 /**
  * The broadcast domain's one ordered history. Every broadcast gets an offset
@@ -21,11 +21,12 @@ export interface BroadcastLog {
   onDelivery(handler: (envelope: Envelope) => void): void;
   /**
    * What a client that had everything up to `offset` of `epoch` missed, oldest
-   * first, at most `limit`. `complete` is false when anything may be missing:
-   * another epoch, entries trimmed away, a Redis outage in between, or more
-   * than `limit`.
+   * first: the newest that fit in `budget` (entries and bytes). `complete` is
+   * false, with a reason, when anything may be missing.
    */
-  since(epoch: string, offset: string, limit: number): Promise<{ entries: Envelope[]; complete: boolean }>;
+  since(epoch: string, offset: string, budget: ReadBudget): Promise<Replay>;
+  /** Entries after `offset`, oldest first, at most `budget` (GET /history pages forward). `complete`: nothing more remains. */
+  page(epoch: string, offset: string, budget: ReadBudget): Promise<Replay>;
   start(): Promise<void>;
   close(): void;
 }
@@ -36,6 +37,27 @@ export interface HistoryLimits {
   /** Entries older than this are trimmed; 0: no time bound. */
   ttlMs: number;
 }
+
+/** How much one read may return: entries, and bytes of their payloads. */
+export interface ReadBudget {
+  entries: number;
+  bytes: number;
+}
+
+export interface Replay {
+  entries: Envelope[];
+  complete: boolean;
+  /** Why not complete. */
+  reason?: RecoveryReason;
+}
+
+/**
+ * Redis reads come in pages of about this many bytes: one command's time in
+ * Redis grows with what it returns, and a page of 256 KiB costs well under a
+ * millisecond, so a replay never holds Redis for others.
+ */
+const PAGE_BYTES = 256 * 1024;
+const MAX_PAGE = 512;
 
 const OFFSET = /^(\d{1,16})-(\d{1,16})$/;
 
@@ -56,7 +78,7 @@ const newEpoch = (): string => randomBytes(6).toString("base64url");
 /** One instance alone: a ring in memory with the same semantics. */
 export class MemoryLog implements BroadcastLog {
   readonly #epoch = newEpoch();
-  readonly #entries: { offset: string; at: number; envelope: Envelope }[] = [];
+  readonly #entries: { offset: string; at: number; bytes: number; envelope: Envelope }[] = [];
   #handler: (envelope: Envelope) => void = () => undefined;
   #last = "0-0";
   /** The newest offset trimmed away: a client behind it may have missed something. */
@@ -74,7 +96,8 @@ export class MemoryLog implements BroadcastLog {
     const offset = now > ms ? `${now}-0` : `${ms}-${seq + 1}`;
     this.#last = offset;
     const stamped = withOffset(envelope, offset);
-    this.#entries.push({ offset, at: now, envelope: stamped });
+    // The size a Redis stream would hold, so both histories spend one byte budget alike.
+    this.#entries.push({ offset, at: now, bytes: JSON.stringify(envelope).length, envelope: stamped });
     this.#trim(now);
     this.#handler(stamped);
   }
@@ -83,18 +106,47 @@ export class MemoryLog implements BroadcastLog {
     this.#handler = handler;
   }
 
-  async since(epoch: string, offset: string, limit: number) {
-    this.#trim(Date.now());
-    // Offsets of another history mean nothing here.
-    if (epoch !== this.#epoch) return { entries: [], complete: false };
-    const after = this.#entries.filter((e) => compareOffsets(e.offset, offset) > 0);
-    const complete = compareOffsets(offset, this.#maxDeleted) >= 0 && after.length <= limit;
-    // Past the limit, the newest: what is replayed runs into live without a hole.
-    return { entries: after.slice(-limit).map((e) => e.envelope), complete };
+  async since(epoch: string, offset: string, budget: ReadBudget): Promise<Replay> {
+    const refused = this.#check(epoch, offset);
+    if (refused) return refused;
+    const after = this.#after(offset);
+    // From the newest back, while the budget lasts: what is replayed runs into live without a hole.
+    let bytes = 0;
+    let first = after.length;
+    while (first > 0 && after.length - first < budget.entries && bytes + after[first - 1]!.bytes <= budget.bytes) bytes += after[--first]!.bytes;
+    const entries = after.slice(first).map((e) => e.envelope);
+    if (first > 0) return { entries, complete: false, reason: "TOO_LARGE" };
+    if (compareOffsets(offset, this.#maxDeleted) < 0) return { entries, complete: false, reason: "TRIMMED" };
+    return { entries, complete: true };
+  }
+
+  async page(epoch: string, offset: string, budget: ReadBudget): Promise<Replay> {
+    const refused = this.#check(epoch, offset);
+    if (refused) return refused;
+    const after = this.#after(offset);
+    let bytes = 0;
+    let n = 0;
+    while (n < after.length && n < budget.entries && (n === 0 || bytes + after[n]!.bytes <= budget.bytes)) bytes += after[n++]!.bytes;
+    const entries = after.slice(0, n).map((e) => e.envelope);
+    if (compareOffsets(offset, this.#maxDeleted) < 0) return { entries, complete: false, reason: "TRIMMED" };
+    return n < after.length ? { entries, complete: false, reason: "TOO_LARGE" } : { entries, complete: true };
   }
 
   async start(): Promise<void> {}
   close(): void {}
+
+  /** Offsets of another history mean nothing here; one it never gave is refused, not waited for. */
+  #check(epoch: string, offset: string): Replay | undefined {
+    this.#trim(Date.now());
+    if (epoch !== this.#epoch) return { entries: [], complete: false, reason: "EPOCH_CHANGED" };
+    if (compareOffsets(offset, this.#last) > 0) return { entries: [], complete: false, reason: "FUTURE_OFFSET" };
+    return undefined;
+  }
+
+  #after(offset: string) {
+    const i = this.#entries.findIndex((e) => compareOffsets(e.offset, offset) > 0);
+    return i < 0 ? [] : this.#entries.slice(i);
+  }
 
   #trim(now: number): void {
     const { maxEntries, ttlMs } = this.limits;
@@ -153,20 +205,37 @@ if not epoch then epoch = ARGV[1]; redis.call('SET', KEYS[2], epoch) end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 return {epoch, last[1] and last[1][1] or '0-0'}`;
 
-// What came after ARGV[1]: the epoch, the floor, and up to ARGV[2] entries, newest first.
-const SINCE = `
+// The epoch (none: this history is gone), the floor, and the last id the stream
+// ever gave (XINFO's last-generated-id: kept when trims empty the stream), read
+// in Redis, so no entry crosses the network.
+const META = `
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then return {false} end
-return {epoch, redis.call('GET', KEYS[3]) or '0-0', redis.call('XREVRANGE', KEYS[1], '+', '(' .. ARGV[1], 'COUNT', ARGV[2])}`;
+local last = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do if info[i] == 'last-generated-id' then last = info[i + 1] end end
+end
+return {epoch, redis.call('GET', KEYS[3]) or '0-0', last}`;
 
 type StreamEntry = [id: string, fields: string[]];
 
 /**
- * How long broadcasts are held while the history's shard fails over (Redis
- * Cluster only): above the default cluster-node-timeout (15 s) plus an
- * election, so a failover with Redis's defaults loses nothing.
+ * How long broadcasts wait for Redis by default before an instance delivers
+ * them to its own clients only: on a cluster above the default
+ * cluster-node-timeout (15 s) plus an election, so a failover with Redis's
+ * defaults loses nothing; on one Redis long enough for a reconnect.
  */
-const FAILOVER_WINDOW_MS = 20_000;
+export const DEFAULT_HOLD_MS = { cluster: 20_000, single: 2_000 } as const;
+
+export interface RedisLogOptions extends HistoryLimits {
+  /** How long appends are held and retried while Redis is unreachable. */
+  holdMs: number;
+}
+
+/** Entries per page for the next read, from the average size seen so far. */
+const nextPage = (bytes: number, entries: number, left: number): number =>
+  Math.max(1, Math.min(MAX_PAGE, left, Math.floor(PAGE_BYTES / Math.max(1, entries > 0 ? bytes / entries : PAGE_BYTES))));
 
 /** With Redis: a stream (XADD with an approximate MAXLEN and a MINID time bound), delivered through one channel. */
 export class RedisLog implements BroadcastLog {
@@ -175,7 +244,9 @@ export class RedisLog implements BroadcastLog {
   #last = "0-0";
   /** Set while this instance delivered to its own clients only: a gap entry follows once Redis is back. */
   #gap = false;
-  /** Appends waiting, in publishing order, for a cluster shard to fail over; the first is being retried. */
+  /** Set once a hold ran out: until Redis is back, broadcasts go to local clients at once. */
+  #away = false;
+  /** Appends waiting, in publishing order, for Redis to come back; the first is being retried. */
   readonly #held: { payload: string; envelope: Envelope; done: () => void }[] = [];
   #closed = false;
 
@@ -189,7 +260,7 @@ export class RedisLog implements BroadcastLog {
 
   constructor(
     private readonly redis: RedisConnection,
-    private readonly limits: HistoryLimits,
+    private readonly opts: RedisLogOptions,
     private readonly log: Logger,
     onSkipped: () => void = () => undefined,
   ) {
@@ -212,6 +283,7 @@ export class RedisLog implements BroadcastLog {
     // Back from an outage: mark the gap in the history for everyone, and learn the (maybe new) epoch.
     this.redis.onReconnect(() => {
       if (this.#closed) return;
+      this.#away = false;
       void (async () => {
         if (this.#gap)
           await this.#append("", "gap").then(
@@ -220,6 +292,11 @@ export class RedisLog implements BroadcastLog {
           );
         await this.#readHead(false).catch(() => undefined);
       })();
+    });
+    // The subscription is back (node-redis resubscribes before it says ready):
+    // what was published while it was down is in the stream.
+    this.redis.onSubscriberReady(() => {
+      if (!this.#closed && !this.#repairing) void this.#repair();
     });
   }
 
@@ -231,18 +308,17 @@ export class RedisLog implements BroadcastLog {
     const payload = JSON.stringify(envelope);
     // Behind appends being retried: wait in line, so the order stays the order of publishing.
     if (this.#held.length > 0) return this.#hold(payload, envelope);
-    if (this.redis.ready) {
+    if (this.#away) return this.#deliverLocally(envelope);
+    if (this.redis.commandsReady) {
       try {
         await this.#append(payload, "e");
         this.#outage.published();
         return;
       } catch (err) {
-        // A cluster still connected has lost one shard: its replica takes over in seconds.
-        if (this.redis.kind === "cluster" && this.redis.ready) return this.#hold(payload, envelope);
-        this.log.debug({ err: (err as Error).message }, "history append failed: delivered to this instance's clients only");
+        this.log.debug({ err: (err as Error).message }, "history append failed: holding it while redis comes back");
       }
     }
-    this.#deliverLocally(envelope);
+    return this.#hold(payload, envelope);
   }
 
   /**
@@ -257,7 +333,7 @@ export class RedisLog implements BroadcastLog {
 
   /** Queues an append for #retryHeld; a full queue delivers locally instead. */
   #hold(payload: string, envelope: Envelope): Promise<void> {
-    if (this.#held.length >= Math.max(1, this.limits.maxEntries)) {
+    if (this.#held.length >= Math.max(1, this.opts.maxEntries)) {
       this.#deliverLocally(envelope);
       return Promise.resolve();
     }
@@ -268,27 +344,32 @@ export class RedisLog implements BroadcastLog {
   }
 
   /**
-   * Retries the oldest held append until it lands (the shard's replica took
-   * over), then the rest in order; past FAILOVER_WINDOW_MS, or once the client
-   * is disconnected altogether, everything held goes to local clients only.
+   * Retries the oldest held append until it lands (Redis reconnected, or the
+   * shard's replica took over), then the rest in order; past `holdMs`, or
+   * once a cluster client is disconnected altogether, everything held goes to
+   * local clients only. A command cut in flight may have run: its retry can
+   * add the entry twice (at least once, never lost).
    */
   async #retryHeld(): Promise<void> {
     const started = Date.now();
-    this.log.warn({ windowMs: FAILOVER_WINDOW_MS }, "history shard unreachable: holding broadcasts while the cluster fails over");
+    this.log.warn({ holdMs: this.opts.holdMs }, "history unreachable: holding broadcasts while redis comes back");
     while (this.#held.length > 0) {
       const head = this.#held[0]!;
       try {
+        if (!this.redis.commandsReady) throw new Error("not connected");
         await this.#append(head.payload, "e");
         this.#held.shift();
         head.done();
-        if (this.#held.length === 0) this.log.info({ heldMs: Date.now() - started }, "history shard back: held broadcasts published in order");
+        if (this.#held.length === 0) this.log.info({ heldMs: Date.now() - started }, "history back: held broadcasts published in order");
         continue;
       } catch {
-        if (!this.#closed && this.redis.ready && Date.now() - started < FAILOVER_WINDOW_MS) {
-          await new Promise((r) => setTimeout(r, 100));
+        const gaveUp = this.redis.kind === "cluster" && !this.redis.ready;
+        if (!this.#closed && !gaveUp && Date.now() - started < this.opts.holdMs) {
+          await new Promise((r) => setTimeout(r, 50));
           continue;
         }
       }
+      this.#away = true;
       for (const held of this.#held.splice(0)) {
         this.#deliverLocally(held.envelope);
         held.done();
@@ -296,53 +377,92 @@ export class RedisLog implements BroadcastLog {
     }
   }
 
-  async since(epoch: string, offset: string, limit: number) {
-    const [current, floor, entries] = (await this.redis.command(this.#keys.stream, [
-      "EVAL",
-      SINCE,
-      "3",
-      this.#keys.stream,
-      this.#keys.epoch,
-      this.#keys.floor,
-      offset,
-      String(limit + 1),
-    ])) as [string | null, string, StreamEntry[]];
-    // Offsets of another history (or of one Redis lost) mean nothing here.
-    if (!current || current !== epoch) return { entries: [], complete: false };
-    // Entries before the floor were trimmed: only a client at or past it has them all.
-    let complete = (floor === "0-0" || compareOffsets(offset, floor) >= 0) && entries.length <= limit;
-    const out: Envelope[] = [];
-    // Newest first from XREVRANGE: past the limit, the newest are kept, so the replay runs into live without a hole.
-    for (const [id, fields] of entries.slice(0, limit).reverse()) {
-      if (fields[0] !== "e") {
-        complete = false; // a gap: some instance served its own clients only
-        continue;
+  async since(epoch: string, offset: string, budget: ReadBudget): Promise<Replay> {
+    const meta = await this.#meta();
+    const refused = checkResume(meta, epoch, offset);
+    if (refused) return refused;
+    // Newest first, in pages, back to the offset: what fits the budget is the newest, so the replay runs into live without a hole.
+    const kept: StreamEntry[] = [];
+    let bytes = 0;
+    let over = false;
+    let upper = meta.last;
+    let count = 2;
+    for (;;) {
+      const page = await this.#read("XREVRANGE", upper, `(${offset}`, count);
+      for (const entry of page) {
+        const size = entry[1][1]?.length ?? 0;
+        if (kept.length >= budget.entries || bytes + size > budget.bytes) {
+          over = true;
+          break;
+        }
+        kept.push(entry);
+        bytes += size;
       }
-      const envelope = parseEnvelope(fields[1]);
-      if (envelope) out.push(withOffset(envelope, id));
+      if (over || page.length < count) break;
+      upper = `(${page[page.length - 1]![0]}`;
+      count = nextPage(bytes, kept.length, budget.entries - kept.length + 1);
     }
-    return { entries: out, complete };
+    return toReplay(kept.reverse(), { over, trimmed: isTrimmed(meta.floor, offset) });
+  }
+
+  async page(epoch: string, offset: string, budget: ReadBudget): Promise<Replay> {
+    const meta = await this.#meta();
+    const refused = checkResume(meta, epoch, offset);
+    if (refused) return refused;
+    const kept: StreamEntry[] = [];
+    let bytes = 0;
+    let lower = `(${offset}`;
+    let count = Math.min(2, budget.entries);
+    let over = false;
+    for (;;) {
+      const page = await this.#read("XRANGE", lower, meta.last, count);
+      for (const entry of page) {
+        const size = entry[1][1]?.length ?? 0;
+        if (kept.length >= budget.entries || (kept.length > 0 && bytes + size > budget.bytes)) {
+          over = true;
+          break;
+        }
+        kept.push(entry);
+        bytes += size;
+      }
+      if (over || page.length < count) break;
+      lower = `(${page[page.length - 1]![0]}`;
+      count = nextPage(bytes, kept.length, budget.entries - kept.length + 1);
+    }
+    return toReplay(kept, { over, trimmed: isTrimmed(meta.floor, offset) });
+  }
+
+  async #meta(): Promise<StreamMeta> {
+    const { stream, epoch, floor } = this.#keys;
+    const [current, floorId, last] = (await this.redis.command(stream, ["EVAL", META, "3", stream, epoch, floor])) as [string | null, string, string];
+    return { epoch: current ?? undefined, floor: floorId, last };
+  }
+
+  /** One page of the stream (XRANGE from `a` to `b`, XREVRANGE from `a` down to `b`). */
+  #read(command: "XRANGE" | "XREVRANGE", a: string, b: string, count: number): Promise<StreamEntry[]> {
+    const { stream } = this.#keys;
+    return this.redis.command(stream, [command, stream, a, b, "COUNT", String(count)]) as Promise<StreamEntry[]>;
   }
 
   async #append(payload: string, kind: "e" | "gap"): Promise<void> {
-    const minId = this.limits.ttlMs > 0 ? String(Date.now() - this.limits.ttlMs) : "0";
+    const minId = this.opts.ttlMs > 0 ? String(Date.now() - this.opts.ttlMs) : "0";
     const { stream, epoch, floor, channel } = this.#keys;
     const chained = this.#chained ? "1" : "0";
-    const args = [payload, kind, String(this.limits.maxEntries), minId, newEpoch(), channel, this.redis.publishCommand, chained];
+    const args = [payload, kind, String(this.opts.maxEntries), minId, newEpoch(), channel, this.redis.publishCommand, chained];
     await this.redis.command(stream, ["EVAL", APPEND, "3", stream, epoch, floor, ...args]);
   }
 
   /**
    * The epoch and the newest offset. At start, or when the epoch changed, this
-   * instance stands there. Otherwise one Redis moves it forward; a cluster
-   * leaves it, so the next message finds and repairs what this instance missed.
+   * instance stands there. Otherwise it stays where delivery brought it: what
+   * it missed comes from the stream (#repair).
    */
   async #readHead(initial: boolean): Promise<void> {
     const [epoch, last] = (await this.redis.command(this.#keys.stream, ["EVAL", HEAD, "2", this.#keys.stream, this.#keys.epoch, newEpoch()])) as [
       string,
       string,
     ];
-    if (initial || epoch !== this.#epoch || (!this.#chained && compareOffsets(last, this.#last) > 0)) this.#last = last;
+    if (initial || epoch !== this.#epoch) this.#last = last;
     this.#epoch = epoch;
   }
 
@@ -364,14 +484,9 @@ export class RedisLog implements BroadcastLog {
     this.#apply(entry);
   }
 
-  /**
-   * Delivers an entry. On a cluster, once: one at or before where this
-   * instance stands came already (repairs overlap the live channel). One
-   * Redis delivers what the channel brings: its #last may have been moved
-   * past an entry still on its way by #readHead.
-   */
+  /** Delivers an entry once: one at or before where this instance stands came already (repairs overlap the live channel). */
   #apply(entry: ChannelEntry): void {
-    if (this.#chained && entry.epoch === this.#epoch && compareOffsets(entry.id, this.#last) <= 0) return;
+    if (entry.epoch === this.#epoch && compareOffsets(entry.id, this.#last) <= 0) return;
     this.#epoch = entry.epoch;
     this.#last = entry.id;
     if (entry.kind !== "e") return;
@@ -379,29 +494,67 @@ export class RedisLog implements BroadcastLog {
     if (envelope) this.#handler(withOffset(envelope, entry.id));
   }
 
-  /** Reads what this instance missed from the stream and delivers it, then what came live meanwhile, in order. */
+  /** Reads what this instance missed from the stream, in pages, and delivers it; then what came live meanwhile, in order. */
   async #repair(): Promise<void> {
     this.#repairing = true;
     const from = this.#last;
+    let missed = 0;
     try {
-      const { stream } = this.#keys;
-      const entries = (await this.redis.command(stream, [
-        "XRANGE",
-        stream,
-        `(${from}`,
-        "+",
-        "COUNT",
-        String(Math.max(1, this.limits.maxEntries)),
-      ])) as StreamEntry[];
-      const missed = entries.filter(([id]) => !this.#waiting.some((w) => w.id === id)).length;
-      this.log.warn({ from, missed }, "broadcasts missed on the channel (a failover moved it): delivered from the history");
-      for (const [id, [kind = "", payload = ""]] of entries) this.#apply({ epoch: this.#epoch, id, kind, payload });
+      let lower = `(${from}`;
+      let count = 2;
+      let bytes = 0;
+      let read = 0;
+      for (;;) {
+        const page = await this.#read("XRANGE", lower, "+", count);
+        for (const [id, [kind = "", payload = ""]] of page) {
+          if (!this.#waiting.some((w) => w.id === id) && compareOffsets(id, this.#last) > 0) missed++;
+          this.#apply({ epoch: this.#epoch, id, kind, payload });
+          bytes += payload.length;
+        }
+        read += page.length;
+        if (page.length < count) break;
+        lower = `(${page[page.length - 1]![0]}`;
+        count = nextPage(bytes, read, MAX_PAGE);
+      }
+      if (missed > 0) this.log.warn({ from, missed }, "broadcasts missed on the channel: delivered from the history");
     } catch (err) {
       this.log.warn({ from, err: (err as Error).message }, "broadcasts missed on the channel could not be read from the history");
     }
     this.#repairing = false;
     for (const entry of this.#waiting.splice(0)) this.#apply(entry);
   }
+}
+
+interface StreamMeta {
+  /** Undefined: the history is gone (Redis lost its data). */
+  epoch: string | undefined;
+  floor: string;
+  last: string;
+}
+
+/** A resume that cannot be answered from this history: another epoch, or an offset it never gave. */
+function checkResume(meta: StreamMeta, epoch: string, offset: string): Replay | undefined {
+  if (meta.epoch === undefined || meta.epoch !== epoch) return { entries: [], complete: false, reason: "EPOCH_CHANGED" };
+  if (compareOffsets(offset, meta.last) > 0) return { entries: [], complete: false, reason: "FUTURE_OFFSET" };
+  return undefined;
+}
+
+/** Entries before the floor were trimmed: only a client at or past it has them all. */
+const isTrimmed = (floor: string, offset: string): boolean => floor !== "0-0" && compareOffsets(offset, floor) < 0;
+
+function toReplay(kept: StreamEntry[], state: { over: boolean; trimmed: boolean }): Replay {
+  const entries: Envelope[] = [];
+  let gap = false;
+  for (const [id, fields] of kept) {
+    if (fields[0] !== "e") {
+      gap = true; // some instance served its own clients only
+      continue;
+    }
+    const envelope = parseEnvelope(fields[1]);
+    if (envelope) entries.push(withOffset(envelope, id));
+  }
+  const reason: RecoveryReason | undefined = state.over ? "TOO_LARGE" : state.trimmed ? "TRIMMED" : gap ? "GAP" : undefined;
+  return reason ? { entries, complete: false, reason } : { entries, complete: true };
 }
 
 interface ChannelEntry {

@@ -1,13 +1,15 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import express, { type NextFunction, type Request, type Response } from "express";
-import { type Config, isLoopbackHost } from "../config.js";
+import { isIP } from "node:net";
+import type { Config } from "../config.js";
 import type { DrainState } from "../drain.js";
 import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { BroadcastDomain } from "../domain/broadcast.js";
 import { parseOffset } from "../domain/history.js";
+import type { ClientAddresses } from "../realtime/client-address.js";
 
 /**
  * The HTTP API: the old services' broadcast and client list (admin: bearer
@@ -19,19 +21,22 @@ export function createHttpApp(opts: {
   drain: DrainState;
   domain: BroadcastDomain;
   metrics: Metrics;
+  addresses: ClientAddresses;
   demoDir: string;
 }): express.Express {
-  const { config, log, drain, domain, metrics } = opts;
+  const { config, log, drain, domain, metrics, addresses } = opts;
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
 
-  // Secure by default: without a token, the admin endpoints answer only on a
-  // loopback address, unless ADMIN_OPEN says the network is trusted.
-  const adminLocked = config.adminToken === undefined && !config.adminOpen && !isLoopbackHost(config.host);
+  // Secure by default: without a token, the admin endpoints answer only a
+  // caller on this machine that came through no proxy (a proxy on loopback
+  // would make every stranger look local), unless ADMIN_OPEN says the network is trusted.
   const admin = (req: Request, _res: Response, next: NextFunction) => {
-    if (adminLocked) return next(new ServiceError("ADMIN_DISABLED"));
-    if (config.adminToken === undefined) return next();
+    if (config.adminToken === undefined) {
+      if (config.adminOpen || (isLoopback(req.socket.remoteAddress) && !addresses.proxied(req))) return next();
+      return next(new ServiceError("ADMIN_DISABLED"));
+    }
     const given = /^Bearer (.+)$/.exec(req.get("authorization") ?? "")?.[1] ?? "";
     // Compare digests so neither the length nor the content leaks through timing.
     const digest = (s: string) => createHash("sha256").update(s).digest();
@@ -66,7 +71,8 @@ export function createHttpApp(opts: {
     const limit = typeof limitRaw === "string" && /^\d{1,7}$/.test(limitRaw) ? Math.min(Number(limitRaw), config.historySize) : Number.NaN;
     if (!(limit >= 1)) throw new ServiceError("BAD_REQUEST", `limit must be a whole number from 1 to ${config.historySize}`);
     const epoch = typeof req.query.epoch === "string" ? req.query.epoch : head.epoch;
-    const { entries, complete } = await domain.recover(epoch, since, limit);
+    // Forward from `since`, in pages the size of a replay's budget: page on with the last entry's offset.
+    const { entries, complete } = await domain.historyPage(epoch, since, { entries: limit, bytes: config.replayMaxBytes });
     res.json({
       epoch: domain.head()?.epoch ?? head.epoch,
       complete,
@@ -111,4 +117,10 @@ export function createHttpApp(opts: {
   });
 
   return app;
+}
+
+/** A loopback peer (IPv4, IPv6 or IPv4-mapped). */
+function isLoopback(address: string | undefined): boolean {
+  if (address === undefined || isIP(address) === 0) return false;
+  return address === "::1" || /^(::ffff:)?127\./.test(address);
 }

@@ -8,7 +8,10 @@ import type { Metrics } from "../metrics.js";
 import type { TokenVerifier } from "./client-auth.js";
 import type { OriginPolicy } from "./origin.js";
 import type { PenaltyBox } from "./penalty.js";
+import type { ClientAddresses } from "./client-address.js";
+import type { PublishLimits } from "./publish-limits.js";
 import type { RateLimiter } from "./rate-limit.js";
+import type { ReplayPolicy } from "./recovery.js";
 
 /** What a gateway (Socket.IO, /ws) needs: the instance's config, state, policies and domain. */
 export interface GatewayDeps {
@@ -21,6 +24,12 @@ export interface GatewayDeps {
   origins: OriginPolicy;
   limiter: RateLimiter;
   penalties: PenaltyBox;
+  /** Per address and per instance, on what clients publish. */
+  publishLimits: PublishLimits;
+  /** Who a request comes from (TRUST_PROXY). */
+  addresses: ClientAddresses;
+  /** What replays may spend. */
+  replays: ReplayPolicy;
   /** Set when client tokens are required. */
   verifyToken: TokenVerifier | undefined;
   /** Why a new session is turned away before anything is taken (draining, full: 503, nginx tries another instance), if it is. */

@@ -1,21 +1,5 @@
-import type { IncomingHttpHeaders } from "node:http";
-
 /** At most this many addresses are held; past it the oldest penalty is dropped (a map an attacker cannot grow without bound). */
 const MAX_ADDRESSES = 100_000;
-
-/**
- * The address a client connects from: the TCP peer, or, behind a proxy we
- * trust (TRUST_PROXY), the last X-Forwarded-For entry, which our nginx
- * appends itself (`$proxy_add_x_forwarded_for`) and a client cannot forge.
- */
-export function clientAddress(peer: string | undefined, headers: IncomingHttpHeaders, trustProxy: boolean): string {
-  if (trustProxy) {
-    const xff = headers["x-forwarded-for"];
-    const last = (Array.isArray(xff) ? xff.join(",") : (xff ?? "")).split(",").pop()?.trim();
-    if (last) return last;
-  }
-  return peer ?? "unknown";
-}
 
 /**
  * The penalty box: after a connection is cut for flooding, new sessions from

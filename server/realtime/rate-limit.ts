@@ -27,8 +27,20 @@ export interface RateLimiter {
   readonly description: string;
 }
 
-export function createRateLimiter(opts: { perSec: number; burst: number; disconnectAfter: number }): RateLimiter {
+/**
+ * Refills `b` at `perMs` up to `burst`, plus what the rate gave during a
+ * recent stall of the server (`stallMs`): frames sent at a steady pace
+ * while the loop was stalled arrive together and must not empty the bucket.
+ */
+export function refill(b: { tokens: number; at: number }, perMs: number, burst: number, stallMs: number): void {
+  const t = performance.now();
+  b.tokens = Math.min(burst + stallMs * perMs, b.tokens + (t - b.at) * perMs);
+  b.at = t;
+}
+
+export function createRateLimiter(opts: { perSec: number; burst: number; disconnectAfter: number; stallMs?: () => number }): RateLimiter {
   const { perSec, burst, disconnectAfter } = opts;
+  const stallMs = opts.stallMs ?? (() => 0);
   const description = `${perSec} messages a second (burst ${burst})`;
   if (perSec <= 0) return { bucket: () => undefined, take: () => "ok", description };
   const perMs = perSec / 1000;
@@ -37,9 +49,7 @@ export function createRateLimiter(opts: { perSec: number; burst: number; disconn
     bucket: () => ({ tokens: burst, at: performance.now(), refused: 0 }),
     take(b) {
       if (!b) return "ok";
-      const t = performance.now();
-      b.tokens = Math.min(burst, b.tokens + (t - b.at) * perMs);
-      b.at = t;
+      refill(b, perMs, burst, stallMs());
       if (b.tokens >= 1) {
         b.tokens -= 1;
         b.refused = 0;

@@ -10,10 +10,10 @@ import { ServiceError } from "../errors.js";
 import type { ConnectionCount, Metrics } from "../metrics.js";
 import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "../protocol.js";
 import { admit } from "./admission.js";
-import { ReplayBoundary, parseResume, startConnection } from "./recovery.js";
+import { ReplayBoundary, type Resume, parseResume, startConnection } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
 import type { OriginPolicy } from "./origin.js";
-import { clientAddress } from "./penalty.js";
+import type { ClientAddresses } from "./client-address.js";
 import { joinPreEncodedFrames, wholeTextFrame } from "./prebuilt-frames.js";
 import { guardSlowClients } from "./slow-clients.js";
 import { releaseUpgradeGuard } from "./upgrade-guard.js";
@@ -25,6 +25,7 @@ type AckFn = (answer: Ack<Record<string, unknown>>) => void;
 
 const NO_HEADERS: IoSocket["handshake"]["headers"] = Object.freeze({});
 const NO_QUERY: IoSocket["handshake"]["query"] = Object.freeze({});
+const NO_AUTH: IoSocket["handshake"]["auth"] = Object.freeze({});
 
 /** The room of sockets whose replay is running: live broadcasts skip it (they wait in `socket.data.pending`). */
 const REPLAYING = "wbs:replaying";
@@ -54,9 +55,9 @@ export interface SocketIoGateway {
 /** The Socket.IO server on `httpServer`, with our origin policy, limits and sticky session ids. */
 export function createIo(
   httpServer: HttpServer,
-  opts: { config: Config; metrics: Metrics; origins: OriginPolicy; adapter?: Parameters<Server["adapter"]>[0] },
+  opts: { config: Config; metrics: Metrics; origins: OriginPolicy; addresses: ClientAddresses; adapter?: Parameters<Server["adapter"]>[0] },
 ): IoServer {
-  const { config, metrics, origins } = opts;
+  const { config, metrics, origins, addresses } = opts;
   const io: IoServer = new Server(httpServer, {
     path: "/socket.io",
     serveClient: true,
@@ -68,6 +69,8 @@ export function createIo(
     // it: with compression ws would queue frames it is deflating, and a frame
     // written past that queue could overtake them.
     perMessageDeflate: false,
+    // A session that never connects to the namespace (a bare handshake) stops holding a MAX_CONNECTIONS slot.
+    connectTimeout: config.connectTimeoutMs,
     cors: {
       origin: (origin, cb) => cb(null, origins.allows(origin)),
     },
@@ -112,7 +115,11 @@ export function createIo(
     }
     releaseUpgradeGuard(req.socket);
   });
-  io.engine.on("connection", (raw: { request: unknown }) => {
+  // The client's address is read here, while the request is still there (its
+  // X-Forwarded-For, behind nginx), into the property Socket.IO makes
+  // `handshake.address` from.
+  io.engine.on("connection", (raw: { request: IncomingMessage | null; remoteAddress: string }) => {
+    if (raw.request) raw.remoteAddress = addresses.of(raw.request);
     raw.request = null;
   });
   joinPreEncodedFrames(io.of("/").adapter);
@@ -126,26 +133,49 @@ const isCloseRelay = (fn: unknown): boolean => typeof fn === "function" && fn.to
 export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIoGateway {
   const { config, log, registry, domain, metrics, limiter, penalties } = opts;
 
+  // Engine.IO sessions with a CONNECT to `/` pending or open. Socket.IO itself
+  // ignores a CONNECT once a socket is open, but not while our (async)
+  // admission runs: each would become a socket of its own.
+  const connecting = new WeakSet<object>();
+  const alreadyConnecting = new ServiceError("BAD_REQUEST", "this session already has a connection to / (one CONNECT a session)");
+
   io.use((socket, next) => {
-    const auth: Record<string, unknown> = socket.handshake.auth ?? {};
-    const address = clientAddress(socket.handshake.address, socket.handshake.headers, config.trustProxy);
+    const client = socket.client;
+    if (connecting.has(client)) {
+      metrics.refusals.inc({ code: alreadyConnecting.code });
+      return next(alreadyConnecting);
+    }
+    const auth = parseAuth(socket.handshake.auth, config.maxRoomsPerConnection);
+    // Only what was parsed is kept: whatever else the CONNECT carried goes now.
+    socket.handshake.auth = NO_AUTH;
+    if (auth instanceof ServiceError) {
+      metrics.refusals.inc({ code: auth.code });
+      return next(auth);
+    }
+    connecting.add(client);
+    const address = socket.handshake.address;
+    const refused = (err: Error) => {
+      connecting.delete(client);
+      next(err);
+    };
     admit(opts, { transport: "socket.io", address, wanted: auth.clientId, token: auth.token }).then(
       (result) => {
-        if (!result.ok) return next(result.error);
+        if (!result.ok) return refused(result.error);
         // The client may have gone while we awaited Redis: then it never connects
         // and "disconnect" never fires. Otherwise Socket.IO connects it on the next tick.
         if (socket.conn.readyState !== "open") {
           registry.release(result.lease);
-          return next(new Error("client left during the handshake"));
+          return refused(new Error("client left during the handshake"));
         }
         socket.data.lease = result.lease;
         socket.data.bucket = limiter.bucket();
         socket.data.address = address;
+        socket.data.start = { resume: auth.resume, rooms: auth.rooms };
         next();
       },
       (err: unknown) => {
         log.error({ err }, "admission failed");
-        next(new ServiceError("INTERNAL"));
+        refused(new ServiceError("INTERNAL"));
       },
     );
   });
@@ -174,10 +204,11 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     };
 
   const listeners = {
-    message: listener("message", async (_socket, lease, payload) => {
+    message: listener("message", async (socket, lease, payload) => {
       metrics.messagesIn.inc({ transport: "socket.io" });
       const { text, room } =
         typeof payload === "object" && payload !== null ? (payload as { text?: unknown; room?: unknown }) : { text: payload, room: undefined };
+      opts.publishLimits.admit("socket.io", socket.data.address, text);
       await domain.handleClientText({ from: lease.id, origin: "socket.io", text, room });
       return undefined;
     }),
@@ -224,27 +255,21 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
   }
 
   function onDisconnect(this: IoSocket, reason: string): void {
+    connecting.delete(this.client);
     this.data.replay?.drop();
     const lease = this.data.lease;
     registry.release(lease);
     log.debug({ clientId: lease.id, reason }, "disconnected");
   }
 
-  const joinRooms = (socket: IoSocket, rooms: unknown): void => {
-    if (!Array.isArray(rooms)) return;
-    const cap = config.maxRoomsPerConnection > 0 ? config.maxRoomsPerConnection : Number.POSITIVE_INFINITY;
-    for (const room of rooms.slice(0, Math.min(rooms.length, cap))) {
-      if (typeof room === "string" && ROOM_PATTERN.test(room)) socket.join(roomKey(room));
-    }
-  };
-
   io.on("connection", (socket: IoSocket) => {
     const { lease } = socket.data;
     log.debug({ clientId: lease.id, transport: socket.conn.transport.name }, "connected");
-    const auth: Record<string, unknown> = socket.handshake.auth ?? {};
+    const start = socket.data.start;
+    socket.data.start = undefined;
     // Rooms sent back by a reconnecting client are joined before its replay, so their messages are replayed too.
-    joinRooms(socket, auth.rooms);
-    const resume = domain.head() ? parseResume(auth.epoch, auth.offset) : undefined;
+    for (const room of start?.rooms ?? []) socket.join(roomKey(room));
+    const resume = domain.head() ? start?.resume : undefined;
     // Without the request, Socket.IO gave the handshake fresh empty headers and query: share one.
     socket.handshake.headers = NO_HEADERS;
     socket.handshake.query = NO_QUERY;
@@ -264,12 +289,19 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     void startConnection({
       domain,
       resume,
-      limit: config.historySize,
+      policy: opts.replays,
       base: { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() },
       entitled: (e) => e.room === undefined || socket.rooms.has(roomKey(e.room)),
       boundary,
       greet: (w) => socket.emit("welcome", w),
       send: (e) => emitTo(socket, e),
+      queued: () => queuedBytes(socket),
+      open: () => socket.connected,
+      cut: () => {
+        metrics.slowClientsCut.inc({ transport: "socket.io" });
+        log.warn({ clientId: lease.id, transport: "socket.io" }, "slow client cut: it did not read its replay");
+        cutConnection(socket);
+      },
       onError: (err) => log.warn({ clientId: lease.id, err: err.message }, "recovery failed: the client is told recovered: false"),
     });
   });
@@ -426,6 +458,33 @@ function cutConnection(socket: IoSocket): void {
   const ws = (socket.conn as unknown as EngineConnection).transport?.socket;
   if (typeof ws?.terminate === "function") ws.terminate();
   else socket.conn.close(true);
+}
+
+/** What a Socket.IO CONNECT's `auth` may carry, parsed and bounded; anything else in it is dropped. */
+interface ParsedAuth {
+  clientId: unknown;
+  token: unknown;
+  resume: Resume | undefined;
+  rooms: string[];
+}
+
+/** Longest client token accepted (a JWT with many claims is a few KiB). */
+const MAX_TOKEN_CHARS = 8_192;
+
+/** Total: the handshake's `auth` (any JSON) as what we use, or a coded refusal. */
+function parseAuth(raw: unknown, maxRooms: number): ParsedAuth | ServiceError {
+  if (raw === undefined || raw === null) return { clientId: undefined, token: undefined, resume: undefined, rooms: [] };
+  if (typeof raw !== "object" || Array.isArray(raw)) return new ServiceError("BAD_REQUEST", "auth must be an object");
+  const auth = raw as Record<string, unknown>;
+  if (typeof auth.token === "string" && auth.token.length > MAX_TOKEN_CHARS) {
+    return new ServiceError("BAD_REQUEST", `auth.token is longer than ${MAX_TOKEN_CHARS} characters`);
+  }
+  const cap = maxRooms > 0 ? maxRooms : 1_000;
+  if (auth.rooms !== undefined && (!Array.isArray(auth.rooms) || auth.rooms.length > cap)) {
+    return new ServiceError("BAD_REQUEST", `auth.rooms must be an array of at most ${cap} room names`);
+  }
+  const rooms = ((auth.rooms as unknown[] | undefined) ?? []).filter((r): r is string => typeof r === "string" && ROOM_PATTERN.test(r));
+  return { clientId: auth.clientId, token: auth.token, resume: parseResume(auth.epoch, auth.offset), rooms };
 }
 
 function validRoom(room: unknown): string {

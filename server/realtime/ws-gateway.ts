@@ -9,7 +9,6 @@ import type { ErrorBody, Welcome, WsServerFrame } from "../protocol.js";
 import { admit } from "./admission.js";
 import { ReplayBoundary, type Resume, parseResume, startConnection } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
-import { clientAddress } from "./penalty.js";
 import type { Bucket } from "./rate-limit.js";
 import { refusalHeaders, rejectUpgrade } from "./reject.js";
 import { type RequestTarget, decodePathSegment } from "./request-target.js";
@@ -64,7 +63,7 @@ export interface WsGateway {
 }
 
 export function createWsGateway(opts: GatewayDeps): WsGateway {
-  const { config, log, registry, domain, metrics, origins, limiter, penalties, refuseNewSession } = opts;
+  const { config, log, registry, domain, metrics, origins, limiter, penalties, refuseNewSession, publishLimits } = opts;
   const clients = new Map<WebSocket, Client>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
@@ -134,12 +133,18 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     const raw = data.toString();
     if (c.mode === "echo") return send(c, { type: "echo", data: { text: raw } }, renderEcho(raw));
     const { text, room } = c.format === "json" ? parseJsonFrame(raw) : { text: raw, room: undefined };
-    domain.handleClientText({ from: c.lease.id, origin: "ws", text, room }).catch((err: unknown) => {
+    const answer = (err: unknown) => {
       if (!(err instanceof ServiceError)) return log.error({ clientId: c.lease.id, err }, "message failed");
       metrics.refusals.inc({ code: err.code });
       // A bad message is answered, not punished: the connection stays open.
       sendError(c, err.toJSON());
-    });
+    };
+    try {
+      publishLimits.admit("ws", c.address, text);
+    } catch (err) {
+      return answer(err);
+    }
+    domain.handleClientText({ from: c.lease.id, origin: "ws", text, room }).catch(answer);
   }
   function onError(this: WebSocket, err: Error): void {
     log.debug({ clientId: clients.get(this)?.lease.id, err: err.message }, "socket error");
@@ -250,13 +255,20 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     void startConnection({
       domain,
       resume,
-      limit: config.historySize,
+      policy: opts.replays,
       base: { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() },
       // /ws clients are in no rooms: they are entitled to what is not for a room.
       entitled: (e) => e.room === undefined,
       boundary: client.boundary,
       greet: (welcome: Welcome) => send(client, { type: "welcome", data: welcome }, renderWelcome(welcome)),
       send: deliver,
+      queued: () => ws.bufferedAmount,
+      open: () => ws.readyState === ws.OPEN,
+      cut: () => {
+        metrics.slowClientsCut.inc({ transport: "ws" });
+        log.warn({ clientId: lease.id, transport: "ws" }, "slow client cut: it did not read its replay");
+        ws.terminate();
+      },
       onError: (err) => log.warn({ clientId: lease.id, err: err.message }, "recovery failed: the client is told recovered: false"),
     });
   };
@@ -280,7 +292,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       }
       const token = target.query.token ?? /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
       attempts.set(req, {
-        address: clientAddress(req.socket.remoteAddress, req.headers, config.trustProxy),
+        address: opts.addresses.of(req),
         resume: parseResume(target.query.epoch, target.query.since),
         wanted,
         token,
