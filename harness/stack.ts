@@ -31,8 +31,8 @@ export interface Stack {
   readonly redis: RedisProcess | undefined;
   /** The Redis Cluster it started (option `redisCluster: true`). */
   readonly redisCluster: RedisCluster | undefined;
-  /** The token the instances require on admin endpoints (ADMIN_TOKEN): through nginx nothing answers without it. */
-  readonly adminToken: string;
+  /** The token the instances require on admin endpoints (ADMIN_TOKEN); undefined when `env.ADMIN_TOKEN` is "" (then nothing answers them through nginx). */
+  readonly adminToken: string | undefined;
   /** Index i -> INSTANCE_ID `ws${i+1}` on port basePort+i+1. The same array throughout; restarts replace its entries. */
   readonly instances: InstanceProcess[];
   /** Direct URL of instance i (bypassing nginx). */
@@ -109,13 +109,13 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   let stopGraceMs = defaultGraceMs;
 
   const clustered = Boolean(opts.redisCluster);
-  // Admin calls come through nginx, so they need a token: the caller's, or a fresh one.
-  const adminToken = opts.env?.ADMIN_TOKEN || process.env.ADMIN_TOKEN || randomBytes(24).toString("hex");
+  // Admin calls come through nginx, so they need a token: the caller's, or a fresh one ("" for none).
+  const adminToken = (opts.env?.ADMIN_TOKEN ?? process.env.ADMIN_TOKEN ?? randomBytes(24).toString("hex")) || undefined;
   const instanceEnv = (i: number, redisUrl: string): Record<string, string> => ({
     // Behind nginx (which connects from 127.0.0.1): the client's address is what it appends to X-Forwarded-For.
     TRUST_PROXY: "127.0.0.1",
     ...opts.env,
-    ADMIN_TOKEN: adminToken,
+    ADMIN_TOKEN: adminToken ?? "",
     PORT: String(basePort + i + 1),
     HOST: "127.0.0.1",
     INSTANCE_ID: `ws${i + 1}`,

@@ -127,11 +127,8 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     config.historySize === 0
       ? undefined
       : redis
-        ? new RedisLog(
-            redis,
-            { ...limits, holdMs: config.redisHoldMs ?? DEFAULT_HOLD_MS[redis.kind] },
-            log.child({ component: "history" }),
-            () => metrics.clusterPublishesSkipped.inc(),
+        ? new RedisLog(redis, { ...limits, holdMs: config.redisHoldMs ?? DEFAULT_HOLD_MS[redis.kind] }, log.child({ component: "history" }), () =>
+            metrics.clusterPublishesSkipped.inc(),
           )
         : new MemoryLog(limits);
   await history?.start();
@@ -150,7 +147,12 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   });
   const stalls = new LoopStalls();
   const stallMs = () => stalls.recentMs();
-  const limiter = createRateLimiter({ perSec: config.rateLimitPerSec, burst: config.rateLimitBurst, disconnectAfter: config.rateLimitDisconnectAfter, stallMs });
+  const limiter = createRateLimiter({
+    perSec: config.rateLimitPerSec,
+    burst: config.rateLimitBurst,
+    disconnectAfter: config.rateLimitDisconnectAfter,
+    stallMs,
+  });
   // Live instances, for the share of an address's rate each one allows.
   let instances = 1;
   const countInstances = () =>

@@ -68,12 +68,20 @@ const originList = ({ allowAny }: { allowAny: boolean }) =>
 const proxyList = z
   .string()
   .optional()
-  .transform((v) => (v === undefined || ["", "false", "0", "no"].includes(v.trim().toLowerCase()) ? [] : v.split(",").map((s) => s.trim()).filter(Boolean)))
+  .transform((v) =>
+    v === undefined || ["", "false", "0", "no"].includes(v.trim().toLowerCase())
+      ? []
+      : v
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean),
+  )
   .superRefine((list, ctx) => {
     if (list.some((v) => ["true", "1", "yes", "*"].includes(v.toLowerCase()))) {
       ctx.addIssue({
         code: "custom",
-        message: "must list the proxies whose X-Forwarded-For to believe (e.g. 127.0.0.1, 10.0.0.0/8, loopback), not true: true would let anyone forge their address",
+        message:
+          "must list the proxies whose X-Forwarded-For to believe (e.g. 127.0.0.1, 10.0.0.0/8, loopback), not true: true would let anyone forge their address",
       });
       return;
     }

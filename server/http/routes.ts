@@ -1,7 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import express, { type NextFunction, type Request, type Response } from "express";
-import { isIP } from "node:net";
 import type { Config } from "../config.js";
 import type { DrainState } from "../drain.js";
 import { ServiceError } from "../errors.js";
@@ -9,7 +8,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { BroadcastDomain } from "../domain/broadcast.js";
 import { parseOffset } from "../domain/history.js";
-import type { ClientAddresses } from "../realtime/client-address.js";
+import { type ClientAddresses, isLoopback } from "../realtime/client-address.js";
 
 /**
  * The HTTP API: the old services' broadcast and client list (admin: bearer
@@ -117,10 +116,4 @@ export function createHttpApp(opts: {
   });
 
   return app;
-}
-
-/** A loopback peer (IPv4, IPv6 or IPv4-mapped). */
-function isLoopback(address: string | undefined): boolean {
-  if (address === undefined || isIP(address) === 0) return false;
-  return address === "::1" || /^(::ffff:)?127\./.test(address);
 }

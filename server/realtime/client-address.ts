@@ -6,7 +6,12 @@ import proxyaddr from "proxy-addr";
 export interface ClientAddresses {
   /** The client's address (the penalty box's and the limits' key). */
   of(req: IncomingMessage): string;
-  /** Whether it reached us through a proxy: its peer is one we trust, or it carries a forwarding header. */
+  /**
+   * Whether it reached us through a proxy: it carries a forwarding header
+   * (X-Forwarded-For, Forwarded, X-Real-IP), as every proxy in front of us
+   * must send (the shipped nginx.conf does), or its peer is a trusted proxy
+   * that is not this machine (where a proxy and an operator share loopback).
+   */
   proxied(req: IncomingMessage): boolean;
 }
 
@@ -30,7 +35,13 @@ export function clientAddresses(trusted: readonly string[]): ClientAddresses {
       const h = req.headers;
       if (h["x-forwarded-for"] !== undefined || h.forwarded !== undefined || h["x-real-ip"] !== undefined) return true;
       const peer = req.socket?.remoteAddress;
-      return trusted.length > 0 && peer !== undefined && trust(peer, 0);
+      return trusted.length > 0 && peer !== undefined && trust(peer, 0) && !isLoopback(peer);
     },
   };
+}
+
+/** A loopback address (IPv4, IPv6 or IPv4-mapped). */
+export function isLoopback(address: string | undefined): boolean {
+  if (address === undefined || isIP(address) === 0) return false;
+  return address === "::1" || /^(::ffff:)?127\./.test(address);
 }

@@ -69,8 +69,6 @@ export function createIo(
     // it: with compression ws would queue frames it is deflating, and a frame
     // written past that queue could overtake them.
     perMessageDeflate: false,
-    // A session that never connects to the namespace (a bare handshake) stops holding a MAX_CONNECTIONS slot.
-    connectTimeout: config.connectTimeoutMs,
     cors: {
       origin: (origin, cb) => cb(null, origins.allows(origin)),
     },
@@ -118,12 +116,39 @@ export function createIo(
   // The client's address is read here, while the request is still there (its
   // X-Forwarded-For, behind nginx), into the property Socket.IO makes
   // `handshake.address` from.
-  io.engine.on("connection", (raw: { request: IncomingMessage | null; remoteAddress: string }) => {
+  // A session that has not connected to the namespace in time (a bare
+  // handshake) is closed, discarding its transport: Socket.IO's own timeout
+  // (45 s) would leave a polling session closing for 30 s more, holding a
+  // MAX_CONNECTIONS slot all along.
+  const unconnected = new WeakMap<object, NodeJS.Timeout>();
+  io.engine.on("connection", (raw: EngineSession) => {
     if (raw.request) raw.remoteAddress = addresses.of(raw.request);
     raw.request = null;
+    const timer = setTimeout(() => {
+      unconnected.delete(raw);
+      raw.close(true);
+    }, config.connectTimeoutMs);
+    timer.unref();
+    unconnected.set(raw, timer);
+    raw.once("close", () => {
+      clearTimeout(timer);
+      unconnected.delete(raw);
+    });
+  });
+  io.on("connection", (socket) => {
+    clearTimeout(unconnected.get(socket.conn));
+    unconnected.delete(socket.conn);
   });
   joinPreEncodedFrames(io.of("/").adapter);
   return io;
+}
+
+/** What the Engine.IO "connection" event gives, as far as we use it (its session). */
+interface EngineSession {
+  request: IncomingMessage | null;
+  remoteAddress: string;
+  close(discard: boolean): void;
+  once(event: "close", listener: () => void): void;
 }
 
 /** Engine.IO's WebSocketResponse relay: `socket.once("close", () => this.emit("close"))`. */
@@ -470,16 +495,28 @@ interface ParsedAuth {
 
 /** Longest client token accepted (a JWT with many claims is a few KiB). */
 const MAX_TOKEN_CHARS = 8_192;
+/** Largest `auth` accepted, as JSON, besides its rooms: a token, a clientId and an offset fit well. */
+const MAX_AUTH_CHARS = 16_384;
+/** JSON of one room name in `auth.rooms` at most. */
+const ROOM_CHARS = 67;
 
 /** Total: the handshake's `auth` (any JSON) as what we use, or a coded refusal. */
 function parseAuth(raw: unknown, maxRooms: number): ParsedAuth | ServiceError {
   if (raw === undefined || raw === null) return { clientId: undefined, token: undefined, resume: undefined, rooms: [] };
   if (typeof raw !== "object" || Array.isArray(raw)) return new ServiceError("BAD_REQUEST", "auth must be an object");
   const auth = raw as Record<string, unknown>;
+  const cap = maxRooms > 0 ? maxRooms : 1_000;
+  let size: number;
+  try {
+    size = JSON.stringify(auth).length;
+  } catch {
+    size = Number.POSITIVE_INFINITY;
+  }
+  const maxSize = MAX_AUTH_CHARS + cap * ROOM_CHARS;
+  if (size > maxSize) return new ServiceError("BAD_REQUEST", `auth is larger than ${maxSize} characters of JSON`);
   if (typeof auth.token === "string" && auth.token.length > MAX_TOKEN_CHARS) {
     return new ServiceError("BAD_REQUEST", `auth.token is longer than ${MAX_TOKEN_CHARS} characters`);
   }
-  const cap = maxRooms > 0 ? maxRooms : 1_000;
   if (auth.rooms !== undefined && (!Array.isArray(auth.rooms) || auth.rooms.length > cap)) {
     return new ServiceError("BAD_REQUEST", `auth.rooms must be an array of at most ${cap} room names`);
   }

@@ -27,6 +27,8 @@ export function connectIo(
     auth?: Record<string, unknown>;
     reconnection?: boolean;
     extraHeaders?: Record<string, string>;
+    /** The source address (WebSocket transport only: engine.io-client passes it to ws). */
+    localAddress?: string;
   } = {},
 ): Promise<IoClient> {
   const socket = io(url, {
@@ -36,6 +38,7 @@ export function connectIo(
     forceNew: true,
     timeout: 5_000,
     extraHeaders: opts.extraHeaders,
+    ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
   });
   const client = wrapIo(socket);
   return new Promise((resolve, reject) => {
