@@ -367,7 +367,7 @@ export async function measureUnderLoad(
       try {
         const res = await fetch(`${stack.url}/broadcast-to-all`, {
           method: "POST",
-          headers: { "content-type": "application/json" },
+          headers: { "content-type": "application/json", authorization: `Bearer ${stack.adminToken}` },
           body: JSON.stringify({ message: `seq:${seq}` }),
           signal: AbortSignal.timeout(5_000),
         });

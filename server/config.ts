@@ -170,8 +170,8 @@ const schema = z.object({
   REPLAY_STALL_SEC: seconds(10),
   ADDRESS_RATE_LIMIT_MESSAGES_PER_SEC: whole(200, 0, 10_000_000),
   ADDRESS_RATE_LIMIT_BYTES_PER_SEC: whole(256 * 1024, 0, 1024 * 1024 * 1024),
-  INSTANCE_RATE_LIMIT_MESSAGES_PER_SEC: whole(2_000, 0, 10_000_000),
-  INSTANCE_RATE_LIMIT_BYTES_PER_SEC: whole(2 * 1024 * 1024, 0, 1024 * 1024 * 1024),
+  INSTANCE_RATE_LIMIT_MESSAGES_PER_SEC: whole(5_000, 0, 10_000_000),
+  INSTANCE_RATE_LIMIT_BYTES_PER_SEC: whole(16 * 1024 * 1024, 0, 1024 * 1024 * 1024),
   REDIS_HOLD_SEC: z
     .string()
     .trim()
@@ -265,7 +265,7 @@ export interface Config {
   readonly replayStallMs: number;
   /** Client messages (and bytes) one address may publish a second, cluster-wide; 0: no limit. @default 200, 256 KiB */
   readonly addressRateLimit: { perSec: number; bytesPerSec: number };
-  /** Client messages (and bytes) one instance accepts a second from all its clients; 0: no limit. @default 2000, 2 MiB */
+  /** Client messages (and bytes) one instance accepts a second from all its clients; 0: no limit. @default 5000, 16 MiB */
   readonly instanceRateLimit: { perSec: number; bytesPerSec: number };
   /** How long broadcasts wait for an unreachable Redis before an instance delivers them to its own clients only. @default 2_000 (one Redis), 20_000 (a cluster) */
   readonly redisHoldMs: number | undefined;

@@ -24,20 +24,24 @@ describe("admin endpoints (secure default, ADMIN_OPEN, ADMIN_TOKEN)", function (
     defer(() => t.close());
     return t;
   };
-  const adminWarnings = (t: TestApp) => t.logs.all((r) => r.level === "warn" && r.msg.includes("admin endpoints disabled"));
+  const adminWarnings = (t: TestApp) => t.logs.all((r) => r.level === "warn" && r.msg.includes("admin endpoints answer only"));
 
   const expectProbesOpen = async (url: string) => {
     for (const path of ["/healthz", "/readyz", "/metrics"]) expect((await fetch(`${url}${path}`)).status, path).to.equal(200);
   };
 
-  it("on a non-loopback address without ADMIN_TOKEN: 403 ADMIN_DISABLED naming the way out, probes open, one warning at start-up", async () => {
+  it("without ADMIN_TOKEN: 403 ADMIN_DISABLED through a proxy, probes open, one warning", async () => {
     const t = await app({ HOST: "0.0.0.0" });
-    for (const res of [await post(t.url), await clients(t.url), await post(t.url, { authorization: "Bearer guess" })]) {
+    const viaProxy = { "x-forwarded-for": "203.0.113.9" };
+    for (const res of [await post(t.url, viaProxy), await clients(t.url, viaProxy), await post(t.url, { ...viaProxy, authorization: "Bearer guess" })]) {
       expect(res.status).to.equal(403);
       const body = (await res.json()) as { code: string; error: string };
       expect(body.code).to.equal("ADMIN_DISABLED");
       expect(body.error).to.include("ADMIN_TOKEN").and.include("ADMIN_OPEN");
     }
+    for (const header of ["forwarded", "x-real-ip"]) expect((await clients(t.url, { [header]: "for=203.0.113.9" })).status, header).to.equal(403);
+    // The operator on this machine, with no proxy in between, is answered.
+    expect((await clients(t.url)).status, "a direct loopback caller").to.equal(200);
     await expectProbesOpen(t.url);
     expect(adminWarnings(t)).to.have.length(1);
     // Clients are not admin: they connect and broadcast as ever.
@@ -47,15 +51,19 @@ describe("admin endpoints (secure default, ADMIN_OPEN, ADMIN_TOKEN)", function (
     expect((await c.next("message")).text).to.equal("hello");
   });
 
-  it("a real process on HOST=0.0.0.0 logs the warning once and answers 403", async () => {
+  it("a real process behind a loopback proxy answers 403 to what the proxy forwards", async () => {
     const port = await freePort();
-    const inst = await startInstance({ env: { HOST: "0.0.0.0", PORT: String(port), INSTANCE_ID: "public-1", PERIODIC_INTERVAL_SEC: "0" } });
+    const inst = await startInstance({
+      env: { HOST: "0.0.0.0", PORT: String(port), INSTANCE_ID: "public-1", PERIODIC_INTERVAL_SEC: "0", TRUST_PROXY: "127.0.0.1" },
+    });
     defer(() => inst.stop(2_000));
     const url = `http://127.0.0.1:${port}`;
-    expect((await post(url)).status).to.equal(403);
-    expect((await clients(url)).status).to.equal(403);
+    const viaProxy = { "x-forwarded-for": "203.0.113.9" };
+    expect((await post(url, viaProxy)).status).to.equal(403);
+    expect((await clients(url, viaProxy)).status).to.equal(403);
+    expect((await clients(url)).status, "a direct loopback caller").to.equal(200);
     await expectProbesOpen(url);
-    expect(inst.logs.filter((r) => r.level === "warn" && r.msg.includes("admin endpoints disabled"))).to.have.length(1);
+    expect(inst.logs.filter((r) => r.level === "warn" && r.msg.includes("admin endpoints answer only"))).to.have.length(1);
   });
 
   it("ADMIN_OPEN=true on a non-loopback address opens them without a token, and does not warn", async () => {

@@ -529,7 +529,7 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
       try {
         const res = await fetch(`${roll.url}/broadcast-to-all`, {
           method: "POST",
-          headers: { "Content-Type": "application/json" },
+          headers: { "Content-Type": "application/json", authorization: `Bearer ${roll.adminToken}` },
           body: JSON.stringify(room ? { message: text, room } : { message: text }),
           signal: AbortSignal.timeout(15_000),
         });

@@ -618,7 +618,7 @@ describe("Kubernetes manifests (deploy/kubernetes)", function () {
             INSTANCE_ID: ip,
             PERIODIC_INTERVAL_SEC: "0",
             FORCED_SHUTDOWN_AFTER_SEC: "60",
-            TRUST_PROXY: "true",
+            TRUST_PROXY: "127.0.0.1",
             REDIS_URL: "",
           },
         }),

@@ -36,7 +36,7 @@ describe("nginx with a frozen or hostile upstream (the shipped nginx.conf)", fun
     try {
       const res = await fetch(`${stack.url}${path}`, {
         method,
-        headers: body ? { "content-type": "application/json" } : {},
+        headers: { authorization: `Bearer ${stack.adminToken}`, ...(body ? { "content-type": "application/json" } : {}) },
         body: body ? JSON.stringify(body) : undefined,
         signal: AbortSignal.timeout(BOUND_MS + 5_000),
       });

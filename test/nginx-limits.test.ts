@@ -170,7 +170,7 @@ describe("nginx per-address limits (limit_conn, limit_req on new sessions)", fun
     // The held ones still work: a broadcast reaches the /ws ones.
     const res = await httpRequest(`${stack.url}/broadcast-to-all`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${stack.adminToken}` },
       body: '{"message":"to the held"}',
       localAddress: "127.0.0.1",
     });

@@ -43,13 +43,13 @@ describe("four instances behind nginx (the shipped nginx.conf)", function () {
     const started = performance.now();
     const res = await fetch(`${stack.url}/broadcast-to-all`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${stack.adminToken}` },
       body: '{"message":"to all 100"}',
     });
     expect(await res.json()).to.deep.equal({ sent: 100, partial: false });
     await Promise.all(clients.map((c) => c.next("message", (m: { text: string }) => m.text === "to all 100")));
     console.log(`      broadcast to 100 clients through nginx: all received after ${(performance.now() - started).toFixed(1)} ms`);
-    const list = await (await fetch(`${stack.url}/clients`)).json();
+    const list = await (await fetch(`${stack.url}/clients`, { headers: { authorization: `Bearer ${stack.adminToken}` } })).json();
     expect(list.clients).to.have.length(100);
     expect(list.partial).to.equal(false);
   });
@@ -107,7 +107,11 @@ describe("four instances behind nginx (the shipped nginx.conf)", function () {
     await echo.next();
     echo.ws.send("echo me");
     expect(await echo.next((l) => l.startsWith("Server echo"))).to.equal("Server echo: echo me");
-    await fetch(`${stack.url}/broadcast-to-all`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"message":"from curl"}' });
+    await fetch(`${stack.url}/broadcast-to-all`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${stack.adminToken}` },
+      body: '{"message":"from curl"}',
+    });
     expect(await line.next((l) => l === "from curl")).to.equal("from curl");
     expect(await echo.next((l) => l === "from curl")).to.equal("from curl");
     expect(await sio!.next("message", (m: { text: string }) => m.text === "from curl")).to.include({ origin: "http" });
