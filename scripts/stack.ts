@@ -243,6 +243,9 @@ async function runStack(): Promise<void> {
     up.redisCluster
       ? `  redis   cluster: ${up.redisCluster.nodes.map((n) => n.port).join(", ")} on 127.0.0.1 (3 masters, 3 replicas)`
       : `  redis   ${up.redisUrl}${up.redis ? "" : clusterNodes ? "  (external cluster, from REDIS_CLUSTER_NODES)" : "  (external, from REDIS_URL)"}`,
+    up.adminToken
+      ? `  admin   curl -H 'Authorization: Bearer ${up.adminToken}' ${up.url}/clients   (ADMIN_TOKEN; set it yourself to choose one)`
+      : "  admin   ADMIN_TOKEN is empty: the admin endpoints answer only on the instances' own ports, from this machine",
     `  rolling restart: kill -USR2 ${supervisor}    stop: Ctrl+C or kill ${supervisor}`,
   ];
   say(lines.join("\n"));
