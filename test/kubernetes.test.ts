@@ -435,7 +435,8 @@ describe("Kubernetes manifests (deploy/kubernetes)", function () {
         services: Record<string, { environment?: Record<string, unknown> }>;
       };
       const composeEnv = compose.services.ws1!.environment ?? {};
-      const different = new Set(["INSTANCE_ID", "ADMIN_TOKEN", "AUTH_JWT_SECRET"]);
+      // TRUST_PROXY names each topology's own proxies (compose: nginx's fixed addresses; Kubernetes: the pod network).
+      const different = new Set(["INSTANCE_ID", "ADMIN_TOKEN", "AUTH_JWT_SECRET", "TRUST_PROXY"]);
       const mismatched = Object.keys(composeEnv)
         .filter((k) => !different.has(k))
         .filter((k) => config[k] !== composeDefault(composeEnv[k]))

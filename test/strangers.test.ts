@@ -454,6 +454,9 @@ describe("strangers and faults", function () {
       await receiver.nextJson("message", (m: { text: string }) => m.text === `n${total - 1}`, 15_000);
       const got = receiver.inbox.all((f) => f.includes('"type":"message"')).map((f) => (JSON.parse(f) as { data: { text: string } }).data.text);
       expect(got, "every message once, in order").to.deep.equal(Array.from({ length: total }, (_, i) => `n${i}`));
+      for (const inst of c.instances) {
+        expect(inst.logs.filter((r) => r.msg === "unhandled rejection"), `${inst.id}: unhandled rejections`).to.deep.equal([]);
+      }
     });
   });
 });
