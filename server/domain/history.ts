@@ -381,27 +381,8 @@ export class RedisLog implements BroadcastLog {
     const meta = await this.#meta();
     const refused = checkResume(meta, epoch, offset);
     if (refused) return refused;
-    // Newest first, in pages, back to the offset: what fits the budget is the newest, so the replay runs into live without a hole.
-    const kept: StreamEntry[] = [];
-    let bytes = 0;
-    let over = false;
-    let upper = meta.last;
-    let count = 2;
-    for (;;) {
-      const page = await this.#read("XREVRANGE", upper, `(${offset}`, count);
-      for (const entry of page) {
-        const size = entry[1][1]?.length ?? 0;
-        if (kept.length >= budget.entries || bytes + size > budget.bytes) {
-          over = true;
-          break;
-        }
-        kept.push(entry);
-        bytes += size;
-      }
-      if (over || page.length < count) break;
-      upper = `(${page[page.length - 1]![0]}`;
-      count = nextPage(bytes, kept.length, budget.entries - kept.length + 1);
-    }
+    // Newest first, back to the offset: what fits the budget is the newest, so the replay runs into live without a hole.
+    const { kept, over } = await this.#collect("XREVRANGE", meta.last, `(${offset}`, budget, false);
     return toReplay(kept.reverse(), { over, trimmed: isTrimmed(meta.floor, offset) });
   }
 
@@ -409,27 +390,37 @@ export class RedisLog implements BroadcastLog {
     const meta = await this.#meta();
     const refused = checkResume(meta, epoch, offset);
     if (refused) return refused;
+    // The first entry is returned whatever its size, so paging always moves on.
+    const { kept, over } = await this.#collect("XRANGE", `(${offset}`, meta.last, budget, true);
+    return toReplay(kept, { over, trimmed: isTrimmed(meta.floor, offset) });
+  }
+
+  /**
+   * Reads from `from` towards `to` in pages (the page size follows the
+   * entries' average size) until the range ends or the budget is spent;
+   * `over` says entries were left.
+   */
+  async #collect(command: "XRANGE" | "XREVRANGE", from: string, to: string, budget: ReadBudget, firstAlwaysFits: boolean) {
     const kept: StreamEntry[] = [];
     let bytes = 0;
-    let lower = `(${offset}`;
-    let count = Math.min(2, budget.entries);
     let over = false;
-    for (;;) {
-      const page = await this.#read("XRANGE", lower, meta.last, count);
+    let count = Math.min(2, budget.entries + 1);
+    for (let a = from; ; ) {
+      const page = await this.#read(command, a, to, count);
       for (const entry of page) {
         const size = entry[1][1]?.length ?? 0;
-        if (kept.length >= budget.entries || (kept.length > 0 && bytes + size > budget.bytes)) {
+        const fits = kept.length < budget.entries && (bytes + size <= budget.bytes || (firstAlwaysFits && kept.length === 0));
+        if (!fits) {
           over = true;
           break;
         }
         kept.push(entry);
         bytes += size;
       }
-      if (over || page.length < count) break;
-      lower = `(${page[page.length - 1]![0]}`;
+      if (over || page.length < count) return { kept, over };
+      a = `(${page[page.length - 1]![0]}`;
       count = nextPage(bytes, kept.length, budget.entries - kept.length + 1);
     }
-    return toReplay(kept, { over, trimmed: isTrimmed(meta.floor, offset) });
   }
 
   async #meta(): Promise<StreamMeta> {
