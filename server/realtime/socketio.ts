@@ -113,27 +113,22 @@ export function createIo(
     }
     releaseUpgradeGuard(req.socket);
   });
-  // The client's address is read here, while the request is still there (its
-  // X-Forwarded-For, behind nginx), into the property Socket.IO makes
-  // `handshake.address` from.
   // A session that has not connected to the namespace in time (a bare
   // handshake) is closed, discarding its transport: Socket.IO's own timeout
   // (45 s) would leave a polling session closing for 30 s more, holding a
-  // MAX_CONNECTIONS slot all along.
+  // MAX_CONNECTIONS slot all along. No listener of ours stays on a session.
   const unconnected = new WeakMap<object, NodeJS.Timeout>();
   io.engine.on("connection", (raw: EngineSession) => {
+    // Read while the request is still there (its X-Forwarded-For, behind
+    // nginx), into the property Socket.IO makes `handshake.address` from.
     if (raw.request) raw.remoteAddress = addresses.of(raw.request);
     raw.request = null;
     const timer = setTimeout(() => {
       unconnected.delete(raw);
-      raw.close(true);
+      if (raw.readyState === "open") raw.close(true);
     }, config.connectTimeoutMs);
     timer.unref();
     unconnected.set(raw, timer);
-    raw.once("close", () => {
-      clearTimeout(timer);
-      unconnected.delete(raw);
-    });
   });
   io.on("connection", (socket) => {
     clearTimeout(unconnected.get(socket.conn));
@@ -147,8 +142,8 @@ export function createIo(
 interface EngineSession {
   request: IncomingMessage | null;
   remoteAddress: string;
+  readyState: string;
   close(discard: boolean): void;
-  once(event: "close", listener: () => void): void;
 }
 
 /** Engine.IO's WebSocketResponse relay: `socket.once("close", () => this.emit("close"))`. */
