@@ -6,7 +6,11 @@
  *
  * The fuzz tests at the end print their seed; replay a failure with
  *   FUZZ_SEED=<seed> FUZZ_PATH=<path> npx mocha test/hostile-input.test.ts --grep "<test name>"
- * and scale them with FUZZ_RUNS (raw HTTP cases) and FUZZ_FRAME_RUNS (frame cases).
+ * and scale them with FUZZ_RUNS (raw HTTP cases), FUZZ_FRAME_RUNS (frame
+ * cases), FUZZ_CONNECT_RUNS (several CONNECTs a session), FUZZ_AUTH_RUNS (odd
+ * CONNECT auth), FUZZ_PROXY_RUNS (forged forwarding headers) and
+ * FUZZ_OFFSET_RUNS (odd resume offsets); those four stop at
+ * FUZZ_CASE_TIME_LIMIT_MS each (12 s), the first two at FUZZ_TIME_LIMIT_MS.
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -14,14 +18,49 @@ import { expect } from "chai";
 import fc from "fast-check";
 import { freePort } from "../harness/ports.js";
 import { poll } from "../harness/waiting.js";
+import type { Welcome } from "../server/protocol.js";
 import { REFUSED_UPGRADE_LINGER_MS } from "../server/realtime/reject.js";
 import { type InstanceProcess, startInstance } from "../harness/instance.js";
 import { type RedisProcess, startRedis } from "../harness/redis.js";
 import { startApp, type TestApp } from "./helpers/app.js";
 import { useCleanup } from "./helpers/cleanup.js";
-import { connectIo, connectWs, type WsClient } from "./helpers/clients.js";
+import { connectIo, connectWs, type WsClient, wsRefusal } from "./helpers/clients.js";
 import { type Cluster, startCluster } from "./helpers/cluster.js";
-import { type FrameSpec, type HttpCase, type WsConnCase, frameBytes, frameCase, httpCase, httpCaseRequest } from "./helpers/fuzz-inputs.js";
+import {
+  type EngineSession,
+  type HeaderList,
+  type RootAnswer,
+  PacketType,
+  SioMirror,
+  exchange,
+  openSession,
+  rootAnswer,
+  sioPacket,
+  wsHeaders,
+} from "./helpers/engine-sessions.js";
+import {
+  type AuthRef,
+  type ForgedCase,
+  type FrameSpec,
+  type HttpCase,
+  type MultiConnectSession,
+  type OddAuth,
+  type OddAuthCase,
+  type OddValue,
+  type ResumeClient,
+  type WsConnCase,
+  forgedCase,
+  frameBytes,
+  frameCase,
+  httpCase,
+  httpCaseRequest,
+  multiConnectCase,
+  oddAuthCase,
+  oddAuthJson,
+  resumeCase,
+  withAddresses,
+} from "./helpers/fuzz-inputs.js";
+import { hmacKey, signJwt, unsignedJwt } from "./helpers/jwt.js";
 import { type Holdings, holdings, settled, waitForHoldings } from "./helpers/metrics.js";
 import { expectAlive, hasExited, lastOutput } from "./helpers/process.js";
 import {
@@ -453,34 +492,79 @@ describe("fuzz: hostile requests and frames against one real instance process wi
   const MAX_MESSAGE_BYTES = 256;
   const RAW_RUNS = Number(process.env.FUZZ_RUNS ?? 1500);
   const FRAME_RUNS = Number(process.env.FUZZ_FRAME_RUNS ?? 300);
+  const CONNECT_RUNS = Number(process.env.FUZZ_CONNECT_RUNS ?? 120);
+  const AUTH_RUNS = Number(process.env.FUZZ_AUTH_RUNS ?? 150);
+  const PROXY_RUNS = Number(process.env.FUZZ_PROXY_RUNS ?? 50);
+  const OFFSET_RUNS = Number(process.env.FUZZ_OFFSET_RUNS ?? 60);
   const seed = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
   const path = process.env.FUZZ_PATH;
   /** Time allowed for each property, shrinking included (a crash costs a restart per shrink step). */
   const TIME_LIMIT_MS = Number(process.env.FUZZ_TIME_LIMIT_MS ?? 60_000);
+  /** The same for each of the session, auth, forwarding and offset properties, which cost more a case. */
+  const CASE_TIME_LIMIT_MS = Number(process.env.FUZZ_CASE_TIME_LIMIT_MS ?? 12_000);
   this.timeout(TIME_LIMIT_MS * 2 + 60_000);
 
   let redis: RedisProcess | undefined;
-  let inst: InstanceProcess | undefined;
   /** Every process this suite started (restarts included), all stopped in after(). */
   const started: InstanceProcess[] = [];
   /** The case still running when a property returns (interrupted at its time limit): awaited before anything is stopped. */
   let inFlight: Promise<unknown> = Promise.resolve();
-  let port: number;
   let restarts = 0;
-  const env = () => ({
+
+  /** One instance process to fuzz, started again (fresh) whenever a case killed it, so each case and each shrink step meets a live one. */
+  const target = (env: (port: number) => Record<string, string>, beforeRestart: () => Promise<unknown> = async () => undefined) => {
+    let current: InstanceProcess | undefined;
+    let port = 0;
+    const start = async () => {
+      port ||= await freePort();
+      current = await startInstance({ env: env(port) });
+      started.push(current);
+    };
+    return {
+      start,
+      async live(): Promise<InstanceProcess> {
+        if (!current || (await hasExited(current))) {
+          restarts++;
+          await beforeRestart();
+          await start();
+        }
+        return current!;
+      },
+    };
+  };
+
+  /** With Redis and small messages: the raw HTTP and frame cases, and the multi-CONNECT and offset cases. */
+  const main = target(
+    (port) => ({
+      PORT: String(port),
+      INSTANCE_ID: "fz1",
+      REDIS_URL: redis!.url,
+      MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
+      PERIODIC_INTERVAL_SEC: "0",
+    }),
+    // The dead process's ids would stay taken for their lease (6 s) and make
+    // the next cases meet duplicates they did not cause: drop them, as expiry would.
+    () => run("redis-cli", ["-p", String(redis!.port), "FLUSHALL"], { timeout: 5_000 }),
+  );
+  /** The default message size (so Engine.IO reads packets of about 132 KiB) and client tokens required: the odd auth cases. */
+  const JWT_SECRET = "hostile-input-fuzz-secret-0123456789abcdef";
+  const wide = target((port) => ({ PORT: String(port), INSTANCE_ID: "fz2", PERIODIC_INTERVAL_SEC: "0", AUTH_JWT_SECRET: JWT_SECRET }));
+  /** Trusts one proxy (127.0.0.1) and cuts a flooder after two refused messages, for 30 s: the forged forwarding cases. */
+  const proxied = target((port) => ({
     PORT: String(port),
-    INSTANCE_ID: "fz1",
-    REDIS_URL: redis!.url,
-    MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
+    INSTANCE_ID: "fz3",
     PERIODIC_INTERVAL_SEC: "0",
-  });
+    TRUST_PROXY: "127.0.0.1",
+    RATE_LIMIT_MESSAGES_PER_SEC: "1",
+    RATE_LIMIT_BURST: "1",
+    RATE_LIMIT_DISCONNECT_AFTER: "2",
+    RATE_LIMIT_PENALTY_SEC: "30",
+  }));
 
   before(async function () {
-    this.timeout(60_000);
+    this.timeout(90_000);
     redis = await startRedis();
-    port = await freePort();
-    inst = await startInstance({ env: env() });
-    started.push(inst);
+    await Promise.all([main.start(), wide.start(), proxied.start()]);
   });
   after(async function () {
     this.timeout(30_000);
@@ -489,18 +573,7 @@ describe("fuzz: hostile requests and frames against one real instance process wi
     await redis?.stop();
   });
 
-  /** The instance; a new one if a case killed the last (so each case, and each shrink step, meets a live one). */
-  const live = async (): Promise<InstanceProcess> => {
-    if (!inst || (await hasExited(inst))) {
-      restarts++;
-      // The dead process's ids would stay taken for their lease (6 s) and make
-      // the next cases meet duplicates they did not cause: drop them, as expiry would.
-      await run("redis-cli", ["-p", String(redis!.port), "FLUSHALL"], { timeout: 5_000 });
-      inst = await startInstance({ env: env() });
-      started.push(inst);
-    }
-    return inst;
-  };
+  const live = () => main.live();
 
   const RFC_CLOSE_CODE = (code: number) => (code >= 1000 && code <= 1014 && ![1004, 1005, 1006].includes(code)) || (code >= 3000 && code <= 4999);
 
@@ -539,7 +612,14 @@ describe("fuzz: hostile requests and frames against one real instance process wi
       .join(" ");
 
   /** Runs a property under the shared seed, time limit and replay path; prints a one-line summary. */
-  async function check<T>(name: string, arb: fc.Arbitrary<T>, numRuns: number, predicate: (v: T) => Promise<void>, stats: Map<string, number>): Promise<void> {
+  async function check<T>(
+    name: string,
+    arb: fc.Arbitrary<T>,
+    numRuns: number,
+    predicate: (v: T) => Promise<void>,
+    stats: Map<string, number>,
+    timeLimitMs = TIME_LIMIT_MS,
+  ): Promise<void> {
     const started = Date.now();
     restarts = 0;
     const tracked = (v: T): Promise<void> => {
@@ -552,7 +632,7 @@ describe("fuzz: hostile requests and frames against one real instance process wi
       seed,
       path,
       endOnFailure: path !== undefined,
-      plugins: [fc.interruptAfterTimeLimit(TIME_LIMIT_MS)],
+      plugins: [fc.interruptAfterTimeLimit(timeLimitMs)],
     });
     await inFlight;
     console.log(
@@ -653,6 +733,252 @@ describe("fuzz: hostile requests and frames against one real instance process wi
     );
   });
 
+  /** Codes a CONNECT to "/" may be refused with on the main instance (no client tokens there). */
+  const ROOT_REFUSALS: unknown[] = ["BAD_REQUEST", "INVALID_CLIENT_ID", "DUPLICATE_CLIENT_ID"];
+  /** How long a case waits for any one answer before it calls the answer missing. */
+  const ANSWER_MS = 5_000;
+
+  /** What one multi-CONNECT session got: how many of its CONNECTs to "/" opened a socket, and the session, to end. */
+  interface SessionRun {
+    session: EngineSession | undefined;
+    accepts: number;
+  }
+
+  /**
+   * Sends a session's batches; after each, reads until every CONNECT to "/"
+   * sent so far has its answer (an open, `40{"sid":...}`, or a refusal, `44{...}`)
+   * or the session is over. Problems go to `problems`.
+   */
+  async function multiConnect(i: InstanceProcess, s: MultiConnectSession, label: string, problems: string[], stats: Map<string, number>): Promise<SessionRun> {
+    const opened = await openSession(i.url, s.transport);
+    if ("refused" in opened) {
+      problems.push(`${label}: the session did not open: ${opened.refused}`);
+      return { session: undefined, accepts: 0 };
+    }
+    const session = opened;
+    const mirror = new SioMirror();
+    let connects = 0;
+    let disconnects = 0;
+    let answered = 0;
+    let accepts = 0;
+    const received: string[] = [];
+    for (const batch of s.batches) {
+      if (session.closed) break;
+      for (const packet of batch) {
+        const p = mirror.feed(packet);
+        if (p === undefined || p === "invalid" || p.nsp !== "/") continue;
+        if (p.type === PacketType.CONNECT) connects++;
+        if (p.type === PacketType.DISCONNECT) disconnects++;
+      }
+      const sent = await session.send(batch);
+      if (sent.status !== undefined && sent.status >= 500) problems.push(`${label}: a POST of ${JSON.stringify(batch)} answered ${sent.status}`);
+      while (!session.closed && answered < connects) {
+        const got = await session.receive(ANSWER_MS);
+        if (got.timedOut) {
+          problems.push(
+            `${label}: ${connects - answered} CONNECT(s) to / had no answer within ${ANSWER_MS} ms while the session stayed open; received ${JSON.stringify(received)}`,
+          );
+          break;
+        }
+        for (const packet of got.packets) {
+          received.push(packet.slice(0, 200));
+          const a = rootAnswer(packet);
+          if (!a) continue;
+          answered++;
+          if (a.kind === "accepted") {
+            accepts++;
+            if (typeof a.sid !== "string") problems.push(`${label}: an accepted CONNECT without a sid: ${packet}`);
+          } else if (!ROOT_REFUSALS.includes(a.code) || typeof a.message !== "string") {
+            problems.push(`${label}: a CONNECT_ERROR that is not a coded refusal (${ROOT_REFUSALS.join(", ")}): ${packet.slice(0, 300)}`);
+          } else tally(stats, `refused ${a.code}`);
+        }
+        if (got.closed) tally(stats, "ended by the server");
+      }
+    }
+    if (accepts > 1 + disconnects)
+      problems.push(
+        `${label}: ${accepts} CONNECTs to / were accepted in one session that sent ${disconnects} DISCONNECT(s): at most ${1 + disconnects} sockets may open; received ${JSON.stringify(received)}`,
+      );
+    tally(stats, `${accepts} accepted`);
+    return { session, accepts };
+  }
+
+  it("opens at most one socket on / per Engine.IO session, however many CONNECTs it sends, and leaks no clientId", async () => {
+    const stats = new Map<string, number>();
+    await check(
+      "multi-CONNECT",
+      multiConnectCase,
+      CONNECT_RUNS,
+      async (sessions: MultiConnectSession[]) => {
+        const i = await live();
+        const mark = i.logs.length;
+        const problems: string[] = [];
+        const base = await waitForHoldings(i.url, settled, "settled before the case");
+        const runs: SessionRun[] = [];
+        try {
+          runs.push(...(await Promise.all(sessions.map((s, k) => multiConnect(i, s, `session ${k} (${s.transport})`, problems, stats)))));
+          // While they are open: no socket on / beyond one for each open session that was accepted.
+          const open = runs.filter((r) => r.session && !r.session.closed && r.accepts > 0).length;
+          const during = await holdings(i.url);
+          const more = (during.byTransport["socket.io"] ?? 0) - (base.byTransport["socket.io"] ?? 0);
+          if (more > open)
+            problems.push(
+              `${more} Socket.IO socket(s) on / more than before the case, for ${open} open session(s) that were accepted: ${JSON.stringify({ base, during })}`,
+            );
+        } finally {
+          await Promise.all(runs.map((r, k) => r.session?.end(sessions[k]!.end)));
+        }
+        await waitForHoldings(
+          i.url,
+          (h) => settled(h) && h.connections <= base.connections && (h.clientIds ?? 0) <= (base.clientIds ?? 0),
+          `wbs_client_ids equal to wbs_connections and both back to the baseline ${JSON.stringify(base)} once the sessions ended`,
+        ).catch((err: Error) => problems.push(err.message));
+        await afterCase(i, mark, problems, JSON.stringify(sessions).slice(0, 2_000));
+      },
+      stats,
+      CASE_TIME_LIMIT_MS,
+    );
+  });
+
+  /** What an odd resume must get in its welcome, by what the server was sent (see the README's recovery section). */
+  const OFFSET = /^\d{1,16}-\d{1,16}$/;
+  const EPOCH = /^[A-Za-z0-9_-]{1,32}$/;
+  interface PlannedResume {
+    via: ResumeClient["via"];
+    offset: unknown;
+    epoch: unknown;
+    expect: { recovered: boolean; reason?: string };
+  }
+  function planResume(c: ResumeClient, head: { epoch: string; offset: string }): PlannedResume {
+    const [ms = 0, seq = 0] = head.offset.split("-").map(Number);
+    const o = c.offset;
+    const offset: unknown =
+      "future" in o
+        ? {
+            far: "9999999999999-0",
+            max: "9999999999999999-9999999999999999",
+            "next-ms": `${ms + 1 + o.k}-0`,
+            "next-seq": `${ms}-${seq + 1 + o.k}`,
+            padded: `${String(ms + 1 + o.k).padStart(16, "0")}-0`,
+          }[o.future]
+        : "head" in o
+          ? head.offset
+          : "raw" in o
+            ? o.raw
+            : o.value;
+    const e = c.epoch;
+    const other = "other" in e && e.other === head.epoch ? `${e.other.slice(0, 31)}${e.other.endsWith("x") ? "y" : "x"}` : undefined;
+    const epoch: unknown = "current" in e ? head.epoch : "other" in e ? (other ?? e.other) : "raw" in e ? e.raw : "value" in e ? e.value : undefined;
+    // /ws carries text: what is not a string goes as its JSON.
+    const asSent = (v: unknown) => (c.via === "ws" && v !== undefined && typeof v !== "string" ? JSON.stringify(v) : v);
+    const [so, se] = [asSent(offset), asSent(epoch)];
+    const valid = typeof so === "string" && OFFSET.test(so) && typeof se === "string" && EPOCH.test(se);
+    const expect = !valid
+      ? { recovered: false }
+      : se !== head.epoch
+        ? { recovered: false, reason: "EPOCH_CHANGED" }
+        : "head" in o
+          ? { recovered: true }
+          : { recovered: false, reason: "FUTURE_OFFSET" };
+    return { via: c.via, offset: so, epoch: se, expect };
+  }
+
+  /** A client that resumes as planned: its welcome, and a wait for a message of `text`. */
+  async function resumeClient(url: string, p: PlannedResume): Promise<{ welcome: Welcome; message(text: string): Promise<unknown>; close(): void }> {
+    if (p.via === "ws") {
+      const q = [
+        ...(p.offset === undefined ? [] : [`since=${encodeURIComponent(String(p.offset))}`]),
+        ...(p.epoch === undefined ? [] : [`epoch=${encodeURIComponent(String(p.epoch))}`]),
+      ];
+      const c = await connectWs(`${ws(url)}/ws?format=json${q.map((x) => `&${x}`).join("")}`);
+      try {
+        const welcome = await c.nextJson<Welcome>("welcome", undefined, ANSWER_MS);
+        return { welcome, message: (text) => c.nextJson("message", (m: { text: string }) => m.text === text, 3_000), close: () => c.ws.terminate() };
+      } catch (err) {
+        c.ws.terminate();
+        throw err;
+      }
+    }
+    const auth = { ...(p.offset === undefined ? {} : { offset: p.offset }), ...(p.epoch === undefined ? {} : { epoch: p.epoch }) };
+    const c = await connectIo(url, { transports: [p.via === "sio-polling" ? "polling" : "websocket"], auth });
+    try {
+      const welcome = await c.next<Welcome>("welcome", undefined, ANSWER_MS);
+      return { welcome, message: (text) => c.next("message", (m: { text: string }) => m.text === text, 3_000), close: () => c.close() };
+    } catch (err) {
+      c.close();
+      throw err;
+    }
+  }
+
+  it("welcomes a resume from a future, malformed or other-epoch offset with recovered: false, and drops no broadcast after it", async () => {
+    const stats = new Map<string, number>();
+    let runs = 0;
+    await check(
+      "odd offsets",
+      resumeCase,
+      OFFSET_RUNS,
+      async (clients: ResumeClient[]) => {
+        const i = await live();
+        const mark = i.logs.length;
+        const problems: string[] = [];
+        const text = `after the resume #${++runs}`;
+        const open: { close(): void }[] = [];
+        let planned: PlannedResume[] = [];
+        try {
+          // The head: where a client that sends no offset starts.
+          const observer = await connectWs(`${ws(i.url)}/ws?format=json`);
+          open.push({ close: () => observer.ws.terminate() });
+          const head = await observer.nextJson<Welcome>("welcome", undefined, ANSWER_MS);
+          planned = clients.map((c) => planResume(c, head));
+          const connected = await Promise.allSettled(planned.map((p) => resumeClient(i.url, p)));
+          const resumed: { p: PlannedResume; c: Awaited<ReturnType<typeof resumeClient>> }[] = [];
+          connected.forEach((r, k) => {
+            const p = planned[k]!;
+            if (r.status === "rejected") return void problems.push(`${p.via} resuming from ${JSON.stringify(p)}: no welcome: ${(r.reason as Error).message}`);
+            open.push(r.value);
+            resumed.push({ p, c: r.value });
+            const w = r.value.welcome;
+            tally(stats, `${w.recovered ? "recovered" : "not recovered"}${w.reason ? ` ${w.reason}` : ""}`);
+            const wrong: string[] = [];
+            if (w.recovered !== p.expect.recovered) wrong.push(`recovered: ${w.recovered}, not ${p.expect.recovered}`);
+            if (w.reason !== p.expect.reason && (p.expect.reason !== undefined || p.expect.recovered))
+              wrong.push(`reason ${JSON.stringify(w.reason)}, not ${JSON.stringify(p.expect.reason)}`);
+            if (w.replayed !== 0) wrong.push(`replayed ${w.replayed}, not 0 (nothing lies after the head)`);
+            if (w.offset !== head.offset || w.epoch !== head.epoch)
+              wrong.push(`it stands at ${w.epoch}/${w.offset}, not at the head ${head.epoch}/${head.offset} (a future offset is no place to stand)`);
+            if (wrong.length > 0)
+              problems.push(
+                `${p.via} resuming from offset ${JSON.stringify(p.offset)} of epoch ${JSON.stringify(p.epoch)}: ${wrong.join("; ")}; welcome ${JSON.stringify(w)}`,
+              );
+          });
+          // A broadcast after the connect reaches every one of them (and the observer): a boundary left waiting for the future offset would drop it.
+          const res = await fetch(`${i.url}/broadcast-to-all`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ message: text }),
+          });
+          if (res.status !== 200) problems.push(`POST /broadcast-to-all answered ${res.status} ${await res.text()}`);
+          const got = await Promise.allSettled([
+            observer.nextJson("message", (m: { text: string }) => m.text === text, 3_000),
+            ...resumed.map((r) => r.c.message(text)),
+          ]);
+          got.forEach((g, k) => {
+            if (g.status === "fulfilled") return;
+            const who = k === 0 ? "the observer (no offset)" : `${resumed[k - 1]!.p.via} resuming from ${JSON.stringify(resumed[k - 1]!.p)}`;
+            problems.push(`${who} did not receive the broadcast sent after its welcome: ${(g.reason as Error).message}`);
+          });
+        } catch (err) {
+          problems.push(`the case failed: ${(err as Error).message}`);
+        } finally {
+          for (const c of open) c.close();
+        }
+        await afterCase(i, mark, problems, JSON.stringify({ clients, planned }));
+      },
+      stats,
+      CASE_TIME_LIMIT_MS,
+    );
+  });
+
   it("leaves no wbs:client:* key in Redis beyond the live connections", async () => {
     const i = await live();
     await waitForHoldings(i.url, settled, "settled after the fuzz");
@@ -668,5 +994,245 @@ describe("fuzz: hostile requests and frames against one real instance process wi
     const h = await holdings(i.url);
     expect(keys.length).to.be.at.most(h.connections);
     expect(h.clientIds).to.equal(h.connections);
+  });
+
+  /** Codes a CONNECT with an odd auth may be refused with where client tokens are required. */
+  const AUTH_REFUSALS: unknown[] = ["BAD_REQUEST", "INVALID_CLIENT_ID", "UNAUTHORIZED"];
+
+  /**
+   * What the server must do with one odd CONNECT: accept it (a valid token,
+   * the clientId absent or its subject, nothing large), refuse it with a
+   * code (a missing, bad or expired token; a clientId that is not the token's), refuse it or end the session (a
+   * payload that is not an object, which Socket.IO's parser refuses, or one
+   * over Engine.IO's limit), or either accept or refuse it (large but well-formed).
+   */
+  function authExpectation(a: OddAuth, json: string, maxPayload: number): "accept" | "refuse" | "refuse or end" | "accept or refuse" {
+    if (Buffer.byteLength(`40${json}`) > maxPayload) return "refuse or end";
+    if ("whole" in a) {
+      const object =
+        ("json" in a.whole && typeof a.whole.json === "object" && a.whole.json !== null && !Array.isArray(a.whole.json)) ||
+        ("nest" in a.whole && a.whole.nest === "object");
+      // An object without a valid token is refused; anything else never gets past Socket.IO's parser.
+      return object ? "refuse" : "refuse or end";
+    }
+    const field = (k: string) => a.fields.find(([name]) => name === k)?.[1];
+    const is = (v: OddValue | undefined, ref: AuthRef) => v !== undefined && "ref" in v && v.ref === ref;
+    const clientId = field("clientId");
+    if (!is(field("token"), "jwt") || (clientId !== undefined && !is(clientId, "sub"))) return "refuse";
+    const rooms = field("rooms");
+    const roomsFine = rooms === undefined || ("json" in rooms && Array.isArray(rooms.json) && rooms.json.length <= 100);
+    return json.length <= 2_048 && roomsFine ? "accept" : "accept or refuse";
+  }
+
+  it("answers every odd or oversized CONNECT auth with a coded refusal or a session, never INTERNAL, and leaks no clientId", async () => {
+    const stats = new Map<string, number>();
+    const key = hmacKey(JWT_SECRET);
+    let runs = 0;
+    await check(
+      "odd auth",
+      oddAuthCase,
+      AUTH_RUNS,
+      async (c: OddAuthCase) => {
+        const i = await wide.live();
+        const mark = i.logs.length;
+        const problems: string[] = [];
+        const sub = `odd-${++runs}`;
+        const now = Math.floor(Date.now() / 1000);
+        const refs: Record<AuthRef, string> = {
+          sub,
+          "other-sub": `other-${runs}`,
+          jwt: await signJwt(key, "HS256", { sub }),
+          "expired-jwt": await signJwt(key, "HS256", { sub, iat: now - 600, exp: now - 300 }),
+          "unsigned-jwt": unsignedJwt({ sub }),
+        };
+        const shownAuth = (json: string) => (json.length > 300 ? `${json.slice(0, 150)}…(${json.length} characters)…${json.slice(-100)}` : json);
+        const opened = await openSession(i.url, c.transport);
+        if ("refused" in opened) problems.push(`the session did not open: ${opened.refused}`);
+        else {
+          const session = opened;
+          try {
+            for (const [k, auth] of c.connects.entries()) {
+              if (session.closed) break;
+              const json = oddAuthJson(auth, refs);
+              const expected = authExpectation(auth, json, session.maxPayload);
+              const what = `CONNECT ${k + 1} of ${c.connects.length} (${c.transport}, expected: ${expected}) with auth ${shownAuth(json)}`;
+              const sent = await session.send([`40${json}`]);
+              if (sent.status !== undefined && sent.status >= 500) problems.push(`${what}: the POST answered ${sent.status}`);
+              let answer: RootAnswer | undefined;
+              let welcome: { clientId?: unknown } | undefined;
+              let ended: string | undefined = session.closed ? `the POST answered ${sent.status ?? sent.error}` : undefined;
+              const received: string[] = [];
+              // Its answer, and after an accept the welcome.
+              while (!session.closed && (!answer || (answer.kind === "accepted" && !welcome))) {
+                const got = await session.receive(ANSWER_MS);
+                if (got.timedOut) {
+                  problems.push(`${what}: ${answer ? "no welcome" : "no answer"} within ${ANSWER_MS} ms; received ${JSON.stringify(received)}`);
+                  break;
+                }
+                if (got.closed) ended = got.how;
+                for (const packet of got.packets) {
+                  received.push(packet.slice(0, 200));
+                  answer ??= rootAnswer(packet);
+                  const p = sioPacket(packet);
+                  if (p?.type === PacketType.EVENT && Array.isArray(p.data) && p.data[0] === "welcome") welcome = p.data[1] as { clientId?: unknown };
+                }
+              }
+              tally(stats, `${expected}: ${answer ? (answer.kind === "accepted" ? "accepted" : `refused ${answer.code}`) : `ended (${ended})`}`);
+              if (!answer) {
+                if (expected !== "refuse or end")
+                  problems.push(`${what}: the session ended (${ended}) without an answer; received ${JSON.stringify(received)}`);
+                break;
+              }
+              if (answer.kind === "refused") {
+                if (!AUTH_REFUSALS.includes(answer.code) || typeof answer.message !== "string")
+                  problems.push(`${what}: a CONNECT_ERROR that is not a coded refusal (${AUTH_REFUSALS.join(", ")}): ${JSON.stringify(answer).slice(0, 300)}`);
+                else if (expected === "accept")
+                  problems.push(`${what}: refused ${answer.code} (${String(answer.message).slice(0, 200)}), though it is a valid handshake`);
+                continue;
+              }
+              if (expected === "refuse" || expected === "refuse or end") problems.push(`${what}: accepted`);
+              else if (welcome && welcome.clientId !== sub)
+                problems.push(`${what}: welcomed as ${JSON.stringify(welcome.clientId)}, not as the token's subject ${sub}`);
+              // A CONNECT on an open socket ends the session: this one is done.
+              break;
+            }
+          } finally {
+            await session.end(c.end);
+          }
+        }
+        await waitForHoldings(i.url, (h) => h.connections === 0 && h.clientIds === 0, "no connection and no clientId left once the session ended").catch(
+          (err: Error) => problems.push(err.message),
+        );
+        await afterCase(
+          i,
+          mark,
+          problems,
+          JSON.stringify(c, (_k, v: unknown) => (typeof v === "string" && v.length > 200 ? `${v.slice(0, 200)}…` : v)).slice(0, 3_000),
+        );
+      },
+      stats,
+      CASE_TIME_LIMIT_MS,
+    );
+  });
+
+  /** Two fresh loopback source addresses for each case (a penalty lasts 30 s): the flooder's, @A, and another's, @B. */
+  let sources = 0;
+  const sourcePair = (): [string, string] => {
+    const n = sources++;
+    const tail = `${(Math.floor(n / 250) % 250) + 1}.${(n % 250) + 1}`;
+    return [`127.81.${tail}`, `127.82.${tail}`];
+  };
+  /** Resolves with `p`, or rejects after `ms` (an event that never came). */
+  const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
+    Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms).unref())]);
+
+  /** A Socket.IO CONNECT over a polling session from `from` with `headers` on every request: its answer (or why none came). */
+  async function sioAnswer(baseUrl: string, from: string, headers: HeaderList): Promise<RootAnswer | string> {
+    const s = await openSession(baseUrl, "polling", { localAddress: from, headers });
+    if ("refused" in s) return s.refused;
+    try {
+      await s.send(["40"]);
+      while (!s.closed) {
+        const got = await s.receive(ANSWER_MS);
+        for (const p of got.packets) {
+          const a = rootAnswer(p);
+          if (a) return a;
+        }
+        if (got.timedOut) return `no answer within ${ANSWER_MS} ms`;
+      }
+      return "the session ended without an answer";
+    } finally {
+      await s.end("close-packet");
+    }
+  }
+
+  it("takes the TCP peer for the client's address whatever forwarding headers say, and refuses admin to forwarded requests", async () => {
+    const stats = new Map<string, number>();
+    await check(
+      "forged forwarding",
+      forgedCase,
+      PROXY_RUNS,
+      async (c: ForgedCase) => {
+        const i = await proxied.live();
+        const mark = i.logs.length;
+        const problems: string[] = [];
+        const [a, b] = sourcePair();
+        const forged = (h: HeaderList) => withAddresses(h, a, b);
+        const base = `http://127.0.0.1:${i.port}`;
+        const wsBase = ws(base);
+        const open: WsClient[] = [];
+        try {
+          // @A floods with forged headers until it is cut: the cut names its real address.
+          const flooder = await connectWs(`${wsBase}/ws`, { localAddress: a, headers: wsHeaders(forged(c.flood)) }).catch(
+            (err: Error & { status?: number }) => {
+              problems.push(`the flooder's first upgrade from ${a} was refused: ${err.status ?? err.message}`);
+              return undefined;
+            },
+          );
+          if (flooder) {
+            open.push(flooder);
+            const id = /as (\S+) at/.exec(await flooder.next(undefined, ANSWER_MS))?.[1];
+            for (let m = 0; m < 6; m++) flooder.ws.send(`flood ${m}`);
+            const closed = await within(flooder.closed, ANSWER_MS, "the flooder's close").catch((err: Error) => ({ code: err.message, reason: "" }));
+            tally(stats, `flooder closed ${closed.code}`);
+            if (closed.code !== 1008) problems.push(`the flooder from ${a} was not cut with 1008: ${JSON.stringify(closed)}`);
+            const cut = await i.waitForLog((r) => r.msg.startsWith("rate limit") && r.clientId === id, 3_000).catch(() => undefined);
+            if (cut?.address !== a)
+              problems.push(`the rate-limit cut of ${id} names the address ${JSON.stringify(cut?.address)}, not its peer ${a}: ${JSON.stringify(cut)}`);
+          }
+          // @A again, with other forged headers: the penalty follows the peer.
+          const again = await wsRefusal(`${wsBase}/ws`, { localAddress: a, headers: wsHeaders(forged(c.retry)) }).catch((err: Error) => ({
+            status: `accepted (${err.message})`,
+            body: "",
+            headers: {},
+          }));
+          tally(stats, `@A again ${again.status}`);
+          if (again.status !== 429 || !String(again.body).includes('"RATE_LIMITED"'))
+            problems.push(`a /ws upgrade from the cut peer ${a} got ${again.status} ${String(again.body).slice(0, 200)}, not 429 RATE_LIMITED`);
+          const sioA = await sioAnswer(base, a, forged(c.retry));
+          if (typeof sioA === "string" || sioA.kind !== "refused" || sioA.code !== "RATE_LIMITED")
+            problems.push(`a Socket.IO CONNECT from the cut peer ${a} got ${JSON.stringify(sioA)}, not a RATE_LIMITED refusal`);
+          // @B, naming @A in its headers: served.
+          const other = await connectWs(`${wsBase}/ws`, { localAddress: b, headers: wsHeaders(forged(c.other)) }).catch(
+            (err: Error & { status?: number; body?: string }) => {
+              problems.push(`a /ws upgrade from ${b} naming ${a} was refused: ${err.status ?? err.message} ${err.body ?? ""}`);
+              return undefined;
+            },
+          );
+          if (other) {
+            open.push(other);
+            await other.next((f) => f.startsWith(" Welcome!"), ANSWER_MS).catch((err: Error) => problems.push(`${b}'s /ws got no welcome: ${err.message}`));
+          }
+          const sioB = await sioAnswer(base, b, forged(c.other));
+          if (typeof sioB === "string" || sioB.kind !== "accepted")
+            problems.push(`a Socket.IO CONNECT from ${b} naming ${a} got ${JSON.stringify(sioB)}, not accepted`);
+          // Admin: a loopback request that carries a forwarding header came through a proxy.
+          const [method, path] = c.adminRequest.split(" ") as [string, string];
+          for (const from of ["127.0.0.1", a]) {
+            const res = await exchange(`${base}${path}`, {
+              method,
+              localAddress: from,
+              headers: [...forged(c.admin), ["Content-Type", "application/json"]],
+              body: method === "POST" ? JSON.stringify({ message: "forwarded admin" }) : undefined,
+            });
+            tally(stats, `admin ${res.status}`);
+            if (res.status !== 403 || !res.body.includes('"ADMIN_DISABLED"'))
+              problems.push(
+                `${c.adminRequest} from ${from} with ${JSON.stringify(forged(c.admin)).slice(0, 300)} got ${res.status ?? res.error} ${res.body.slice(0, 200)}, not 403 ADMIN_DISABLED`,
+              );
+          }
+          const direct = await exchange(`${base}/clients`, { localAddress: b });
+          if (direct.status !== 200)
+            problems.push(`GET /clients from ${b} without forwarding headers got ${direct.status ?? direct.error} ${direct.body.slice(0, 200)}, not 200`);
+        } catch (err) {
+          problems.push(`the case failed: ${(err as Error).message}`);
+        } finally {
+          for (const ws of open) ws.ws.terminate();
+        }
+        await afterCase(i, mark, problems, JSON.stringify({ a, b, ...c }).slice(0, 3_000));
+      },
+      stats,
+      CASE_TIME_LIMIT_MS,
+    );
   });
 });

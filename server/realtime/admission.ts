@@ -36,7 +36,10 @@ export async function admit(deps: AdmissionDeps, request: { transport: Transport
   const penalty = deps.penalties.remainingSec(request.address);
   if (penalty > 0) return refuse(new ServiceError("RATE_LIMITED", `this address was cut for flooding; try again in ${penalty} s`));
   if (wanted !== undefined && (typeof wanted !== "string" || !CLIENT_ID_PATTERN.test(wanted))) {
-    return refuse(new ServiceError("INVALID_CLIENT_ID", String(wanted)));
+    // Not String(wanted): an object whose toString is not a function throws there.
+    return refuse(
+      new ServiceError("INVALID_CLIENT_ID", typeof wanted === "string" ? wanted.slice(0, 80) : (JSON.stringify(wanted) ?? typeof wanted).slice(0, 80)),
+    );
   }
   let id = wanted as string | undefined;
   if (verifyToken) {

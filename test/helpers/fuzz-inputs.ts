@@ -600,3 +600,452 @@ export const frameCase: fc.Arbitrary<WsConnCase[]> = fc.array(
   }),
   { minLength: 1, maxLength: 3 },
 );
+
+// ---------------------------------------------------------------------------
+// Several CONNECTs to "/" in one Engine.IO session.
+
+/** One Engine.IO session that sends several Socket.IO CONNECTs to "/" among other packets. */
+export interface MultiConnectSession {
+  transport: "polling" | "websocket";
+  /**
+   * Engine.IO packets ("40", "42[...]"): each batch is one POST (polling,
+   * joined by the record separator) or one write of frames (WebSocket). The
+   * next batch goes once every CONNECT to "/" so far is answered.
+   */
+  batches: string[][];
+  /** How the client ends it: the close packet, a WebSocket close frame, or dropping the connection (polling: always the close packet). */
+  end: "close-packet" | "close-frame" | "destroy";
+}
+
+/** A CONNECT to "/" (Engine.IO "4", Socket.IO "0"), without a namespace: "40" and "40{...}". */
+export const isRootConnect = (packet: string): boolean => /^40(?!\/)/.test(packet);
+
+const smallAuth = fc.record(
+  {
+    clientId: fc.oneof(w(4, pooledId), w(1, fc.jsonValue({ maxDepth: 1 }))),
+    token: fc.string({ maxLength: 20 }),
+    offset: fc.oneof(fc.constantFrom("0-0", "1-1", "9999999999999-0"), fc.string({ maxLength: 10 })),
+    epoch: fc.string({ maxLength: 10 }),
+    rooms: fc.array(engineRoom, { maxLength: 3 }),
+    extra: fc.jsonValue({ maxDepth: 1 }),
+  },
+  { requiredKeys: [] },
+);
+const rootConnect = fc.oneof(
+  w(3, fc.constant("40")),
+  w(
+    3,
+    pooledId.map((id) => `40${JSON.stringify({ clientId: id })}`),
+  ),
+  w(
+    3,
+    smallAuth.map((a) => `40${JSON.stringify(a)}`),
+  ),
+  // Arrays, strings, null: Socket.IO's parser refuses a CONNECT whose payload is not an object.
+  w(
+    1,
+    fc.jsonValue({ maxDepth: 2 }).map((v) => `40${JSON.stringify(v)}`),
+  ),
+);
+const otherPacket = fc.oneof(
+  w(
+    3,
+    unicode(20).map((t) => `42${JSON.stringify(["message", t])}`),
+  ),
+  w(1, fc.constantFrom('421["message","with ack"]', '422["status"]', '42["join","ops"]', '423["join","ops"]', '42["leave","ops"]')),
+  // A DISCONNECT from "/": a CONNECT after it may open a socket again.
+  w(2, fc.constant("41")),
+  w(1, fc.constantFrom("40/nope,", '40/nope,{"clientId":"x"}', "41/nope,", '42/nope,["message","x"]')),
+  w(1, fc.constantFrom("3", "6")),
+  w(1, fc.constantFrom("42[", "4x", '45-["x",{"_placeholder":true,"num":0}]')),
+);
+
+/**
+ * One to three concurrent sessions, each with at least two CONNECTs to "/".
+ * The first batch is mostly CONNECTs (any other Socket.IO packet before a
+ * socket is open ends the session); later ones mix them with the rest.
+ */
+export const multiConnectCase: fc.Arbitrary<MultiConnectSession[]> = fc.array(
+  fc
+    .record({
+      transport: fc.constantFrom<MultiConnectSession["transport"]>("polling", "websocket"),
+      first: fc.tuple(fc.array(rootConnect, { minLength: 1, maxLength: 4 }), fc.array(otherPacket, { maxLength: 1 })),
+      later: fc.array(fc.array(fc.oneof(w(3, rootConnect), w(2, otherPacket)), { minLength: 1, maxLength: 6 }), { maxLength: 2 }),
+      end: fc.constantFrom<MultiConnectSession["end"]>("close-packet", "close-frame", "destroy"),
+    })
+    .map(({ transport, first, later, end }) => ({ transport, batches: [first.flat(), ...later], end }))
+    .filter((s) => s.batches.flat().filter(isRootConnect).length >= 2),
+  { minLength: 1, maxLength: 3 },
+);
+
+// ---------------------------------------------------------------------------
+// Odd and oversized `auth` in CONNECT packets.
+
+/** What a client token or clientId in an odd auth refers to; the test makes them (a fresh id and its tokens, each case). */
+export type AuthRef = "sub" | "other-sub" | "jwt" | "expired-jwt" | "unsigned-jwt";
+
+/**
+ * A JSON value of an odd auth, as a recipe, so that a 120 KB string or a
+ * 20,000-deep nesting prints as a few characters (`oddJson` writes its text).
+ */
+export type OddValue =
+  | { json: unknown }
+  | { repeat: string; times: number }
+  | { nest: "array" | "object"; depth: number; inner: OddValue }
+  | { many: OddValue; times: number }
+  | { ref: AuthRef };
+
+/** One CONNECT's auth: an object of fields (each key once), or a whole value that is not an object. */
+export type OddAuth = { fields: [string, OddValue][] } | { whole: OddValue };
+
+/** One session that sends its CONNECTs one after the other, each once the last was answered. */
+export interface OddAuthCase {
+  transport: "polling" | "websocket";
+  connects: OddAuth[];
+  end: MultiConnectSession["end"];
+}
+
+/** The JSON text of `v`, refs resolved by `refs`; written directly (never through a recursive stringify). */
+export function oddJson(v: OddValue, refs: Record<AuthRef, string>): string {
+  if ("json" in v) return JSON.stringify(v.json);
+  if ("repeat" in v) return JSON.stringify(v.repeat.repeat(v.times));
+  if ("ref" in v) return JSON.stringify(refs[v.ref]);
+  if ("nest" in v) {
+    const inner = oddJson(v.inner, refs);
+    return v.nest === "array" ? "[".repeat(v.depth) + inner + "]".repeat(v.depth) : '{"a":'.repeat(v.depth) + inner + "}".repeat(v.depth);
+  }
+  const one = oddJson(v.many, refs);
+  return `[${new Array<string>(v.times).fill(one).join(",")}]`;
+}
+
+/** The CONNECT payload's JSON text. */
+export const oddAuthJson = (a: OddAuth, refs: Record<AuthRef, string>): string =>
+  "whole" in a ? oddJson(a.whole, refs) : `{${a.fields.map(([k, v]) => `${JSON.stringify(k)}:${oddJson(v, refs)}`).join(",")}}`;
+
+/** Under Engine.IO's default maxHttpBufferSize (about 132 KiB) with room for the rest of the packet. */
+const HUGE_BYTES = 120_000;
+/** Stand-ins as long as the refs the test makes (a JWT is about 150 characters), to size an auth. */
+const SIZED_REFS: Record<AuthRef, string> = {
+  sub: "x".repeat(20),
+  "other-sub": "x".repeat(20),
+  jwt: "x".repeat(300),
+  "expired-jwt": "x".repeat(300),
+  "unsigned-jwt": "x".repeat(300),
+};
+const jsonBytes = (s: string) => Buffer.byteLength(JSON.stringify(s)) - 2;
+
+const hugeString: fc.Arbitrary<OddValue> = fc
+  .record({
+    repeat: fc.oneof(fc.constantFrom("a", "x", "0", '"', "\\", "é", "\u2028", "💥", "\u0000"), fc.string({ unit: "binary", minLength: 1, maxLength: 4 })),
+    times: fc.oneof(fc.integer({ min: 1, max: 200 }), fc.integer({ min: 8_000, max: 120_000 }), fc.constantFrom(8_191, 8_192, 8_193, 16_384, 65_536)),
+  })
+  .map(({ repeat, times }) => ({ repeat, times: Math.min(times, Math.floor(HUGE_BYTES / jsonBytes(repeat))) }));
+
+/** Objects and arrays that a careless `String(value)` cannot turn into text. */
+const unprintable = fc.constantFrom<unknown>(
+  { toString: 1 },
+  { toString: {}, valueOf: {} },
+  [{ toString: 1 }],
+  { valueOf: 1, toString: "x" },
+  JSON.parse('{"__proto__":{"toString":1}}'),
+);
+
+const plainOdd: fc.Arbitrary<OddValue> = fc.oneof(
+  w(
+    3,
+    fc.jsonValue({ maxDepth: 2 }).map((json) => ({ json })),
+  ),
+  w(
+    1,
+    unprintable.map((json) => ({ json })),
+  ),
+);
+
+/** Any odd value: small JSON, huge strings, deep nesting, long arrays. */
+const oddValue: fc.Arbitrary<OddValue> = fc.oneof(
+  w(4, plainOdd),
+  w(3, hugeString),
+  w(
+    2,
+    fc
+      .record({
+        nest: fc.constantFrom<"array" | "object">("array", "object"),
+        depth: fc.oneof(fc.integer({ min: 1, max: 50 }), fc.integer({ min: 1_000, max: 60_000 }), fc.constantFrom(3_000, 3_500, 4_000, 5_000)),
+        inner: fc.oneof(plainOdd, fc.constant<OddValue>({ json: "alice" })),
+      })
+      .map((n) => ({ ...n, depth: Math.min(n.depth, Math.floor(HUGE_BYTES / (n.nest === "array" ? 2 : 6))) })),
+  ),
+  w(
+    2,
+    fc
+      .record({
+        many: fc.oneof(plainOdd, fc.constantFrom<OddValue>({ json: "ops" }, { json: "a".repeat(64) }, { json: "" })),
+        times: fc.oneof(fc.integer({ min: 0, max: 120 }), fc.integer({ min: 1_000, max: 20_000 })),
+      })
+      .map((m) => ({ ...m, times: Math.min(m.times, Math.floor(HUGE_BYTES / (oddJson(m.many, SIZED_REFS).length + 1))) })),
+  ),
+);
+
+const oddKey = fc.oneof(
+  w(2, fc.constantFrom("toString", "valueOf", "__proto__", "constructor", "hasOwnProperty", "sid", "pid", "")),
+  w(1, fc.string({ maxLength: 10 })),
+);
+const oddObject: fc.Arbitrary<OddAuth> = fc
+  .record({
+    known: fc.record(
+      {
+        clientId: fc.oneof(
+          w(5, fc.constant<OddValue>({ ref: "sub" })),
+          w(1, fc.constant<OddValue>({ ref: "other-sub" })),
+          w(3, oddValue),
+          // What a refusal message that quotes the clientId must still print.
+          w(
+            1,
+            fc.oneof(
+              unprintable.map((json) => ({ json })),
+              fc.integer({ min: 2_000, max: 6_000 }).map((depth): OddValue => ({ nest: "array", depth, inner: { json: "alice" } })),
+            ),
+          ),
+        ),
+        token: fc.oneof(
+          w(6, fc.constant<OddValue>({ ref: "jwt" })),
+          w(1, fc.constantFrom<OddValue>({ ref: "expired-jwt" }, { ref: "unsigned-jwt" })),
+          w(3, oddValue),
+        ),
+        offset: oddValue,
+        epoch: oddValue,
+        rooms: fc.oneof(
+          w(
+            2,
+            fc.array(engineRoom, { maxLength: 5 }).map((json) => ({ json })),
+          ),
+          w(2, oddValue),
+        ),
+      },
+      { requiredKeys: ["token"] },
+    ),
+    extra: fc.array(fc.tuple(oddKey, oddValue), { maxLength: 2 }),
+  })
+  .map(({ known, extra }) => {
+    const fields: [string, OddValue][] = Object.entries(known);
+    for (const [k, v] of extra) if (!fields.some(([name]) => name === k)) fields.push([k, v]);
+    // Several huge fields together would pass Engine.IO's limit: drop the largest (never the token) until they fit.
+    const size = (v: OddValue) => Buffer.byteLength(oddJson(v, SIZED_REFS));
+    while (fields.reduce((n, [k, v]) => n + Buffer.byteLength(k) + size(v) + 4, 2) > HUGE_BYTES) {
+      const largest = fields.reduce((best, f, i) => (f[0] !== "token" && (best < 0 || size(f[1]) > size(fields[best]![1])) ? i : best), -1);
+      if (largest < 0) break;
+      fields.splice(largest, 1);
+    }
+    return { fields };
+  });
+
+/** One session with one to three CONNECTs, mostly objects, some with a whole value that is not one. */
+export const oddAuthCase: fc.Arbitrary<OddAuthCase> = fc.record({
+  transport: fc.constantFrom<OddAuthCase["transport"]>("polling", "websocket"),
+  connects: fc.array(
+    fc.oneof(
+      w(6, oddObject),
+      w(
+        1,
+        oddValue.map((whole) => ({ whole })),
+      ),
+    ),
+    { minLength: 1, maxLength: 3 },
+  ),
+  end: fc.constantFrom<OddAuthCase["end"]>("close-packet", "close-frame", "destroy"),
+});
+
+// ---------------------------------------------------------------------------
+// Forged forwarding headers, sent straight to an instance that trusts one proxy.
+
+/** `@A` and `@B` in a value stand for the test's two source addresses (the flooder's and another's). */
+export const ADDRESS_A = "@A";
+export const ADDRESS_B = "@B";
+
+/** A header list's values with `@A` and `@B` replaced. */
+export const withAddresses = (headers: Headers, a: string, b: string): Headers =>
+  headers.map(([k, v]): [string, string] => [k, v.split(ADDRESS_A).join(a).split(ADDRESS_B).join(b)]);
+
+/** What node:http sends and parses in a header value: tab, printable ASCII, and bytes 0x80-0xFF (obs-text). */
+const headerChar = fc
+  .oneof(w(8, fc.integer({ min: 0x20, max: 0x7e })), w(1, fc.integer({ min: 0x80, max: 0xff })), w(1, fc.constant(0x09)))
+  .map((c) => String.fromCharCode(c));
+const garbage = (maxLength: number) => fc.string({ unit: headerChar, maxLength });
+
+const hop = fc.oneof(
+  w(4, fc.constantFrom(ADDRESS_A, ADDRESS_B, ADDRESS_A, ADDRESS_B, `::ffff:${ADDRESS_A}`, `${ADDRESS_B}:80`, `[${ADDRESS_A}]`)),
+  w(3, fc.constantFrom("127.0.0.1", "::1", "[::1]:8080", "0.0.0.0", "127.1", "2130706433", "0x7f.0.0.1", "fe80::1%lo", "::ffff:127.0.0.1", "255.255.255.255")),
+  w(2, fc.ipV4()),
+  w(2, fc.ipV6()),
+  w(1, fc.constantFrom("unknown", "_hidden", "", " ", "localhost", "1.2.3.4:5678", "1.2.3", "999.1.1.1", "::", "[", "]")),
+  w(2, garbage(20)),
+);
+const separator = fc.constantFrom(",", ", ", " , ", ",,", "\t,", ", ,");
+const hops = fc.oneof(
+  w(
+    4,
+    fc.tuple(fc.array(hop, { minLength: 1, maxLength: 8 }), separator).map(([list, sep]) => list.join(sep)),
+  ),
+  // Very long: one hop repeated up to hundreds of times.
+  w(
+    1,
+    fc.tuple(hop, fc.integer({ min: 50, max: 500 }), separator).map(([h, n, sep]) => new Array<string>(n).fill(h || "1.1.1.1").join(sep)),
+  ),
+  w(1, garbage(200)),
+);
+const forwardedElement = fc
+  .tuple(hop, fc.boolean(), fc.option(fc.constantFrom("proto=https", "by=127.0.0.1", "host=evil.com", "for", "for=", '"'), { nil: undefined }))
+  .map(([h, quoted, extra]) => [`for=${quoted ? `"${h}"` : h}`, ...(extra ? [extra] : [])].join(";"));
+const forwardingHeader = fc.oneof(
+  w(4, fc.tuple(fc.constantFrom("X-Forwarded-For", "x-forwarded-for", "X-FORWARDED-FOR"), hops)),
+  w(
+    2,
+    fc.tuple(
+      fc.constant("Forwarded"),
+      fc.oneof(
+        fc.array(forwardedElement, { minLength: 1, maxLength: 5 }).map((e) => e.join(", ")),
+        garbage(60),
+      ),
+    ),
+  ),
+  w(2, fc.tuple(fc.constantFrom("X-Real-IP", "x-real-ip"), fc.oneof(hop, garbage(40)))),
+);
+/** Headers that look like forwarding but are not ones the server reads. */
+const decoyHeader = fc.tuple(fc.constantFrom("X-Forwarded-Host", "X-Client-IP", "True-Client-IP", "CF-Connecting-IP", "X-Forwarded", "Via"), hop);
+
+/** A header list cut to `budget` characters of values (Node refuses heads over 16 KiB with 431), keeping at least one. */
+const withinBudget = (headers: Headers, budget = 9_000): Headers => {
+  const out: Headers = [];
+  let used = 0;
+  for (const [k, v] of headers) {
+    const value = v.slice(0, Math.max(0, budget - used));
+    if (out.length > 0 && value.length < v.length) break;
+    out.push([k, value]);
+    used += value.length;
+  }
+  return out;
+};
+const forgedHeaders = (min: number): fc.Arbitrary<Headers> =>
+  fc.tuple(fc.array(forwardingHeader, { minLength: min, maxLength: 4 }), fc.array(decoyHeader, { maxLength: 2 }), fc.nat()).map(([forwarding, decoys, at]) => {
+    const all: Headers = [...forwarding];
+    for (const d of decoys) all.splice(at % (all.length + 1), 0, d);
+    return withinBudget(all);
+  });
+/** A header that names `@A` as the client, as a proxy would append it. */
+const namingA = fc.oneof(
+  fc.tuple(fc.array(hop, { maxLength: 4 }), separator).map(([before, sep]): [string, string] => ["X-Forwarded-For", [...before, ADDRESS_A].join(sep)]),
+  fc.constant<[string, string]>(["Forwarded", `for=${ADDRESS_A}`]),
+  fc.constant<[string, string]>(["X-Real-IP", ADDRESS_A]),
+);
+
+/** Forged headers for each request of one case (see the proxy property). */
+export interface ForgedCase {
+  /** The flooder's, from @A: often naming @B (a server that believed them would punish @B). */
+  flood: Headers;
+  /** @A's next upgrade and Socket.IO session, after the cut. */
+  retry: Headers;
+  /** From @B, naming @A as the client. */
+  other: Headers;
+  /** An admin request's: at least one forwarding header. */
+  admin: Headers;
+  adminRequest: "GET /clients" | "POST /broadcast-to-all" | "GET /history";
+}
+
+export const forgedCase: fc.Arbitrary<ForgedCase> = fc.record({
+  flood: forgedHeaders(0),
+  retry: forgedHeaders(0),
+  other: fc.tuple(namingA, forgedHeaders(0), fc.boolean()).map(([a, rest, last]) => withinBudget(last ? [...rest, a] : [a, ...rest])),
+  admin: forgedHeaders(1).filter((h) => h.some(([k]) => /^(x-forwarded-for|forwarded|x-real-ip)$/i.test(k))),
+  adminRequest: fc.constantFrom<ForgedCase["adminRequest"]>("GET /clients", "POST /broadcast-to-all", "GET /history"),
+});
+
+// ---------------------------------------------------------------------------
+// Resumes from offsets the history never gave, malformed ones, other epochs.
+
+/** A resume offset, relative to the history's head when the case runs. */
+export type OffsetSpec =
+  | { future: "far" | "max" | "next-ms" | "next-seq" | "padded"; k: number }
+  | { head: true }
+  /** A string that is not an offset (`<ms>-<seq>`, 1-16 digits each). */
+  | { raw: string }
+  /** Not a string (Socket.IO only; /ws sends its JSON text). */
+  | { value: unknown };
+export type EpochSpec = { current: true } | { other: string } | { raw: string } | { value: unknown } | { absent: true };
+
+export interface ResumeClient {
+  via: "ws" | "sio-websocket" | "sio-polling";
+  offset: OffsetSpec;
+  epoch: EpochSpec;
+}
+
+const OFFSET_PATTERN = /^\d{1,16}-\d{1,16}$/;
+const EPOCH_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+const offsetSpec: fc.Arbitrary<OffsetSpec> = fc.oneof(
+  w(
+    5,
+    fc.record({
+      future: fc.constantFrom<"far" | "max" | "next-ms" | "next-seq" | "padded">("far", "max", "next-ms", "next-seq", "padded"),
+      k: fc.nat({ max: 1_000 }),
+    }),
+  ),
+  w(1, fc.constant({ head: true as const })),
+  w(
+    3,
+    fc
+      .oneof(
+        fc.constantFrom(
+          "",
+          "-",
+          "1-",
+          "-1",
+          "1e5-0",
+          "0x10-0",
+          "1.5-0",
+          "99999999999999999-0",
+          "1-99999999999999999",
+          " 1-0",
+          "1-0 ",
+          "١-٠",
+          "1_0",
+          "+1-0",
+          "9999999999999-0-0",
+        ),
+        fc.string({ maxLength: 20 }),
+        fc.string({ unit: "binary", maxLength: 10 }),
+      )
+      .filter((s) => !OFFSET_PATTERN.test(s))
+      .map((raw) => ({ raw })),
+  ),
+  w(
+    1,
+    fc
+      .oneof(fc.constantFrom<unknown>(9999999999999, -1, 1.5, null, true, ["9999999999999-0"], { ms: 1, seq: 0 }), fc.jsonValue({ maxDepth: 1 }))
+      .filter((v) => typeof v !== "string")
+      .map((value) => ({ value })),
+  ),
+);
+const epochSpec: fc.Arbitrary<EpochSpec> = fc.oneof(
+  w(5, fc.constant({ current: true as const })),
+  w(
+    3,
+    fc.stringMatching(EPOCH_PATTERN).map((other) => ({ other })),
+  ),
+  w(
+    1,
+    fc
+      .oneof(fc.constantFrom("", " ", "a b", "é", "x".repeat(33), "abc\n", "../x"), fc.string({ maxLength: 40 }))
+      .filter((s) => !EPOCH_PATTERN.test(s))
+      .map((raw) => ({ raw })),
+  ),
+  w(
+    1,
+    fc.constantFrom<unknown>(1, null, ["e"], { epoch: "e" }).map((value) => ({ value })),
+  ),
+  w(1, fc.constant({ absent: true as const })),
+);
+
+/** One to three clients that connect at once, each resuming from its odd offset. */
+export const resumeCase: fc.Arbitrary<ResumeClient[]> = fc.array(
+  fc.record({ via: fc.constantFrom<ResumeClient["via"]>("ws", "sio-websocket", "sio-polling"), offset: offsetSpec, epoch: epochSpec }),
+  { minLength: 1, maxLength: 3 },
+);
