@@ -455,7 +455,10 @@ describe("strangers and faults", function () {
       const got = receiver.inbox.all((f) => f.includes('"type":"message"')).map((f) => (JSON.parse(f) as { data: { text: string } }).data.text);
       expect(got, "every message once, in order").to.deep.equal(Array.from({ length: total }, (_, i) => `n${i}`));
       for (const inst of c.instances) {
-        expect(inst.logs.filter((r) => r.msg === "unhandled rejection"), `${inst.id}: unhandled rejections`).to.deep.equal([]);
+        expect(
+          inst.logs.filter((r) => r.msg === "unhandled rejection"),
+          `${inst.id}: unhandled rejections`,
+        ).to.deep.equal([]);
       }
     });
   });
