@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Logger } from "../logger.js";
 import type { RedisConnection } from "./redis.js";
+import { withTimeout } from "../timeout.js";
 
 export type Transport = "socket.io" | "ws";
 
@@ -166,14 +167,4 @@ export class ClientRegistry extends EventEmitter<{ change: [] }> {
     const failed = results.find((r) => r.status === "rejected");
     if (failed) this.#log.debug({ err: (failed.reason as Error).message }, "heartbeat failed; retrying next beat");
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }

@@ -2,6 +2,7 @@ import type { LimitFunction } from "p-limit";
 import type { BroadcastDomain } from "../domain/broadcast.js";
 import { type ReadBudget, type Replay, compareOffsets, parseOffset } from "../domain/history.js";
 import type { Envelope, RecoveryReason, Welcome } from "../protocol.js";
+import { withTimeout } from "../timeout.js";
 
 /** What a reconnecting client says it has: the last offset of an epoch. */
 export interface Resume {
@@ -138,7 +139,7 @@ export async function startConnection(opts: {
     if (!opts.open()) return;
     let result: Replay;
     try {
-      result = await withTimeout(domain.recover(resume.epoch, resume.offset, policy.budget), READ_TIMEOUT_MS);
+      result = await withTimeout(domain.recover(resume.epoch, resume.offset, policy.budget), READ_TIMEOUT_MS, "the history");
     } catch (err) {
       opts.onError(err as Error);
       policy.outcome("UNAVAILABLE");
@@ -171,14 +172,4 @@ async function drained(queued: () => number, open: () => boolean, policy: Replay
     await new Promise((r) => setTimeout(r, PACE_POLL_MS));
   }
   return open();
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`the history did not answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
