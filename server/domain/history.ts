@@ -293,11 +293,14 @@ export class RedisLog implements BroadcastLog {
         await this.#readHead(false).catch(() => undefined);
       })();
     });
-    // The subscription is back (node-redis resubscribes before it says ready):
-    // what was published while it was down is in the stream.
-    this.redis.onSubscriberReady(() => {
-      if (!this.#closed && !this.#repairing) void this.#repair();
-    });
+    // One Redis: the subscription is back (node-redis resubscribes before it
+    // says ready), and what was published while it was down is in the stream.
+    // A cluster's messages name their predecessor, so the next one finds a gap itself.
+    if (!this.#chained) {
+      this.redis.onSubscriberReady(() => {
+        if (!this.#closed && !this.#repairing) void this.#repair();
+      });
+    }
   }
 
   close(): void {
@@ -363,13 +366,15 @@ export class RedisLog implements BroadcastLog {
         if (this.#held.length === 0) this.log.info({ heldMs: Date.now() - started }, "history back: held broadcasts published in order");
         continue;
       } catch {
-        const gaveUp = this.redis.kind === "cluster" && !this.redis.ready;
+        // A cluster client with no connection left at all will not come back within a failover.
+        const gaveUp = this.redis.kind === "cluster" && !this.redis.commandsReady;
         if (!this.#closed && !gaveUp && Date.now() - started < this.opts.holdMs) {
           await new Promise((r) => setTimeout(r, 50));
           continue;
         }
+        // Only a hold that ran its time marks an outage; the next append after a cluster's give-up tries again.
+        this.#away = !gaveUp;
       }
-      this.#away = true;
       for (const held of this.#held.splice(0)) {
         this.#deliverLocally(held.envelope);
         held.done();
