@@ -494,30 +494,46 @@ export class RedisLog implements BroadcastLog {
   async #repair(): Promise<void> {
     this.#repairing = true;
     const from = this.#last;
+    const started = Date.now();
     let missed = 0;
-    try {
-      let lower = `(${from}`;
-      let count = 2;
-      let bytes = 0;
-      let read = 0;
-      for (;;) {
-        const page = await this.#read("XRANGE", lower, "+", count);
-        for (const [id, [kind = "", payload = ""]] of page) {
-          if (!this.#waiting.some((w) => w.id === id) && compareOffsets(id, this.#last) > 0) missed++;
-          this.#apply({ epoch: this.#epoch, id, kind, payload });
-          bytes += payload.length;
+    // A read can fail while the shard still fails over: try again from where
+    // delivery stands, live entries waiting meanwhile, for as long as appends are held.
+    for (;;) {
+      try {
+        missed += await this.#readMissed();
+        if (missed > 0) this.log.warn({ from, missed }, "broadcasts missed on the channel: delivered from the history");
+        break;
+      } catch (err) {
+        if (this.#closed || Date.now() - started >= this.opts.holdMs) {
+          this.log.warn({ from, err: (err as Error).message }, "broadcasts missed on the channel could not be read from the history");
+          break;
         }
-        read += page.length;
-        if (page.length < count) break;
-        lower = `(${page[page.length - 1]![0]}`;
-        count = nextPage(bytes, read, MAX_PAGE);
+        await new Promise((r) => setTimeout(r, 100));
       }
-      if (missed > 0) this.log.warn({ from, missed }, "broadcasts missed on the channel: delivered from the history");
-    } catch (err) {
-      this.log.warn({ from, err: (err as Error).message }, "broadcasts missed on the channel could not be read from the history");
     }
     this.#repairing = false;
     for (const entry of this.#waiting.splice(0)) this.#apply(entry);
+  }
+
+  /** Delivers the stream's entries after where this instance stands, in pages; answers how many had not come live. */
+  async #readMissed(): Promise<number> {
+    let missed = 0;
+    let lower = `(${this.#last}`;
+    let count = 2;
+    let bytes = 0;
+    let read = 0;
+    for (;;) {
+      const page = await this.#read("XRANGE", lower, "+", count);
+      for (const [id, [kind = "", payload = ""]] of page) {
+        if (!this.#waiting.some((w) => w.id === id) && compareOffsets(id, this.#last) > 0) missed++;
+        this.#apply({ epoch: this.#epoch, id, kind, payload });
+        bytes += payload.length;
+      }
+      read += page.length;
+      if (page.length < count) return missed;
+      lower = `(${page[page.length - 1]![0]}`;
+      count = nextPage(bytes, read, MAX_PAGE);
+    }
   }
 }
 
