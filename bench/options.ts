@@ -62,6 +62,20 @@ export interface Options {
   abusePingMs: number;
   /** The well-behaved probe publishes one message every this many ms (under the 20/s default rate limit). */
   abuseProbeGapMs: number;
+  /**
+   * The two attacks through nginx on the four-instance stack (scenarios/abuse-attacks.ts):
+   * bystanders receiving the probe's messages, and the history entries of 64 KiB filled first.
+   */
+  abuseBystanders: number;
+  abuseFill: number;
+  /** The replay attack: this long, with this many replay requests evenly over it. */
+  abuseReplayMs: number;
+  abuseReplayRequests: number;
+  /** The address flood: this long, this many connections from one address, each sending this many messages of this size a second. */
+  abuseAddressMs: number;
+  abuseAddressConns: number;
+  abuseAddressRate: number;
+  abuseAddressBytes: number;
   /** CPU profile (over the inspector) of one extra saturated phase at the largest size and window. */
   profile: boolean;
   /**
@@ -116,6 +130,14 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     abuseFloodMs: 2_000,
     abusePingMs: 3_000,
     abuseProbeGapMs: 60,
+    abuseBystanders: 200,
+    abuseFill: 100,
+    abuseReplayMs: 5_000,
+    abuseReplayRequests: 3,
+    abuseAddressMs: 4_000,
+    abuseAddressConns: 50,
+    abuseAddressRate: 15,
+    abuseAddressBytes: 32 * 1024,
     profile: false,
   },
   full: {
@@ -163,6 +185,16 @@ const PRESETS: Record<"quick" | "full", Omit<Options, "preset" | "targets" | "sc
     abuseFloodMs: 6_000,
     abusePingMs: 10_000,
     abuseProbeGapMs: 60,
+    abuseBystanders: 1_000,
+    // HISTORY_SIZE's default: a replay from the oldest offset carries all of it.
+    abuseFill: 1_000,
+    abuseReplayMs: 25_000,
+    abuseReplayRequests: 15,
+    abuseAddressMs: 20_000,
+    abuseAddressConns: 50,
+    // Under the default per-connection limit of 20 a second.
+    abuseAddressRate: 15,
+    abuseAddressBytes: 32 * 1024,
     profile: true,
   },
 };
@@ -188,9 +220,13 @@ export const USAGE = `npm run bench -- [options]
   --scaling-publishes N  --scaling-subscribers 0,12,60   Redis CPU per publish with that many more subscribers
   --drain-clients N  --drain-rate N/s  --drain-forced SEC
   --abuse-receivers N  --abuse-baseline MS  --abuse-flood MS  --abuse-ping MS  --abuse-probe-gap MS
+  --abuse-bystanders N  --abuse-fill N   the attacks on sio-4-nginx: bystanders, history entries of 64 KiB filled first
+  --abuse-replay MS  --abuse-replay-requests N   replay attack: unread replays of the whole history, evenly over MS
+  --abuse-address MS  --abuse-address-conns N  --abuse-address-rate N/s  --abuse-address-bytes BYTES   address flood from one address
   --profile / --no-profile   CPU profiles of each target (default: on in the full run)
   --before DIR            an earlier checkout (git worktree add DIR <commit>; ln -s $PWD/node_modules DIR/): its server
-                          runs as ws-1-before and sio-1-before in the fan-out, for before/after ratios and profiles
+                          runs as ws-1-before and sio-1-before in the fan-out, for before/after ratios and profiles,
+                          and its stack as sio-4-nginx-before in the abuse scenario's attacks
   --children N            generator processes (default: as needed, at least 2)
   --spread-after N        connections to one destination from 127.0.0.1; the rest from 127.0.0.2–61 (default 4000)
   --out DIR               results directory (default bench/results)
@@ -261,6 +297,14 @@ export function parseOptions(argv: string[]): Options | "help" {
       "abuse-flood": { type: "string" },
       "abuse-ping": { type: "string" },
       "abuse-probe-gap": { type: "string" },
+      "abuse-bystanders": { type: "string" },
+      "abuse-fill": { type: "string" },
+      "abuse-replay": { type: "string" },
+      "abuse-replay-requests": { type: "string" },
+      "abuse-address": { type: "string" },
+      "abuse-address-conns": { type: "string" },
+      "abuse-address-rate": { type: "string" },
+      "abuse-address-bytes": { type: "string" },
       profile: { type: "boolean" },
       "no-profile": { type: "boolean" },
       before: { type: "string" },
@@ -336,6 +380,14 @@ export function parseOptions(argv: string[]): Options | "help" {
     abuseFloodMs: num(values["abuse-flood"], "abuse-flood", p.abuseFloodMs, { min: 200 }),
     abusePingMs: num(values["abuse-ping"], "abuse-ping", p.abusePingMs, { min: 200 }),
     abuseProbeGapMs: num(values["abuse-probe-gap"], "abuse-probe-gap", p.abuseProbeGapMs, { min: 5 }),
+    abuseBystanders: Math.round(num(values["abuse-bystanders"], "abuse-bystanders", p.abuseBystanders, { min: 1 })),
+    abuseFill: Math.round(num(values["abuse-fill"], "abuse-fill", p.abuseFill, { min: 1 })),
+    abuseReplayMs: num(values["abuse-replay"], "abuse-replay", p.abuseReplayMs, { min: 200 }),
+    abuseReplayRequests: Math.round(num(values["abuse-replay-requests"], "abuse-replay-requests", p.abuseReplayRequests, { min: 1 })),
+    abuseAddressMs: num(values["abuse-address"], "abuse-address", p.abuseAddressMs, { min: 200 }),
+    abuseAddressConns: Math.round(num(values["abuse-address-conns"], "abuse-address-conns", p.abuseAddressConns, { min: 1 })),
+    abuseAddressRate: num(values["abuse-address-rate"], "abuse-address-rate", p.abuseAddressRate, { min: 0.1 }),
+    abuseAddressBytes: Math.round(num(values["abuse-address-bytes"], "abuse-address-bytes", p.abuseAddressBytes, { min: 16 })),
     profile: values["no-profile"] ? false : values.profile ? true : p.profile,
     before,
     children: num(values.children, "children", 0),

@@ -11,11 +11,13 @@ import { nowUs } from "./lib/clock.js";
 export class Publisher {
   readonly #send: (text: string) => void;
   readonly #close: () => void;
+  readonly #isOpen: () => boolean;
   readonly #pad: string;
 
-  private constructor(send: (text: string) => void, close: () => void, payloadBytes: number) {
+  private constructor(send: (text: string) => void, close: () => void, isOpen: () => boolean, payloadBytes: number) {
     this.#send = send;
     this.#close = close;
+    this.#isOpen = isOpen;
     // seq and a 10-digit microsecond stamp take about 20 bytes.
     this.#pad = "p".repeat(Math.max(0, payloadBytes - 24));
   }
@@ -27,6 +29,7 @@ export class Publisher {
       return new Publisher(
         (text) => c.emit("message", text),
         () => c.close(),
+        () => c.ws.readyState === WebSocket.OPEN,
         payloadBytes,
       );
     }
@@ -40,6 +43,7 @@ export class Publisher {
     return new Publisher(
       (text) => ws.readyState === ws.OPEN && ws.send(text),
       () => ws.terminate(),
+      () => ws.readyState === ws.OPEN,
       payloadBytes,
     );
   }
@@ -49,6 +53,11 @@ export class Publisher {
     const t = nowUs();
     this.#send(`${BROADCAST_MARK}${seq}|${t}|${this.#pad}`);
     return t;
+  }
+
+  /** Whether its connection is still open (the server may cut it). */
+  get open(): boolean {
+    return this.#isOpen();
   }
 
   close(): void {

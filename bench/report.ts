@@ -4,6 +4,7 @@ import { f, KIB, MIB, md, n0, round, table } from "./lib/format.js";
 import { lineChart, type Series } from "./lib/svg.js";
 import type { Options } from "./options.js";
 import type { AbuseCell, AbusePhase, AbusePhaseName } from "./scenarios/abuse.js";
+import type { AttackCell } from "./scenarios/abuse-attacks.js";
 import type { DrainResult } from "./scenarios/drain.js";
 import type { EchoCell } from "./scenarios/echo.js";
 import type { FanoutCell, TargetProfile } from "./scenarios/fanout.js";
@@ -13,6 +14,7 @@ import type { ScalingResult } from "./scenarios/scaling.js";
 import { scalingConsole, scalingMarkdown } from "./report-scaling.js";
 import type { Footprints } from "./lib/footprint.js";
 import { type MachineReading, readingText } from "./lib/machine.js";
+import { attacksConsole, attacksMarkdown } from "./report-attacks.js";
 import { cpuServer, fanoutConsole, fanoutFigures, fanoutMarkdown, profilesConsole, profilesMarkdown } from "./report-fanout.js";
 import { goalsConsole, goalsMarkdown } from "./report-goals.js";
 import { memoryConsole, memoryMarkdown } from "./report-memory.js";
@@ -44,6 +46,8 @@ export interface RunResults {
   ramp: RampResult | undefined;
   drain: DrainResult | undefined;
   abuse: AbuseCell[];
+  /** The abuse scenario's replay and address attacks through nginx, a cell a stack (before, after). */
+  abuseAttacks: AttackCell[];
   /** The machine over each scenario (load average, CPU of others). */
   machineByScenario: Record<string, MachineReading>;
   errors: { scenario: string; target: string; message: string }[];
@@ -335,6 +339,7 @@ export function renderConsole(r: RunResults): string {
     const { header, rows } = abuseRows(r);
     parts.push(table(header, rows));
   }
+  parts.push(...attacksConsole(r));
   const figs = figures(r);
   if (figs.length > 0) {
     parts.push("\nOther figures (ratios from this run: median of paired trials; noisy = trials more than 20% apart)");
@@ -365,6 +370,7 @@ const COLORS: Record<TargetName, string> = {
   "sio-1-nohist": "#ff9896",
   "sio-4-direct": "#2ca02c",
   "sio-4-direct-nohist": "#98df8a",
+  "sio-4-nginx-before": "#c5b0d5",
   "sio-4-nginx": "#9467bd",
 };
 
@@ -542,6 +548,7 @@ export function renderMarkdown(r: RunResults): string {
     );
   }
   if (r.abuse.length > 0) renderAbuse(r, L);
+  L.push(...attacksMarkdown(r));
   L.push(...profilesMarkdown(r));
   if (r.errors.length > 0) {
     L.push("");
@@ -670,7 +677,19 @@ function renderAbuse(r: RunResults, L: string[]): void {
   );
 }
 
-const OWN_FILES = ["run.json", "REPORT.md", "fanout.json", "latency.svg", "echo.json", "memory.json", "scaling.json", "ramp.json", "drain.json", "abuse.json"];
+const OWN_FILES = [
+  "run.json",
+  "REPORT.md",
+  "fanout.json",
+  "latency.svg",
+  "echo.json",
+  "memory.json",
+  "scaling.json",
+  "ramp.json",
+  "drain.json",
+  "abuse.json",
+  "abuse-attacks.json",
+];
 
 /** Writes `<scenario>.json`, `run.json`, `latency.svg` and `REPORT.md` into `dir` (and removes those of an earlier run this one did not make). */
 export async function writeResults(dir: string, r: RunResults): Promise<string[]> {
@@ -689,6 +708,7 @@ export async function writeResults(dir: string, r: RunResults): Promise<string[]
   if (r.ramp) files.push(["ramp.json", JSON.stringify(r.ramp, null, 2)]);
   if (r.drain) files.push(["drain.json", JSON.stringify(r.drain, null, 2)]);
   if (r.abuse.length > 0) files.push(["abuse.json", JSON.stringify(r.abuse, null, 2)]);
+  if (r.abuseAttacks.length > 0) files.push(["abuse-attacks.json", JSON.stringify(r.abuseAttacks, null, 2)]);
   for (const [name, text] of files) await writeFile(path.join(dir, name), text);
   const made = new Set(files.map(([name]) => name));
   for (const name of OWN_FILES) if (!made.has(name)) await rm(path.join(dir, name), { force: true });

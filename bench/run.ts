@@ -17,6 +17,7 @@ import { Progress } from "./lib/progress.js";
 import { type Options, parseOptions, USAGE } from "./options.js";
 import { renderConsole, type RunResults, writeResults } from "./report.js";
 import { runAbuse } from "./scenarios/abuse.js";
+import { runAttacks } from "./scenarios/abuse-attacks.js";
 import { type Ctx, Interrupted } from "./scenarios/context.js";
 import { runDrain } from "./scenarios/drain.js";
 import { runEcho } from "./scenarios/echo.js";
@@ -94,6 +95,7 @@ async function main(): Promise<number> {
     ramp: undefined,
     drain: undefined,
     abuse: [],
+    abuseAttacks: [],
     machineByScenario: {},
     errors: [],
     interrupted: false,
@@ -119,7 +121,7 @@ async function main(): Promise<number> {
     has("ramp") ? opts.rampMax : 0,
     has("scaling") ? opts.scalingClients : 0,
     has("drain") ? opts.drainClients : 0,
-    has("abuse") ? opts.abuseReceivers : 0,
+    has("abuse") ? Math.max(opts.abuseReceivers, opts.abuseBystanders) : 0,
     1,
   );
   const perChild = Math.max(1_000, fdLimit() - CHILD_FD_MARGIN);
@@ -205,6 +207,15 @@ async function main(): Promise<number> {
       ],
     ];
     const wantedAbuse = has("abuse") ? abuseHosts.filter(([t]) => wants(t)) : [];
+    // The replay and address attacks: a stack of their own (their history filled, nothing left of the
+    // floods above), and with --before that checkout's stack, started by its own harness. Each starts
+    // right before its attacks and stops after them: one at a time, with nothing else starting.
+    const attackOpts = { inspect: false, defaultLimits: true, forcedShutdownSec: opts.drainForcedSec, before: opts.before };
+    const attackHosts: [TargetName, string, () => Promise<Host>][] = [
+      ["sio-4-nginx-before", "abuse attacks: stack of the before checkout", () => startClusterHost("sio-4-nginx-before", attackOpts)],
+      ["sio-4-nginx", "abuse attacks: stack behind nginx", () => startClusterHost("sio-4-nginx", attackOpts)],
+    ];
+    const wantedAttacks = has("abuse") ? attackHosts.filter(([t]) => wants(t)) : [];
     // Everything starts at once (the stacks take a while on 2 cores); the memory scenario
     // runs on the single-process targets meanwhile: it counts bytes, not time. The abuse
     // scenario's hosts stay idle until the end.
@@ -311,6 +322,20 @@ async function main(): Promise<number> {
         }
       }
       for (const [, name] of wantedAbuse) await stopHost(name);
+      // Then the attacks through nginx, before and after side by side.
+      if (wantedAttacks.length > 0) {
+        noteLoad("the abuse scenario's attacks");
+        const stacks = wantedAttacks.map(([target, name, start]) => ({
+          target,
+          start: () => startHost(name, start) as Promise<ClusterHost | undefined>,
+          stop: () => stopHost(name),
+        }));
+        const a = await attempt("abuse attacks", wantedAttacks.map(([t]) => t).join(","), () => runAttacks(ctx, stacks));
+        if (a) {
+          results.abuseAttacks.push(...a.cells);
+          for (const e of a.errors) results.errors.push({ scenario: "abuse", target: e.target, message: e.message });
+        }
+      }
     }
   } catch (err) {
     if (!(err instanceof Interrupted)) {

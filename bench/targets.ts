@@ -23,15 +23,19 @@ export const TARGET_NAMES = [
   "sio-1-nohist",
   "sio-4-direct",
   "sio-4-direct-nohist",
+  "sio-4-nginx-before",
   "sio-4-nginx",
 ] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
-/** The server of an earlier checkout (--before DIR), beside this one's: before/after ratios and profiles. */
-export const BEFORE_TARGETS: readonly TargetName[] = ["ws-1-before", "sio-1-before"];
+/**
+ * The server of an earlier checkout (--before DIR), beside this one's: before/after ratios and
+ * profiles in the fan-out, and its stack in the abuse scenario's attacks.
+ */
+export const BEFORE_TARGETS: readonly TargetName[] = ["ws-1-before", "sio-1-before", "sio-4-nginx-before"];
 /** Measured only when --targets names them (a third stack costs the default runs too much), or, the before targets, with --before. */
 export const OPT_IN_TARGETS: readonly TargetName[] = ["sio-4-direct-nohist", ...BEFORE_TARGETS];
 /** This checkout's target that a before target is the earlier version of. */
-export const AFTER_OF: Partial<Record<TargetName, TargetName>> = { "ws-1-before": "ws-1", "sio-1-before": "sio-1" };
+export const AFTER_OF: Partial<Record<TargetName, TargetName>> = { "ws-1-before": "ws-1", "sio-1-before": "sio-1", "sio-4-nginx-before": "sio-4-nginx" };
 
 export const TARGET_LABELS: Record<TargetName, string> = {
   raw: "baseline: bare ws broadcast server (bench/raw-ws-server.ts)",
@@ -43,6 +47,7 @@ export const TARGET_LABELS: Record<TargetName, string> = {
   "sio-1-nohist": "1 instance, Socket.IO (websocket), HISTORY_SIZE=0: history and recovery off (fan-out only)",
   "sio-4-direct": "4 instances + Redis, Socket.IO, direct",
   "sio-4-direct-nohist": "4 instances + Redis, Socket.IO, direct, HISTORY_SIZE=0: history and recovery off (fan-out only; opt-in)",
+  "sio-4-nginx-before": "4 instances + Redis of the --before checkout, Socket.IO, via nginx (its own harness/stack.ts; the abuse scenario's attacks only)",
   "sio-4-nginx": "4 instances + Redis, Socket.IO, via nginx",
 };
 
@@ -207,6 +212,13 @@ export async function startSingleInstance(
   };
 }
 
+/** The earlier checkout's own harness/stack.ts starts its stack (its server, its nginx.conf), as its tests do. */
+async function beforeStartStack(which: TargetName, before: string | undefined): Promise<typeof startStack> {
+  if (!before) throw new Error(`${which} needs --before DIR`);
+  const harness = (await import(pathToFileURL(path.join(before, "harness", "stack.ts")).href)) as { startStack: typeof startStack };
+  return harness.startStack;
+}
+
 export interface ClusterHost extends Host {
   readonly stack: Stack;
   /** nginx's error.log, summarised: message (addresses and ids stripped) → count. */
@@ -224,12 +236,13 @@ export interface ClusterHost extends Host {
  * a broadcast of either would also reach the other's clients.
  */
 export async function startClusterHost(
-  which: "sio-4-direct" | "sio-4-direct-nohist" | "sio-4-nginx",
-  opts: InstanceHostOptions & { forcedShutdownSec: number },
+  which: "sio-4-direct" | "sio-4-direct-nohist" | "sio-4-nginx" | "sio-4-nginx-before",
+  opts: InstanceHostOptions & { forcedShutdownSec: number; before?: string },
 ): Promise<ClusterHost> {
   const listeners = new Set<(e: StackEvent) => void>();
+  const start = BEFORE_TARGETS.includes(which) ? await beforeStartStack(which, opts.before) : startStack;
   // On ports below the ephemeral range, as the stack picks them (harness/ports.ts).
-  const stack = await startStack({
+  const stack = await start({
     // LOG_LEVEL info on the benchmark stacks (their lifecycle lines): nothing on the message
     // path logs at info, so this costs nothing in the measurements. The abuse scenario's
     // stack logs warnings only, as its single instances do.
@@ -301,7 +314,7 @@ export async function startClusterHost(
       return () => void listeners.delete(listener);
     },
     targets: [
-      which !== "sio-4-nginx"
+      which !== "sio-4-nginx" && which !== "sio-4-nginx-before"
         ? { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: direct, publishUrl: direct[0]!, processes, inspectors, instances }
         : { name: which, label: TARGET_LABELS[which], kind: "sio", clientUrls: [stack.url], publishUrl: stack.url, processes, inspectors, instances },
     ],

@@ -4,7 +4,22 @@ import { track } from "../../harness/processes.js";
 import { epoch } from "../lib/clock.js";
 import { type Histogram, mergeEncoded } from "../lib/hist.js";
 import { PendingReplies } from "../lib/replies.js";
-import type { ConnectOrder, ConnectResult, Delivery, DeliveryBucket, EchoResult, FloodOrder, FloodResult, Order, Report, Stats } from "./protocol.js";
+import type {
+  AddressFloodOrder,
+  AddressFloodResult,
+  ConnectOrder,
+  ConnectResult,
+  Delivery,
+  DeliveryBucket,
+  EchoResult,
+  FloodOrder,
+  FloodResult,
+  Order,
+  Report,
+  ReplayOrder,
+  ReplayResult,
+  Stats,
+} from "./protocol.js";
 
 const WORKER = fileURLToPath(new URL("./worker.ts", import.meta.url));
 
@@ -255,6 +270,20 @@ export class Fleet {
     const child = this.children[0];
     if (!child) throw new Error("the fleet has no children");
     return this.#ask<FloodResult>(child, { ...o, op: "flood" }, o.durationMs + o.timeoutMs + 30_000);
+  }
+
+  /** The replay attacker on the first child (see ReplayOrder); resolves when its time is up. */
+  async replay(o: Omit<ReplayOrder, "op">): Promise<ReplayResult> {
+    const child = this.children[0];
+    if (!child) throw new Error("the fleet has no children");
+    return this.#ask<ReplayResult>(child, { ...o, op: "replay" }, o.durationMs + o.requests * o.timeoutMs * 2 + 30_000);
+  }
+
+  /** The address flood on the first child (see AddressFloodOrder); resolves when its time is up. */
+  async addressFlood(o: Omit<AddressFloodOrder, "op">): Promise<AddressFloodResult> {
+    const child = this.children[0];
+    if (!child) throw new Error("the fleet has no children");
+    return this.#ask<AddressFloodResult>(child, { ...o, op: "addressFlood" }, o.durationMs + o.timeoutMs + 30_000);
   }
 
   /** Closes every connection of a group, or all (and stops reconnecting them). */

@@ -56,6 +56,8 @@ export type Order =
   /** Stop reconnecting and close every connection of a group (all when not given). */
   | { op: "close"; group?: string }
   | FloodOrder
+  | ReplayOrder
+  | AddressFloodOrder
   | { op: "exit" };
 
 /**
@@ -85,6 +87,78 @@ export interface FloodResult {
   connectErrors: Record<string, number>;
   /** Connections the server closed (or that dropped), by WebSocket close code. */
   closedByServer: Record<string, number>;
+  elapsedMs: number;
+}
+
+/**
+ * The replay attacker: `requests` /ws connections in JSON mode, one every
+ * `durationMs / requests`, each asking for the history since `since` of
+ * `epoch`; each reads its welcome and then nothing more, and is let go when
+ * the next one connects (the last at the deadline).
+ */
+export interface ReplayOrder {
+  op: "replay";
+  /** The stack's base http:// URL. */
+  url: string;
+  since: string;
+  epoch: string;
+  /** Source address of every connection (one address: nginx's per-address limits see one client). */
+  localAddress: string;
+  requests: number;
+  durationMs: number;
+  timeoutMs: number;
+}
+
+export interface ReplayResult {
+  requests: number;
+  /** Answered 101. */
+  upgraded: number;
+  /** Other answers, by HTTP status, and connects that got no answer, by why. */
+  refused: Record<string, number>;
+  failed: Record<string, number>;
+  /** What the welcomes said: how many said recovered: true, broadcasts replayed (in all, and the most one welcome announced), and the reasons given. */
+  recovered: number;
+  replayed: number;
+  replayedMax: number;
+  reasons: Record<string, number>;
+  /** Upgraded connections whose welcome did not come within the time limit. */
+  noWelcome: number;
+  elapsedMs: number;
+}
+
+/**
+ * The address flood: `connections` /ws connections from one source address,
+ * each sending `text` `ratePerSec` times a second (paced, never queued
+ * behind a full socket) and discarding what it gets unread; one the server
+ * closes connects again after 50 ms, until `durationMs` has passed.
+ */
+export interface AddressFloodOrder {
+  op: "addressFlood";
+  /** The stack's base http:// URL. */
+  url: string;
+  localAddress: string;
+  connections: number;
+  ratePerSec: number;
+  text: string;
+  durationMs: number;
+  timeoutMs: number;
+}
+
+export interface AddressFloodResult {
+  /** Connections asked for (held at once). */
+  connections: number;
+  /** Connections opened (the first of each and every reconnect). */
+  connects: number;
+  connectFailures: number;
+  /** Why connects failed (`HTTP 429`, `ECONNRESET`, …), and how often. */
+  connectErrors: Record<string, number>;
+  /** Frames written; and those skipped because the socket had not taken the last ones yet. */
+  sent: number;
+  skipped: number;
+  /** Connections that ended under it (the server or nginx closed them). */
+  closedByServer: number;
+  /** The most connections open at once. */
+  openMax: number;
   elapsedMs: number;
 }
 

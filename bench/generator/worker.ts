@@ -10,6 +10,7 @@ import { addRecoveryCounts, countResume, noRecoveryCounts, Place, type RecoveryC
 import { EngineClient, type WelcomeInfo } from "../engine-client.js";
 import { nowUs, setEpoch } from "../lib/clock.js";
 import { encodeHistogram, type Histogram, newHistogram } from "../lib/hist.js";
+import { addressFlood, replayAttack } from "./attacks.js";
 import {
   BROADCAST_MARK,
   type ConnectOrder,
@@ -621,6 +622,10 @@ async function handle(order: Order): Promise<unknown> {
       return closeAll(order.group);
     case "flood":
       return flood(order);
+    case "replay":
+      return replayAttack(order);
+    case "addressFlood":
+      return addressFlood(order);
     case "exit":
       await closeAll();
       setImmediate(() => process.exit(0));

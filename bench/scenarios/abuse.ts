@@ -5,6 +5,7 @@ import { Fleet } from "../generator/fleet.js";
 import type { FloodResult } from "../generator/protocol.js";
 import { type LatencySummary, summarize } from "../lib/hist.js";
 import { rateMeter } from "../lib/progress.js";
+import { counter, delta, scrapeMetrics } from "../lib/prom.js";
 import { Publisher } from "../publisher.js";
 import type { ServiceInstance, Target, TargetName } from "../targets.js";
 import { type Ctx, Interrupted } from "./context.js";
@@ -69,10 +70,31 @@ export interface AbuseCell {
 }
 
 /** How long after a phase the probe's last messages may take to arrive: as long as the phase, 2–10 s. */
-const tailMaxMs = (phaseMs: number) => Math.min(10_000, Math.max(2_000, phaseMs));
+export const tailMaxMs = (phaseMs: number) => Math.min(10_000, Math.max(2_000, phaseMs));
 /** A pause between phases, so one's aftermath is not the next one's start. */
-const SETTLE_MS = 200;
+export const SETTLE_MS = 200;
 const RSS_SAMPLE_MS = 100;
+
+/** VmRSS of each instance: now, and the most seen until stop() (sampled every 100 ms, and once more at the stop). */
+export function watchRss(instances: ServiceInstance[]): { stop(): AbusePhase["rss"] } {
+  const rss = instances.map((i) => {
+    const v = rssBytes(i.pid) ?? NaN;
+    return { instance: i.id, before: v, max: v };
+  });
+  const sample = () =>
+    instances.forEach((inst, k) => {
+      const v = rssBytes(inst.pid);
+      if (v !== undefined && !(v <= rss[k]!.max)) rss[k]!.max = v;
+    });
+  const sampler = setInterval(sample, RSS_SAMPLE_MS);
+  return {
+    stop() {
+      clearInterval(sampler);
+      sample();
+      return rss;
+    },
+  };
+}
 
 /**
  * Abuse: N receivers and one abusive client on each target (instances started
@@ -161,19 +183,10 @@ async function abuseTarget(ctx: Ctx, target: Target, attacker: Fleet): Promise<A
         () => `${fleet.live.open} open, ${Math.round(frames()).toLocaleString("en-US")} probe frames/s`,
       );
       const before = await fleet.stats(true, group);
-      const m0 = await scrapeMetrics(instances);
+      const m0 = await scrapeMetrics(instances.map((i) => i.url));
       limitMetrics ||= counter(m0, "wbs_rate_limited_total") !== undefined;
       const logs0 = logCount(instances);
-      const rss = instances.map((i) => {
-        const v = rssBytes(i.pid) ?? NaN;
-        return { instance: i.id, before: v, max: v };
-      });
-      const sampleRss = () =>
-        instances.forEach((inst, k) => {
-          const v = rssBytes(inst.pid);
-          if (v !== undefined && !(v <= rss[k]!.max)) rss[k]!.max = v;
-        });
-      const sampler = setInterval(sampleRss, RSS_SAMPLE_MS);
+      const rssWatch = watchRss(instances);
       const cpu = new CpuMeter(() => ({ ...target.processes(), generator: fleet.pids, abuser: attacker.pids, "bench (probe)": [process.pid] }));
       cpu.start();
       let sent = 0;
@@ -207,11 +220,10 @@ async function abuseTarget(ctx: Ctx, target: Target, attacker: Fleet): Promise<A
         s = await fleet.stats(false, group);
       }
       const tailMs = Math.round(performance.now() - tail0);
-      clearInterval(sampler);
-      sampleRss();
+      const rss = rssWatch.stop();
       const cpuUse = cpu.stop();
       const after = await fleet.stats(true, group);
-      const m1 = await scrapeMetrics(instances);
+      const m1 = await scrapeMetrics(instances.map((i) => i.url));
       const published = delta(counter(m0, "wbs_broadcasts_total", `origin="${transport}"`), counter(m1, "wbs_broadcasts_total", `origin="${transport}"`));
       const phase: AbusePhase = {
         phase: step.phase,
@@ -268,40 +280,5 @@ async function abuseTarget(ctx: Ctx, target: Target, attacker: Fleet): Promise<A
   }
 }
 
-const logCount = (instances: ServiceInstance[]) => instances.reduce((n, i) => n + i.logs.length, 0);
-
-/** GET /metrics of every instance (its own URL, not nginx's): the text, or undefined when it did not answer. */
-function scrapeMetrics(instances: ServiceInstance[]): Promise<(string | undefined)[]> {
-  return Promise.all(
-    instances.map((i) =>
-      fetch(`${i.url}/metrics`, { signal: AbortSignal.timeout(5_000) }).then(
-        (r) => (r.ok ? r.text() : undefined),
-        () => undefined,
-      ),
-    ),
-  );
-}
-
-/**
- * A counter summed over the instances' samples (those whose labels include
- * `label`, e.g. `origin="ws"`, when given); undefined when no instance
- * exposes it at all (an older server).
- */
-function counter(texts: (string | undefined)[], name: string, label?: string): number | undefined {
-  let present = false;
-  let total = 0;
-  for (const text of texts) {
-    if (!text?.includes(`# TYPE ${name} `)) continue;
-    present = true;
-    for (const line of text.split("\n")) {
-      if (!line.startsWith(name)) continue;
-      const m = /^([A-Za-z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
-      if (!m || m[1] !== name) continue;
-      if (label !== undefined && !(m[2] ?? "").split(",").includes(label)) continue;
-      total += Number(m[3]);
-    }
-  }
-  return present ? total : undefined;
-}
-
-const delta = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : b - a);
+/** Log records the instances wrote so far. */
+export const logCount = (instances: ServiceInstance[]) => instances.reduce((n, i) => n + i.logs.length, 0);
