@@ -1,7 +1,7 @@
 /**
  * Interactive terminal client for ws-broadcast-service.
  *
- *   npm run client -- [url] [--ws] [--id ID] [--room R] [--json]
+ *   npm run client -- [url] [--ws] [--id ID] [--room R] [--json] [--token JWT | --token-file PATH]
  *
  * Socket.IO mode (default) speaks the page's protocol; `--ws` is a plain
  * WebSocket on /ws (broadcast) or /ws/<id> (echo). Each line typed is sent;
@@ -9,6 +9,7 @@
  * itself when an instance drains or closes it, and leaves cleanly (exit 0) on
  * Ctrl+C, /quit or the end of stdin.
  */
+import { readFileSync } from "node:fs";
 import readline from "node:readline";
 import { parseArgs } from "node:util";
 import { type Socket, io } from "socket.io-client";
@@ -22,15 +23,18 @@ import type {
   Welcome,
   WsServerFrame,
 } from "ws-broadcast-service/protocol";
-import { renderEcho, renderText, renderWelcome } from "../server/realtime/ws-frames.js";
+import { renderClosing, renderEcho, renderExpiring, renderLeft, renderText, renderWelcome } from "../server/realtime/ws-frames.js";
 
-const USAGE = `usage: npm run client -- [url] [--ws] [--id ID] [--room R] [--json]
+const USAGE = `usage: npm run client -- [url] [--ws] [--id ID] [--room R] [--json] [--token JWT | --token-file PATH]
 
   url          server or nginx address (default http://127.0.0.1:8000)
   --ws         plain WebSocket on <url>/ws instead of Socket.IO (/ws/<ID> with --id: echo)
   --id ID      client id to connect as (default: the server picks one)
   --room R     Socket.IO only: join room R (again after reconnects) and send typed lines to it
   --json       print raw JSON payloads (with --ws: ask for ?format=json frames)
+  --token JWT  client token, when the server requires one
+  --token-file PATH   read the token from PATH on every (re)connect and when the server says it expires
+               (a fresh one written there is sent in-band: no reconnect)
   -h, --help   show this help
 
 Type a line to send it. Socket.IO commands: /join R (join, and send to R from now on),
@@ -53,6 +57,8 @@ interface Options {
   id: string | undefined;
   room: string | undefined;
   json: boolean;
+  /** The client token now (the file's, read again each time), or undefined. */
+  token: () => string | undefined;
 }
 
 /** Parses argv; answers the options, "help", or an error message. */
@@ -61,6 +67,8 @@ const CLI_OPTIONS = {
   id: { type: "string" },
   room: { type: "string" },
   json: { type: "boolean", default: false },
+  token: { type: "string" },
+  "token-file": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
 } as const;
 
@@ -83,8 +91,20 @@ function parse(argv: string[]): Options | "help" | string {
   if (!["http:", "https:", "ws:", "wss:"].includes(url.protocol)) return `url must be http(s):// or ws(s)://, got ${url.protocol}`;
   if (values.id === "") return "--id must not be empty";
   if (values.room === "") return "--room must not be empty";
-  if (values.ws && values.room !== undefined) return "--room works with Socket.IO only (/ws clients join no rooms)";
-  return { url, ws: values.ws, id: values.id, room: values.room, json: values.json };
+  if (values.ws && values.room !== undefined) return '--room works with Socket.IO only (with --ws, send {"type":"join"} frames)';
+  if (values.token !== undefined && values["token-file"] !== undefined) return "--token and --token-file: give one";
+  const file = values["token-file"];
+  const fixed = values.token;
+  const token = file
+    ? () => {
+        try {
+          return readFileSync(file, "utf8").trim() || undefined;
+        } catch {
+          return undefined;
+        }
+      }
+    : () => fixed;
+  return { url, ws: values.ws, id: values.id, room: values.room, json: values.json, token };
 }
 
 // ------------------------------------------------------------------ output
@@ -190,12 +210,19 @@ function socketIoClient(opts: Options, fail: (message: string) => void): Client 
   const place = new Place();
   const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(opts.url.href, {
     // Called on every (re)connection: where we are in the history, and our rooms, so nothing is missed.
-    auth: (cb) => cb({ ...(opts.id ? { clientId: opts.id } : {}), ...place.resume(), rooms: [...rooms] }),
+    // The token too: after TOKEN_EXPIRED socket.io-client reconnects by itself, with whatever token is current.
+    auth: (cb) => {
+      const token = opts.token();
+      sentToken = token;
+      cb({ ...(opts.id ? { clientId: opts.id } : {}), ...(token ? { token } : {}), ...place.resume(), rooms: [...rooms] });
+    },
     reconnectionDelay: RETRY_BASE_MS,
     reconnectionDelayMax: 5_000,
   });
   /** Where typed lines go: the last room joined, or everyone. */
   let target = opts.room;
+  /** The token the connection holds (the handshake's or the last refresh's). */
+  let sentToken: string | undefined;
   const outbox = new Outbox();
   const pending = new Set<Promise<unknown>>();
   let lastInstance: string | undefined;
@@ -258,6 +285,23 @@ function socketIoClient(opts: Options, fail: (message: string) => void): Client 
     if (opts.json) return print("notification", JSON.stringify(n));
     print(...describeNotification(n));
   });
+
+  // The token expires soon: a fresh one (from --token-file) goes in-band.
+  socket.on("expiring", async (n) => {
+    const token = opts.token();
+    if (!token || token === sentToken) return print("info", `the client token expires at ${n.expiresAt}; write a fresh one to --token-file`);
+    const ack = await socket
+      .timeout(ACK_TIMEOUT_MS)
+      .emitWithAck("refresh", token)
+      .catch(() => ({ ok: false as const, error: "no answer" }));
+    if (ack.ok) sentToken = token;
+    print(ack.ok ? "info" : "error", ack.ok ? "token refreshed" : `token not refreshed: ${ack.error}`);
+  });
+  socket.on("left", (n) => {
+    rooms.delete(n.room);
+    print("info", `left #${n.room}: ${n.error}`);
+  });
+  socket.on("closing", (e) => print("info", `the server closes this connection: ${e.error} (${e.code})`));
 
   socket.on("disconnect", (reason) => {
     outbox.open = false;
@@ -360,6 +404,8 @@ function wsClient(opts: Options, fail: (message: string) => void): Client {
 
   const open = () => {
     const url = new URL(target);
+    const token = opts.token();
+    if (token) url.searchParams.set("token", token);
     const resume = place.resume();
     if (resume.offset && resume.epoch) {
       url.searchParams.set("since", resume.offset);
@@ -382,7 +428,11 @@ function wsClient(opts: Options, fail: (message: string) => void): Client {
       if (!frame) return print("ws", raw);
       if (frame.type === "welcome") place.welcome(frame.data);
       else if (frame.type === "message") place.seen(frame.data.offset);
-      else if (frame.type === "notification" && frame.data.type === "status") place.seen(frame.data.offset);
+      else if (frame.type === "expiring") {
+        // A fresh token (from --token-file) goes in-band.
+        const fresh = opts.token();
+        if (fresh && fresh !== token) socket.send(JSON.stringify({ type: "refresh", token: fresh }));
+      } else if (frame.type === "notification" && frame.data.type === "status") place.seen(frame.data.offset);
       // Frames without data (service B's duplicate-id refusal) print as they came.
       print("ws", opts.json || typeof frame.data !== "object" || frame.data === null ? raw : frameText(frame));
       if (frame.type === "welcome") print("info", `connected to ${frame.data.instance} as ${frame.data.clientId}`);
@@ -406,7 +456,8 @@ function wsClient(opts: Options, fail: (message: string) => void): Client {
         return fail(`upgrade refused with ${refused.status}: ${refused.body.trim()}`);
       }
       const why = reason.toString() || lastError || "no reason";
-      if (code === 1001 || code === 1006) return scheduleRetry(`closed (${code}, ${why})`);
+      // 4001: the token expired; with --token-file a fresh one is read on the reconnect.
+      if (code === 1001 || code === 1006 || code === 4001) return scheduleRetry(`closed (${code}, ${why})`);
       if (code === 1008 && connectedOnce && attempt < DUPLICATE_RETRIES) return scheduleRetry(`closed (${code}, ${why})`);
       fail(`closed by the server (${code}, ${why})`);
     });
@@ -474,6 +525,14 @@ function frameText(frame: WsServerFrame): string {
       return renderEcho(frame.data.text);
     case "error":
       return `Error: ${frame.data.error}`;
+    case "ack":
+      return `ok ${JSON.stringify(frame.data)}`;
+    case "expiring":
+      return renderExpiring(frame.data);
+    case "left":
+      return renderLeft(frame.data);
+    case "closing":
+      return renderClosing(frame.data);
   }
 }
 

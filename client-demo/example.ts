@@ -6,6 +6,8 @@
  *   npm run example -- [url]        (node --import tsx client-demo/example.ts [url])
  *
  * `url` is the server or nginx address (default http://127.0.0.1:8000).
+ * With client tokens on, set WBS_TOKEN (a JWT whose `wbs.read` and `wbs.send`
+ * allow the room "example").
  */
 import { type Socket, io } from "socket.io-client";
 import type { ClientToServerEvents, ServerToClientEvents, Welcome } from "ws-broadcast-service/protocol";
@@ -46,10 +48,14 @@ function next<E extends keyof ServerToClient>(
 // so a reconnect asks for what was missed meanwhile (and the rooms to be in again).
 const place: { epoch?: string; offset?: string } = {};
 const rooms: string[] = [];
+// Where a fresh client token comes from: a real app asks its own backend
+// (fetch("/api/realtime-token")). Called on every (re)connection and when the
+// server says the token expires soon.
+const freshToken = async (): Promise<string | undefined> => process.env.WBS_TOKEN;
 // `auth.clientId` is optional (the server picks one when absent). No reconnection:
 // an example should fail fast; a long-lived client keeps the default (on).
 const socket: Socket<ServerToClient, ClientToServer> = io(url, {
-  auth: (cb) => cb({ clientId: `example-${process.pid}`, ...place, rooms }),
+  auth: (cb) => void freshToken().then((token) => cb({ clientId: `example-${process.pid}`, ...(token ? { token } : {}), ...place, rooms })),
   reconnection: false,
 });
 socket.on("welcome", (w) => {
@@ -60,6 +66,13 @@ socket.on("welcome", (w) => {
 });
 socket.on("message", (m) => {
   if (m.offset) place.offset = m.offset;
+});
+// Path one: refresh in-band before the deadline (same user; no reconnect, nothing lost).
+// Path two, should that fail: the server closes with TOKEN_EXPIRED and the reconnect's
+// `auth` above fetches a fresh token.
+socket.on("expiring", async () => {
+  const token = await freshToken();
+  if (token) console.log("refresh:", JSON.stringify(await socket.timeout(5_000).emitWithAck("refresh", token)));
 });
 
 try {

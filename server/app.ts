@@ -4,6 +4,8 @@ import { fileURLToPath } from "node:url";
 import { type ClusterBus, localBus, redisBus } from "./cluster/bus.js";
 import { type RedisConnection, type RedisTarget, connectRedis, redact } from "./cluster/redis.js";
 import { ClientRegistry } from "./cluster/registry.js";
+import { UserBlocks } from "./cluster/user-blocks.js";
+import { UserSessions } from "./cluster/user-sessions.js";
 import { type Config, isLoopbackHost } from "./config.js";
 import { BroadcastDomain, type Envelope } from "./domain/broadcast.js";
 import { DrainState } from "./drain.js";
@@ -13,6 +15,8 @@ import { type Logger, createLogger } from "./logger.js";
 import { type ConnectionCount, createMetrics } from "./metrics.js";
 import type { InterServerEvents } from "./protocol.js";
 import { createTokenVerifier } from "./realtime/client-auth.js";
+import { ConnectionHub } from "./realtime/connection.js";
+import { ConnectionDirectory } from "./realtime/directory.js";
 import { BurstWrites } from "./realtime/burst-writes.js";
 import { installFrontDoor } from "./realtime/front-door.js";
 import { createOriginPolicy } from "./realtime/origin.js";
@@ -170,6 +174,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     instances: () => instances,
     stallMs,
     refused: (transport, scope) => metrics.publishLimited.inc({ transport, scope }),
+    disconnectAfter: config.rateLimitDisconnectAfter,
   });
   const replays: ReplayPolicy = {
     budget: { entries: config.historySize, bytes: config.replayMaxBytes },
@@ -189,7 +194,52 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
     if (redis?.ready) io.serverSideEmit("wbs:penalty", address);
   });
   if (redis) io.on("wbs:penalty", (address: unknown) => penalties.punish(String(address), false));
-  const deps = { config, origins, limiter, penalties, verifyToken, refuseNewSession, drain, registry, domain, metrics, publishLimits, addresses, replays };
+  const users = new UserSessions({ cap: config.maxConnectionsPerUser, instanceId: config.instanceId, redis, log: log.child({ component: "users" }) });
+  const blocks = new UserBlocks({
+    redis,
+    log: log.child({ component: "blocks" }),
+    announce: (user, until) => {
+      if (redis?.ready) io.serverSideEmit("wbs:block", { user, until });
+    },
+  });
+  if (redis) {
+    io.on("wbs:block", (block: { user?: unknown; until?: unknown }) => {
+      if (typeof block?.user === "string" && typeof block.until === "number") blocks.apply(block.user, block.until);
+    });
+  }
+  await blocks.start();
+  const hub = new ConnectionHub({
+    config,
+    log: log.child({ component: "connections" }),
+    metrics,
+    domain,
+    registry,
+    users,
+    limiter,
+    penalties,
+    publishLimits,
+    replays,
+    verifyToken,
+  });
+  const directory = new ConnectionDirectory(hub, domain, blocks);
+  const deps = {
+    config,
+    origins,
+    limiter,
+    penalties,
+    verifyToken,
+    refuseNewSession,
+    drain,
+    registry,
+    users,
+    blocks,
+    hub,
+    domain,
+    metrics,
+    publishLimits,
+    addresses,
+    replays,
+  };
   const sio = createSocketIoGateway(io, { ...deps, log: log.child({ component: "socket.io" }) });
   const wsg = createWsGateway({ ...deps, log: log.child({ component: "ws" }) });
   domain.addSink(sio.sink);
@@ -197,7 +247,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
   connections = () => [...sio.connectionsByTransport(), { transport: "ws", via: "websocket", count: wsg.size }];
   pendingSessions = () => Math.max(0, io.engine.clientsCount - io.of("/").sockets.size);
 
-  const httpApp = createHttpApp({ ...deps, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
+  const httpApp = createHttpApp({ ...deps, directory, log: log.child({ component: "http" }), demoDir: opts.demoDir ?? DEMO_DIR });
   installFrontDoor(server, {
     drain,
     refuseNewSession,
@@ -243,6 +293,8 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
         server.closeAllConnections();
         await drained;
         await registry.stop();
+        await users.stop();
+        blocks.stop();
         history?.close();
         await redis?.close();
       },
@@ -265,6 +317,7 @@ export async function createApp(config: Config, opts: { log?: Logger; demoDir?: 
         });
       });
       registry.start();
+      users.start();
       domain.startPeriodic(config.periodicIntervalMs);
       if (redis) countInstances();
       const address = server.address() as AddressInfo;

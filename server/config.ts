@@ -194,6 +194,9 @@ const schema = z.object({
     .transform((v) => (v === undefined || v === "" ? undefined : v))
     .pipe(z.enum(JWT_ALGORITHMS, { error: `must be one of ${JWT_ALGORITHMS.join(", ")}` }).optional()),
   AUTH_JWT_ISSUER: optionalText,
+  MAX_CONNECTIONS_PER_USER: whole(0, 0, 1_000_000),
+  TOKEN_REFRESH_AHEAD_SEC: seconds(30, { allowZero: true }),
+  TOKEN_EXPIRY_GRACE_SEC: seconds(5, { allowZero: true }),
   AUTH_JWT_AUDIENCE: optionalText,
   ADMIN_TOKEN: z
     .string()
@@ -283,6 +286,12 @@ export interface Config {
   readonly maxConnections: number;
   /** Client tokens: required when a key is set. */
   readonly auth: JwtConfig | undefined;
+  /** Connections one user (a token's `sub`) may hold at once, cluster-wide; 0: no cap. @default 0 */
+  readonly maxConnectionsPerUser: number;
+  /** A connection is told this long before its token's `exp` to send a fresh one. @default 30_000 */
+  readonly tokenRefreshAheadMs: number;
+  /** A connection whose token has expired is closed this long after its `exp` (TOKEN_EXPIRED). @default 5_000 */
+  readonly tokenExpiryGraceMs: number;
   /** One Redis. Unset (and no cluster): one instance with Socket.IO's in-memory adapter. */
   readonly redisUrl: string | undefined;
   /** Seed nodes of a Redis Cluster (sharded pub/sub); exclusive with redisUrl. */
@@ -392,6 +401,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     drainCloseSpreadMs: Math.round(c.DRAIN_CLOSE_SPREAD_SEC * 1000),
     maxConnections: c.MAX_CONNECTIONS,
     auth,
+    maxConnectionsPerUser: c.MAX_CONNECTIONS_PER_USER,
+    tokenRefreshAheadMs: Math.round(c.TOKEN_REFRESH_AHEAD_SEC * 1000),
+    tokenExpiryGraceMs: Math.round(c.TOKEN_EXPIRY_GRACE_SEC * 1000),
     redisUrl: c.REDIS_URL,
     redisClusterNodes: c.REDIS_CLUSTER_NODES ? Object.freeze([...c.REDIS_CLUSTER_NODES]) : undefined,
   });

@@ -24,6 +24,15 @@ export const ERRORS = {
     message: () =>
       "admin endpoints without ADMIN_TOKEN answer only requests from this machine that came through no proxy: set ADMIN_TOKEN (then send Authorization: Bearer <token>), or ADMIN_OPEN=true on a trusted network",
   },
+  FORBIDDEN: { status: 403, close: 1008, message: (why?: string) => why ?? "not permitted" },
+  TOKEN_EXPIRED: {
+    status: 401,
+    close: 4001,
+    message: () => "client token expired: connect again with a fresh token (or send one in time with refresh)",
+  },
+  TOO_MANY_CONNECTIONS: { status: 429, close: 1008, message: (limit?: string) => `this user already holds ${limit} connections (MAX_CONNECTIONS_PER_USER)` },
+  BLOCKED: { status: 403, close: 4003, message: (why?: string) => why ?? "this user is blocked" },
+  DISCONNECTED: { status: 410, close: 4000, message: (why?: string) => why ?? "disconnected by the server" },
   RATE_LIMITED: { status: 429, close: 1008, message: (why?: string) => `rate limited: ${why}` },
   TOO_MANY_ROOMS: { status: 429, close: 1008, message: (limit?: string) => `too many rooms: at most ${limit} a connection` },
   OVER_CAPACITY: { status: 503, close: 1013, message: (limit?: string) => `instance is full (${limit} connections): try another` },
@@ -42,12 +51,14 @@ export class ServiceError extends Error {
   constructor(
     readonly code: ErrorCode,
     detail?: string,
+    /** A WebSocket close code other than the code's own (an admin's disconnect names one). */
+    closeCode?: number,
   ) {
     const entry = ERRORS[code];
     super(entry.message(detail));
     this.name = "ServiceError";
     this.status = entry.status;
-    this.closeCode = entry.close;
+    this.closeCode = closeCode ?? entry.close;
     this.data = { code };
   }
 

@@ -55,7 +55,12 @@ export interface DrainingNotification {
 export type Notification = StatusNotification | PeriodicNotification | DrainingNotification;
 
 export interface Welcome {
+  /** This connection's id, unique cluster-wide. */
   clientId: string;
+  /** Who it is: the client token's `sub`, or the clientId without tokens. Its personal room is `user:<user>`. */
+  user: string;
+  /** The rooms it is in (besides its personal room): those of `auth.rooms` / `?rooms=` it may read. */
+  rooms: string[];
   instance: string;
   commands: readonly string[];
   at: string;
@@ -69,6 +74,27 @@ export interface Welcome {
   replayed: number;
   /** When you sent an offset and `recovered` is false: why. */
   reason?: RecoveryReason;
+}
+
+/** Sent ahead of a client token's expiry: send a fresh one (Socket.IO `refresh`, /ws `{"type":"refresh"}`) before `closesInMs` has passed. */
+export interface Expiring {
+  expiresAt: string;
+  closesInMs: number;
+}
+
+/** A room the connection was taken out of (a fresh token may no longer read it). */
+export interface LeftRoom extends ErrorBody {
+  room: string;
+}
+
+/** One connection, as the admin API lists a user's. */
+export interface ConnectionInfo {
+  clientId: string;
+  user: string;
+  instance: string;
+  transport: "socket.io" | "ws";
+  rooms: string[];
+  since: string;
 }
 
 /**
@@ -90,6 +116,11 @@ export type ErrorCode =
   | "NOT_FOUND"
   | "UNAUTHORIZED"
   | "ADMIN_DISABLED"
+  | "FORBIDDEN"
+  | "TOKEN_EXPIRED"
+  | "TOO_MANY_CONNECTIONS"
+  | "BLOCKED"
+  | "DISCONNECTED"
   | "RATE_LIMITED"
   | "TOO_MANY_ROOMS"
   | "OVER_CAPACITY"
@@ -114,7 +145,7 @@ export type MessagePayload = string | { text: string; room?: string };
 export interface HandshakeAuth {
   /** 1–64 of [A-Za-z0-9_.-]; the server assigns `anon-…` when absent. */
   clientId?: string;
-  /** A JWT, when the server requires client tokens (its `sub` is the clientId). */
+  /** A JWT, when the server requires client tokens (its `sub` is the user; its `wbs` claim what it may read and send). */
   token?: string;
   /** Recovery: the last offset received and the epoch of the welcome it came with. socket.io-client's `auth` may be a function, called on every reconnect. */
   offset?: string;
@@ -127,6 +158,12 @@ export interface ServerToClientEvents {
   welcome: (welcome: Welcome) => void;
   message: (message: ChatMessage) => void;
   notification: (notification: Notification) => void;
+  /** The client token expires soon: emit `refresh` with a fresh one. */
+  expiring: (notice: Expiring) => void;
+  /** Taken out of a room (its fresh token may not read it). */
+  left: (notice: LeftRoom) => void;
+  /** Why the server is about to close this connection (TOKEN_EXPIRED, DISCONNECTED, RATE_LIMITED, ...). */
+  closing: (reason: ErrorBody) => void;
 }
 
 export interface ClientToServerEvents {
@@ -134,6 +171,8 @@ export interface ClientToServerEvents {
   join: (room: string, ack?: (answer: Ack<{ room: string }>) => void) => void;
   leave: (room: string, ack?: (answer: Ack<{ room: string }>) => void) => void;
   status: (ack?: (answer: Ack) => void) => void;
+  /** A fresh client token for the same user; the answer carries its expiry (null: none). */
+  refresh: (token: string, ack?: (answer: Ack<{ expiresAt: string | null }>) => void) => void;
 }
 
 /** What travels through the broadcast domain: a Socket.IO event and its payload. */
@@ -147,8 +186,12 @@ export interface Envelope {
 }
 
 export interface ClusterQuery {
-  name: "status" | "clients" | "members";
+  name: "status" | "clients" | "members" | "user" | "disconnect";
   room?: string;
+  /** `user`: list its connections; `disconnect`: close them with `code` / `reason`. */
+  user?: string;
+  reason?: string;
+  code?: number;
 }
 
 /** A question to every other instance: deliver and count (`publish`), or answer a query. */
@@ -163,7 +206,7 @@ export interface ClusterRequest {
 export interface ClusterReply {
   to: string;
   id: number;
-  answer: InstanceStatus | string[] | number;
+  answer: InstanceStatus | string[] | number | ConnectionInfo[];
 }
 
 /** Between instances, over the Redis adapter (`serverSideEmit`). */
@@ -173,32 +216,32 @@ export interface InterServerEvents {
   "wbs:reply": (reply: ClusterReply) => void;
   /** An address cut for flooding: every instance refuses its new sessions for a while. */
   "wbs:penalty": (address: string) => void;
+  /** A user blocked (until: ms since the epoch; 0 lifts it): every instance refuses its new connections. */
+  "wbs:block": (block: { user: string; until: number }) => void;
 }
 
-/** What the server keeps on each Socket.IO socket (`socket.data`). */
-export interface SocketData {
-  /** The clientId this connection holds (cluster-wide). */
-  lease: { readonly id: string; readonly transport: "socket.io" | "ws"; readonly token: string };
-  /** The address it connected from (the penalty box's key). */
-  address: string;
-  /** Set while its replay runs: live broadcasts are held there. */
-  replay?: { hold(envelope: Envelope): void; drop(): void };
-  /** Its inbound rate-limit bucket; absent when the limit is off. */
-  bucket: { tokens: number; at: number; refused: number } | undefined;
-  /** From the handshake's auth, until the connection starts: where to resume, which rooms to rejoin. */
-  start?: { resume: { epoch: string; offset: string } | undefined; rooms: string[] };
-}
-
-/** /ws with `?format=json`: every frame the server sends. */
+/** /ws with `?format=json`: every frame the server sends. `id` echoes the request's, when it gave one. */
 export type WsServerFrame =
   | { type: "welcome"; data: Welcome }
   | { type: "message"; data: ChatMessage }
   | { type: "notification"; data: Notification }
   | { type: "echo"; data: { text: string } }
-  | { type: "error"; data: ErrorBody };
+  | { type: "ack"; id?: WsRequestId; data: Record<string, unknown> }
+  | { type: "error"; id?: WsRequestId; data: ErrorBody }
+  | { type: "expiring"; data: Expiring }
+  | { type: "left"; data: LeftRoom }
+  | { type: "closing"; data: ErrorBody };
 
-/** /ws with `?format=json`: a frame a client may send (plain text is a message too). */
-export interface WsClientFrame {
-  text: string;
-  room?: string;
-}
+/** A /ws request's id, echoed in its answer: a number or a short string. */
+export type WsRequestId = number | string;
+
+/**
+ * /ws with `?format=json`: a frame a client may send. `{text, room?}` (or
+ * plain text) is a message; a frame with `type` is a request answered by one
+ * `ack` or `error` frame carrying its `id`.
+ */
+export type WsClientFrame =
+  | { text: string; room?: string; id?: WsRequestId }
+  | { type: "message"; text: string; room?: string; id?: WsRequestId }
+  | { type: "join" | "leave"; room: string; id?: WsRequestId }
+  | { type: "refresh"; token: string; id?: WsRequestId };

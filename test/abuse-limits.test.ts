@@ -247,7 +247,9 @@ describe("abuse limits", function () {
       sio.socket.emit("message", "one too many");
       line.ws.send("one too many");
       expect(await sioGone).to.equal("io server disconnect");
-      expect(await line.closed).to.deep.equal({ code: 1008, reason: "rate limited" });
+      const closed = await line.closed;
+      expect(closed.code).to.equal(1008);
+      expect(closed.reason).to.match(/^rate limited/);
 
       // Everyone else goes on.
       await broadcast(t, "after the cut");

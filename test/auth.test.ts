@@ -93,7 +93,7 @@ describe("admin endpoints (secure default, ADMIN_OPEN, ADMIN_TOKEN)", function (
     expect((await post(t.url)).status).to.equal(200);
     const res = await clients(t.url);
     expect(res.status).to.equal(200);
-    expect(await res.json()).to.deep.equal({ clients: [], partial: false });
+    expect(await res.json()).to.deep.equal({ clients: [], connections: [], partial: false });
     expect(adminWarnings(t)).to.deep.equal([]);
   });
 });
@@ -112,14 +112,19 @@ describe("client tokens (AUTH_JWT_*)", function () {
     defer(() => c.close());
     return c;
   };
-  const unauthorizedIo = async (t: TestApp, auth: Record<string, unknown>, transports: ("polling" | "websocket")[] = ["websocket"]) => {
+  const unauthorizedIo = async (
+    t: TestApp,
+    auth: Record<string, unknown>,
+    transports: ("polling" | "websocket")[] = ["websocket"],
+    code: "UNAUTHORIZED" | "TOKEN_EXPIRED" = "UNAUTHORIZED",
+  ) => {
     const err = await ioRefusal(t.url, { auth, transports });
-    expect(err.data?.code, `${JSON.stringify(auth)}: ${err.message}`).to.equal("UNAUTHORIZED");
+    expect(err.data?.code, `${JSON.stringify(auth)}: ${err.message}`).to.equal(code);
   };
-  const unauthorizedWs = async (url: string, options: Parameters<typeof wsRefusal>[1] = {}) => {
+  const unauthorizedWs = async (url: string, options: Parameters<typeof wsRefusal>[1] = {}, code: "UNAUTHORIZED" | "TOKEN_EXPIRED" = "UNAUTHORIZED") => {
     const refused = await wsRefusal(url, options);
     expect(refused.status, url).to.equal(401);
-    expect(JSON.parse(refused.body)).to.include({ code: "UNAUTHORIZED" });
+    expect(JSON.parse(refused.body)).to.include({ code });
   };
 
   describe("with AUTH_JWT_SECRET (HS256)", () => {
@@ -139,7 +144,6 @@ describe("client tokens (AUTH_JWT_*)", function () {
         { token: "" },
         { token: 42 },
         { token: forged },
-        { token: expired },
         { token: unsignedJwt({ sub: "nobody" }) },
         { token: "not.a.jwt" },
         { clientId: "no-token" },
@@ -147,29 +151,31 @@ describe("client tokens (AUTH_JWT_*)", function () {
         await unauthorizedIo(t, auth);
       }
       await unauthorizedIo(t, {}, ["polling"]);
+      await unauthorizedIo(t, { token: expired }, ["websocket"], "TOKEN_EXPIRED");
       // None of them holds an id or a connection now.
-      expect(await (await fetch(`${t.url}/clients`)).json()).to.deep.equal({ clients: [], partial: false });
+      expect(await (await fetch(`${t.url}/clients`)).json()).to.deep.equal({ clients: [], connections: [], partial: false });
     });
 
-    it("Socket.IO: a good token makes its sub the clientId, on both transports", async () => {
+    it("Socket.IO: a good token makes its sub the user, on both transports", async () => {
       for (const transport of ["websocket", "polling"] as const) {
         const sub = `alice-${transport}`;
-        const c = await io(t, { auth: { token: await hs256({ sub }) }, transports: [transport] });
-        expect((await c.next("welcome")).clientId).to.equal(sub);
+        const c = await io(t, { auth: { token: await hs256({ sub, wbs: { broadcast: true } }) }, transports: [transport] });
+        const welcome = await c.next("welcome");
+        expect(welcome.user).to.equal(sub);
+        expect(welcome.clientId, "a connection id of its own").to.match(/^anon-/);
         await c.socket.emitWithAck("message", `from ${sub}`);
-        expect(await c.next("message")).to.include({ text: `from ${sub}`, from: sub });
+        expect(await c.next("message")).to.include({ text: `from ${sub}`, from: welcome.clientId });
       }
     });
 
-    it("Socket.IO: auth.clientId must equal the sub; a sub that is not a valid clientId is refused", async () => {
+    it("Socket.IO: auth.clientId names the connection, unique cluster-wide; a sub that is not a valid user id is refused", async () => {
       const token = await hs256({ sub: "bob" });
-      await unauthorizedIo(t, { token, clientId: "not-bob" });
-      const c = await io(t, { auth: { token, clientId: "bob" } });
-      expect((await c.next("welcome")).clientId).to.equal("bob");
+      const c = await io(t, { auth: { token, clientId: "bob-laptop" } });
+      expect(await c.next("welcome")).to.include({ clientId: "bob-laptop", user: "bob" });
       for (const sub of ["has space", "x".repeat(65), "ünï", ""]) await unauthorizedIo(t, { token: await hs256({ sub }) });
       await unauthorizedIo(t, { token: await hs256({}) });
-      // The sub is a clientId like any other: one connection at a time.
-      const dup = await ioRefusal(t.url, { auth: { token } });
+      // A connection id asked for is one connection's at a time, whoever asks.
+      const dup = await ioRefusal(t.url, { auth: { token, clientId: "bob-laptop" } });
       expect(dup.data?.code).to.equal("DUPLICATE_CLIENT_ID");
     });
 
@@ -178,32 +184,34 @@ describe("client tokens (AUTH_JWT_*)", function () {
       const expired = await hs256({ sub: "late", exp: past() });
       await unauthorizedWs(`${t.wsUrl}/ws`);
       await unauthorizedWs(`${t.wsUrl}/ws/some-id`);
-      for (const token of [forged, expired, unsignedJwt({ sub: "nobody" }), "not.a.jwt"]) {
+      for (const token of [forged, unsignedJwt({ sub: "nobody" }), "not.a.jwt"]) {
         await unauthorizedWs(`${t.wsUrl}/ws?token=${encodeURIComponent(token)}`);
         await unauthorizedWs(`${t.wsUrl}/ws`, { headers: { authorization: `Bearer ${token}` } });
       }
+      await unauthorizedWs(`${t.wsUrl}/ws?token=${expired}`, {}, "TOKEN_EXPIRED");
       await unauthorizedWs(`${t.wsUrl}/ws`, { headers: { authorization: `Bearer ${await hs256({ sub: "bad sub" })}` } });
     });
 
-    it("/ws: a good token in ?token= or Authorization: Bearer names the connection after its sub", async () => {
+    it("/ws: a good token in ?token= or Authorization: Bearer makes its sub the user", async () => {
       const viaQuery = await ws(`${t.wsUrl}/ws?token=${await hs256({ sub: "carol" })}`);
-      expect(await viaQuery.next()).to.match(/^ Welcome! Connected to Instance \[test-1\] as carol at \d\d:\d\d:\d\d\./);
-      const viaHeader = await ws(`${t.wsUrl}/ws`, { headers: { authorization: `Bearer ${await hs256({ sub: "dave" })}` } });
-      expect(await viaHeader.next()).to.match(/ as dave at /);
+      expect(await viaQuery.next()).to.match(/^ Welcome! Connected to Instance \[test-1\] as anon-\S+ at \d\d:\d\d:\d\d\./);
+      const viaHeader = await ws(`${t.wsUrl}/ws?format=json`, {
+        headers: { authorization: `Bearer ${await hs256({ sub: "dave", wbs: { broadcast: true } })}` },
+      });
+      const dave = await viaHeader.nextJson("welcome");
+      expect(dave.user).to.equal("dave");
       viaHeader.ws.send("dave speaking");
-      expect(await viaQuery.next((l) => l.startsWith("User"))).to.equal("User dave (via test-1) says: dave speaking");
-      const json = await ws(`${t.wsUrl}/ws?format=json&token=${await hs256({ sub: "erin" })}`);
-      expect(await json.nextJson("welcome")).to.include({ clientId: "erin" });
+      expect(await viaQuery.next((l) => l.startsWith("User"))).to.equal(`User ${dave.clientId} (via test-1) says: dave speaking`);
     });
 
-    it("/ws/{clientId}: the path id must equal the sub", async () => {
+    it("/ws/{clientId}: the path names the connection; its user is the sub", async () => {
       const token = await hs256({ sub: "frank" });
-      await unauthorizedWs(`${t.wsUrl}/ws/not-frank?token=${token}`);
-      await unauthorizedWs(`${t.wsUrl}/ws/not-frank`, { headers: { authorization: `Bearer ${token}` } });
-      const echo = await ws(`${t.wsUrl}/ws/frank?token=${token}`);
-      expect(await echo.next()).to.match(/ as frank at /);
+      const echo = await ws(`${t.wsUrl}/ws/frank-echo?token=${token}`);
+      expect(await echo.next()).to.match(/ as frank-echo at /);
       echo.ws.send("hi");
       expect(await echo.next()).to.equal("Server echo: hi");
+      const listed = (await (await fetch(`${t.url}/clients`)).json()) as { connections: { clientId: string; user: string }[] };
+      expect(listed.connections.find((c) => c.clientId === "frank-echo")).to.include({ user: "frank", transport: "ws" });
     });
   });
 
@@ -215,7 +223,7 @@ describe("client tokens (AUTH_JWT_*)", function () {
       defer(() => t.close());
       const good = await signJwt(privateKey, "ES256", { sub: "es-user" });
       const c = await io(t, { auth: { token: good } });
-      expect((await c.next("welcome")).clientId).to.equal("es-user");
+      expect((await c.next("welcome")).user).to.equal("es-user");
       const line = await ws(`${t.wsUrl}/ws/es-line?token=${await signJwt(privateKey, "ES256", { sub: "es-line" })}`);
       expect(await line.next()).to.match(/ as es-line at /);
 
@@ -223,10 +231,11 @@ describe("client tokens (AUTH_JWT_*)", function () {
       // Algorithm confusion: an HMAC over the public key's text must not pass.
       const confused = await signJwt(hmacKey(publicPem), "HS256", { sub: "es-user-3" });
       const expired = await signJwt(privateKey, "ES256", { sub: "es-user-4", exp: past() });
-      for (const token of [wrongKey, confused, expired, unsignedJwt({ sub: "es-user-5" })]) {
+      for (const token of [wrongKey, confused, unsignedJwt({ sub: "es-user-5" })]) {
         await unauthorizedIo(t, { token });
         await unauthorizedWs(`${t.wsUrl}/ws?token=${token}`);
       }
+      await unauthorizedIo(t, { token: expired }, ["websocket"], "TOKEN_EXPIRED");
     });
 
     it("RS256 by default", async () => {
@@ -235,7 +244,7 @@ describe("client tokens (AUTH_JWT_*)", function () {
       const t = await startApp({ AUTH_JWT_PUBLIC_KEY: publicPem });
       defer(() => t.close());
       const c = await io(t, { auth: { token: await signJwt(privateKey, "RS256", { sub: "rs-user" }) } });
-      expect((await c.next("welcome")).clientId).to.equal("rs-user");
+      expect((await c.next("welcome")).user).to.equal("rs-user");
       await unauthorizedIo(t, { token: await signJwt(es.privateKey, "ES256", { sub: "rs-user-2" }) });
     });
 
@@ -255,9 +264,9 @@ describe("client tokens (AUTH_JWT_*)", function () {
     const t = await startApp({ AUTH_JWT_SECRET: SECRET, AUTH_JWT_ISSUER: "https://issuer.example", AUTH_JWT_AUDIENCE: "wbs" });
     defer(() => t.close());
     const c = await io(t, { auth: { token: await hs256({ sub: "grace", iss: "https://issuer.example", aud: "wbs" }) } });
-    expect((await c.next("welcome")).clientId).to.equal("grace");
-    const line = await ws(`${t.wsUrl}/ws?token=${await hs256({ sub: "heidi", iss: "https://issuer.example", aud: ["other", "wbs"] })}`);
-    expect(await line.next()).to.match(/ as heidi at /);
+    expect((await c.next("welcome")).user).to.equal("grace");
+    const line = await ws(`${t.wsUrl}/ws?format=json&token=${await hs256({ sub: "heidi", iss: "https://issuer.example", aud: ["other", "wbs"] })}`);
+    expect(await line.nextJson("welcome")).to.include({ user: "heidi" });
     for (const claims of [
       { sub: "ivan", iss: "https://evil.example", aud: "wbs" },
       { sub: "ivan", aud: "wbs" },

@@ -618,3 +618,80 @@ suite(`demo page in headless Chromium, through nginx and four instances${hasChro
     await shot(p.page, "14-rolling-restart-recovered");
   });
 });
+
+suite(`demo page in headless Chromium, with client tokens${hasChromium ? "" : ` (SKIPPED: ${CHROMIUM} is missing)`}`, function () {
+  this.timeout(60_000);
+  const defer = useCleanup();
+  const SECRET = "browser-secret-of-at-least-32-bytes-01234";
+  let t: TestApp | undefined;
+  let browser: Browser | undefined;
+
+  before(async function () {
+    this.timeout(60_000);
+    await mkdir(SHOTS, { recursive: true });
+    t = await startApp({ AUTH_JWT_SECRET: SECRET, TOKEN_REFRESH_AHEAD_SEC: "1", TOKEN_EXPIRY_GRACE_SEC: "0.5" });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"] });
+  });
+  after(async function () {
+    this.timeout(30_000);
+    await browser?.close().catch(() => undefined);
+    await t?.close();
+  });
+
+  const tab = async (token: string): Promise<{ page: Page; errors: string[] }> => {
+    const context = await browser!.newContext({ viewport: { width: 1280, height: 860 } });
+    defer(() => context.close());
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (err) => errors.push(err.message));
+    await page.goto(`${t!.url}/?token=${encodeURIComponent(token)}`);
+    await page.waitForFunction(() => (document.querySelector('[data-testid="conn-state"]') as HTMLElement | null)?.dataset.state === "connected", null, {
+      timeout: WAIT_MS,
+    });
+    return { page, errors };
+  };
+
+  it("two tabs of one user both connect; a permitted join works, a forbidden one says why", async () => {
+    const { signJwt, hmacKey } = await import("./helpers/jwt.js");
+    const token = await signJwt(hmacKey(SECRET), "HS256", { sub: "tess", wbs: { read: ["team:*"], send: ["team:*"] } });
+    const [one, two] = [await tab(token), await tab(token)];
+    for (const p of [one, two]) expect(await p.page.getByTestId("user").textContent()).to.equal("tess");
+    expect(await one.page.getByTestId("client-id").textContent(), "a connection id a tab").to.not.equal(await two.page.getByTestId("client-id").textContent());
+
+    await one.page.getByTestId("room-input").fill("team:blue");
+    await one.page.getByTestId("room-input").press("Enter");
+    await one.page.locator('[data-testid="room-chip"][data-room="team:blue"]').waitFor({ timeout: WAIT_MS });
+    await one.page.getByTestId("room-input").fill("secret");
+    await one.page.getByTestId("room-input").press("Enter");
+    await one.page.getByTestId("room-error").getByText("this token may not read room secret").waitFor({ timeout: WAIT_MS });
+
+    // The personal room reaches both tabs.
+    await fetch(`${t!.url}/broadcast-to-all`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ message: "for both of tess's tabs", room: "user:tess" }),
+    });
+    for (const p of [one, two]) {
+      await p.page
+        .getByTestId("message")
+        .filter({ has: p.page.getByTestId("message-text").getByText("for both of tess's tabs", { exact: true }) })
+        .waitFor({ timeout: WAIT_MS });
+    }
+    await one.page.screenshot({ path: path.join(SHOTS, "20-tokens-two-tabs.png"), fullPage: true });
+    expect([...one.errors, ...two.errors], "page errors").to.deep.equal([]);
+  });
+
+  it("a tab refreshes its token in-band when a fresh one is pasted before the deadline", async () => {
+    const { signJwt, hmacKey } = await import("./helpers/jwt.js");
+    const now = Math.floor(Date.now() / 1000);
+    const p = await tab(await signJwt(hmacKey(SECRET), "HS256", { sub: "uma", exp: now + 2 }));
+    const id = await p.page.getByTestId("client-id").textContent();
+    await p.page.getByTestId("client-token-input").fill(await signJwt(hmacKey(SECRET), "HS256", { sub: "uma", exp: now + 120 }));
+    await p.page.getByTestId("system").getByText("Token refreshed").first().waitFor({ timeout: WAIT_MS });
+    // Past the first token's deadline and grace: the same connection.
+    await p.page.waitForFunction((deadline) => Date.now() > deadline, (now + 3) * 1000, { timeout: WAIT_MS });
+    expect(await p.page.getByTestId("client-id").textContent()).to.equal(id);
+    expect(await p.page.getByTestId("system").getByText("The server closes this connection").count()).to.equal(0);
+    expect(p.errors).to.deep.equal([]);
+  });
+});

@@ -68,7 +68,7 @@ describe("terminal client (client-demo/cli.ts) and example (client-demo/example.
   describe("arguments", () => {
     it("prints the usage on --help and exits 0", async () => {
       const c = cli(["--help"]);
-      await c.next(/^usage: npm run client -- \[url\] \[--ws\] \[--id ID\] \[--room R\] \[--json\]$/);
+      await c.next(/^usage: npm run client -- \[url\] \[--ws\] \[--id ID\] \[--room R\] \[--json\] \[--token JWT \| --token-file PATH\]$/);
       expect(await c.exited).to.deep.equal({ code: 0, signal: null });
     });
 
@@ -247,7 +247,8 @@ describe("terminal client (client-demo/cli.ts) and example (client-demo/example.
       const t = await app();
       const c = cli([t.url, "--id", "leaver"]);
       await c.next(/connected to/);
-      expect((await t.app.domain.clusterClients()).clients).to.include("leaver");
+      const listed = (await (await fetch(`${t.url}/clients`)).json()) as { clients: string[] };
+      expect(listed.clients).to.include("leaver");
       process.kill(c.pid, "SIGINT");
       expect(await c.exited).to.deep.equal({ code: 0, signal: null });
       await t.logs.next((r) => r.msg === "disconnected" && r.clientId === "leaver", 5_000, "the server's disconnect log");

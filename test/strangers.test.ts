@@ -289,7 +289,13 @@ describe("strangers and faults", function () {
     });
 
     it("publishing is bounded per address", async () => {
-      const t = await app({ ADDRESS_RATE_LIMIT_MESSAGES_PER_SEC: "5", ADDRESS_RATE_LIMIT_BYTES_PER_SEC: "0", INSTANCE_RATE_LIMIT_MESSAGES_PER_SEC: "0" });
+      // No cut here (RATE_LIMIT_DISCONNECT_AFTER=0): every refusal is answered.
+      const t = await app({
+        ADDRESS_RATE_LIMIT_MESSAGES_PER_SEC: "5",
+        ADDRESS_RATE_LIMIT_BYTES_PER_SEC: "0",
+        INSTANCE_RATE_LIMIT_MESSAGES_PER_SEC: "0",
+        RATE_LIMIT_DISCONNECT_AFTER: "0",
+      });
       const crowd = await Promise.all(Array.from({ length: 5 }, () => ws(`${t.wsUrl}/ws`, { localAddress: "127.0.0.39" })));
       for (const c of crowd) await c.next(); // welcome
       const started = performance.now();
@@ -320,6 +326,32 @@ describe("strangers and faults", function () {
       await observer.next();
       observer.ws.send("sentinel from elsewhere");
       await observer.next((l) => l.endsWith("says: sentinel from elsewhere"));
+    });
+
+    it("an address that keeps sending while refused is cut and boxed", async () => {
+      const t = await app({
+        ADDRESS_RATE_LIMIT_MESSAGES_PER_SEC: "5",
+        ADDRESS_RATE_LIMIT_BYTES_PER_SEC: "0",
+        INSTANCE_RATE_LIMIT_MESSAGES_PER_SEC: "0",
+        RATE_LIMIT_DISCONNECT_AFTER: "5",
+        RATE_LIMIT_PENALTY_SEC: "60",
+      });
+      const bystander = await ws(`${t.wsUrl}/ws`, { localAddress: "127.0.0.42" });
+      await bystander.next();
+      // Five connections from one address, each under its own limit (burst 10).
+      const crowd = await Promise.all(Array.from({ length: 5 }, () => ws(`${t.wsUrl}/ws`, { localAddress: "127.0.0.41" })));
+      for (const c of crowd) await c.next();
+      for (const c of crowd) for (let i = 0; i < 8; i++) c.ws.send(`crowd ${i}`);
+      // The first ones took the address's burst; the last kept sending while refused.
+      const { code } = await crowd[4]!.closed;
+      expect(code, "the last connection's close").to.equal(1008);
+      const again = await wsRefusal(`${t.wsUrl}/ws`, { localAddress: "127.0.0.41" });
+      expect(again.status, `a new session from the boxed address: ${again.body}`).to.equal(429);
+      const m = await readMetrics(t.url);
+      expect(metric(m, 'wbs_rate_limit_disconnects_total{transport="ws"}'), "cuts counted").to.be.greaterThan(0);
+      // The bystander, on another address, is served on.
+      bystander.ws.send("sentinel from elsewhere");
+      await bystander.next((l) => l.endsWith("says: sentinel from elsewhere"));
     });
 
     it("honest senders are not cut after a stall", async () => {

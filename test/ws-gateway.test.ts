@@ -168,7 +168,12 @@ describe("/ws and /ws/{clientId} (plain WebSocket)", () => {
       const b = await ws("/ws/11");
       await b.next();
       const res = await (await fetch(`${t.url}/clients`)).json();
-      expect(res).to.deep.equal({ clients: ["10", "sio-1", "11"], partial: false });
+      expect(res).to.include({ partial: false });
+      expect(res.clients).to.deep.equal(["10", "sio-1", "11"]);
+      expect(
+        res.connections.map((c: { clientId: string; user: string }) => `${c.clientId}/${c.user}`),
+        "each connection with its user",
+      ).to.have.members(["10/10", "sio-1/sio-1", "11/11"]);
     });
   });
 });

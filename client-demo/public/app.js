@@ -21,6 +21,11 @@
 // function that socket.io-client calls on every (re)connection. Wherever the
 // reconnect lands, that instance joins the rooms and replays what was missed
 // before going live; the feed says so, or warns when something may be missing.
+//
+// Client tokens, both paths: the `auth` function reads the token field on
+// every (re)connection, so a reconnect after TOKEN_EXPIRED sends whatever
+// token is there now; and on `expiring` the page sends the field's token
+// in-band (`refresh`), keeping the connection (paste a fresh one in time).
 
 (() => {
   const ACK_TIMEOUT_MS = 5000;
@@ -47,6 +52,8 @@
     instance: $("instance"),
     draining: $("instance-draining"),
     clientId: $("client-id"),
+    user: $("user"),
+    tokenInput: /** @type {HTMLInputElement} */ ($("client-token-input")),
     connectForm: /** @type {HTMLFormElement} */ ($("connect-form")),
     clientIdInput: /** @type {HTMLInputElement} */ ($("client-id-input")),
     disconnect: $("disconnect-button"),
@@ -89,6 +96,22 @@
   let retryTimer = 0;
   let retryAttempt = 0;
   let connectedOnce = false;
+  /** The token the connection holds now (sent in `auth` or by `refresh`). */
+  let sentToken = "";
+
+  /** Sends the token field's token in-band, when it is a new one. */
+  async function refreshToken() {
+    const token = ui.tokenInput.value.trim();
+    if (!socket?.connected || token === "" || token === sentToken) return false;
+    const ack = await request("refresh", token);
+    if (!ack.ok) {
+      system(`Token not refreshed: ${str(ack.error)}`, "error");
+      return false;
+    }
+    sentToken = token;
+    system(`Token refreshed${ack.expiresAt ? `; it expires at ${clock(ack.expiresAt)}` : ""}`, "ok");
+    return true;
+  }
 
   // ---------------------------------------------------------------- rendering
 
@@ -347,6 +370,9 @@
   function handshakeAuth(clientId) {
     /** @type {Record<string, unknown>} */
     const auth = clientId ? { clientId } : {};
+    const token = ui.tokenInput.value.trim();
+    if (token) auth.token = token;
+    sentToken = token;
     // The welcome answering this attempt tells whether the replay was complete.
     place.sent = place.offset !== "" && place.epoch !== "";
     if (place.sent) {
@@ -436,6 +462,7 @@
     s.on("welcome", (/** @type {any} */ w) => {
       myClientId = str(w.clientId);
       ui.clientId.textContent = myClientId;
+      ui.user.textContent = str(w.user) || "–";
       ui.instance.textContent = str(w.instance);
       ui.instance.dataset.instance = str(w.instance);
       // A welcome is from a live instance (a draining one admits nobody).
@@ -467,6 +494,19 @@
       if (n?.type === "status") seen(n.offset);
       renderNotification(n);
       if (lastInstance && drainsOurInstance(n)) showDraining(lastInstance);
+    });
+
+    s.on("expiring", async (/** @type {any} */ n) => {
+      if (await refreshToken()) return;
+      system(`Your token expires at ${clock(n?.expiresAt)}: paste a fresh one in Client token within ${Math.round(Number(n?.closesInMs) / 1000)} s`, "warn");
+    });
+    s.on("left", (/** @type {any} */ n) => {
+      joined.delete(str(n?.room));
+      renderRooms();
+      system(`Left #${str(n?.room)}: ${str(n?.error)}`, "warn");
+    });
+    s.on("closing", (/** @type {any} */ e) => {
+      system(`The server closes this connection: ${str(e?.error)} (${str(e?.code)})`, e?.code === "TOKEN_EXPIRED" ? "warn" : "error");
     });
 
     s.on("disconnect", (/** @type {string} */ reason) => {
@@ -631,9 +671,15 @@
     void adminCall("POST", "/broadcast-to-all", room ? { message: ui.adminMessage.value, room } : { message: ui.adminMessage.value });
   });
 
-  // ?clientId=alice pre-fills the id (handy for links and tests).
-  const wanted = new URLSearchParams(location.search).get("clientId");
+  // A fresh token pasted while connected is sent at once.
+  ui.tokenInput.addEventListener("change", () => void refreshToken());
+
+  // ?clientId=alice and ?token=<jwt> pre-fill the form (handy for links and tests).
+  const params = new URLSearchParams(location.search);
+  const wanted = params.get("clientId");
   if (wanted) ui.clientIdInput.value = wanted;
+  const presetToken = params.get("token");
+  if (presetToken) ui.tokenInput.value = presetToken;
   renderRooms();
   connect();
 })();

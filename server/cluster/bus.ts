@@ -3,12 +3,15 @@ import type { Logger } from "../logger.js";
 import type { ClusterReply, ClusterRequest } from "../protocol.js";
 import { skippedPublishes } from "./outage.js";
 
-export type QueryName = "status" | "clients" | "members";
+export type QueryName = "status" | "clients" | "members" | "user" | "disconnect";
 
-/** A question to every instance; `members` takes a room (none: everyone). */
+/** A question to every instance; `members` takes a room (none: everyone), `user` and `disconnect` a user. */
 export interface Query {
   name: QueryName;
   room?: string;
+  user?: string;
+  reason?: string;
+  code?: number;
 }
 
 export interface Gathered<T> {

@@ -1,4 +1,4 @@
-import type { ClusterBus, Query } from "../cluster/bus.js";
+import type { ClusterBus, Gathered, Query, QueryName } from "../cluster/bus.js";
 import type { ClientRegistry } from "../cluster/registry.js";
 import type { DrainState } from "../drain.js";
 import { ServiceError } from "../errors.js";
@@ -6,7 +6,7 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { ChatMessage, DomainEvent, Envelope, InstanceStatus, Notification, Origin } from "../protocol.js";
 import type { BroadcastLog, ReadBudget, Replay } from "./history.js";
-import { ROOM_PATTERN, isStatusCommand, now } from "./names.js";
+import { ROOM_RULE, isRoomName, isStatusCommand, now } from "./names.js";
 
 export type { Envelope };
 
@@ -50,6 +50,7 @@ export interface Published {
 export class BroadcastDomain {
   readonly #sinks: LocalSink[] = [];
   readonly #opts: DomainOptions;
+  readonly #answers = new Map<QueryName, (query: Query) => unknown>();
   #periodic: NodeJS.Timeout | undefined;
   /** The next (or current) status notification; requests meanwhile share it. */
   #status: Promise<void> | undefined;
@@ -163,9 +164,7 @@ export class BroadcastDomain {
     if (Buffer.byteLength(text) > this.#opts.maxMessageBytes) {
       throw new ServiceError("TOO_LARGE", String(this.#opts.maxMessageBytes));
     }
-    if (room !== undefined && (typeof room !== "string" || !ROOM_PATTERN.test(room))) {
-      throw new ServiceError("BAD_REQUEST", "room must be 1-64 characters of A-Z a-z 0-9 _ . : -");
-    }
+    if (room !== undefined && !isRoomName(room)) throw new ServiceError("BAD_REQUEST", ROOM_RULE);
     const message: ChatMessage = { text, from: input.from, instance: this.instanceId, origin: input.origin, at: now() };
     if (room !== undefined) message.room = room;
     return message;
@@ -203,9 +202,14 @@ export class BroadcastDomain {
     return { instances, clients: instances.reduce((n, i) => n + i.clients, 0), partial: remote.partial };
   }
 
-  async clusterClients(): Promise<{ clients: string[]; partial: boolean }> {
-    const remote = await this.#opts.bus.query<string[]>({ name: "clients" });
-    return { clients: [this.#opts.registry.ids(), ...remote.answers].flat(), partial: remote.partial };
+  /** Asks every other instance (a query another part answers: see `answer`). */
+  ask<T>(query: Query): Promise<Gathered<T>> {
+    return this.#opts.bus.query<T>(query);
+  }
+
+  /** Installs this instance's answer to a query of another part (the connections', the users'). */
+  answer(name: QueryName, handler: (query: Query) => unknown): void {
+    this.#answers.set(name, handler);
   }
 
   /**
@@ -238,6 +242,6 @@ export class BroadcastDomain {
   #answer(query: Query): unknown {
     if (query.name === "status") return this.localStatus();
     if (query.name === "members") return this.#members(typeof query.room === "string" ? query.room : undefined);
-    return this.#opts.registry.ids();
+    return this.#answers.get(query.name)?.(query) ?? null;
   }
 }

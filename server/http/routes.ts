@@ -9,6 +9,13 @@ import type { Metrics } from "../metrics.js";
 import type { BroadcastDomain } from "../domain/broadcast.js";
 import { parseOffset } from "../domain/history.js";
 import { type ClientAddresses, isLoopback } from "../realtime/client-address.js";
+import type { ConnectionDirectory } from "../realtime/directory.js";
+import { CLIENT_ID_PATTERN } from "../domain/names.js";
+
+const validUser = (user: unknown): string => {
+  if (typeof user !== "string" || !CLIENT_ID_PATTERN.test(user)) throw new ServiceError("BAD_REQUEST", "a user is 1-64 characters of A-Z a-z 0-9 _ . -");
+  return user;
+};
 
 /**
  * The HTTP API: the old services' broadcast and client list (admin: bearer
@@ -21,9 +28,10 @@ export function createHttpApp(opts: {
   domain: BroadcastDomain;
   metrics: Metrics;
   addresses: ClientAddresses;
+  directory: ConnectionDirectory;
   demoDir: string;
 }): express.Express {
-  const { config, log, drain, domain, metrics, addresses } = opts;
+  const { config, log, drain, domain, metrics, addresses, directory } = opts;
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
@@ -56,8 +64,38 @@ export function createHttpApp(opts: {
     res.json(result);
   });
 
+  // The old services' list of clientIds, and each connection with its user.
   app.get("/clients", admin, async (_req, res) => {
-    res.json(await domain.clusterClients());
+    const { connections, partial } = await directory.clients();
+    res.json({ clients: connections.map((c) => c.clientId), connections, partial });
+  });
+
+  app.get("/users/:user/connections", admin, async (req, res) => {
+    const user = validUser(req.params.user);
+    res.json({ user, ...(await directory.ofUser(user)) });
+  });
+
+  // Cuts a user off: every connection on every instance, and with blockSec its new ones for that long.
+  app.post("/users/:user/disconnect", admin, json, async (req, res) => {
+    const user = validUser(req.params.user);
+    const body: unknown = req.body ?? {};
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ServiceError("BAD_REQUEST", "body must be a JSON object");
+    const { reason, code, blockSec } = body as { reason?: unknown; code?: unknown; blockSec?: unknown };
+    if (reason !== undefined && (typeof reason !== "string" || reason.length > 100))
+      throw new ServiceError("BAD_REQUEST", "reason must be a string of at most 100 characters");
+    if (code !== undefined && !(typeof code === "number" && Number.isInteger(code) && code >= 4000 && code <= 4999)) {
+      throw new ServiceError("BAD_REQUEST", "code must be a WebSocket close code from 4000 to 4999");
+    }
+    if (blockSec !== undefined && !(typeof blockSec === "number" && blockSec >= 0 && blockSec <= 366 * 86_400)) {
+      throw new ServiceError("BAD_REQUEST", "blockSec must be a number of seconds from 0 to 31622400");
+    }
+    res.json(await directory.disconnect(user, { reason, code, blockMs: blockSec === undefined ? undefined : Math.round(blockSec * 1000) }));
+  });
+
+  app.delete("/users/:user/block", admin, async (req, res) => {
+    const user = validUser(req.params.user);
+    await directory.unblock(user);
+    res.json({ user, blocked: false });
   });
 
   // The history, for debugging and for plain HTTP consumers: what came after `since` (default: the start), oldest first.

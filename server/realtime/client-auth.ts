@@ -1,10 +1,18 @@
 import { type CryptoKey, type KeyObject, errors, importSPKI, jwtVerify } from "jose";
 import type { JwtConfig } from "../config.js";
 import { CLIENT_ID_PATTERN } from "../domain/names.js";
+import { type Grants, parseGrants } from "../domain/permissions.js";
 import { ServiceError } from "../errors.js";
 
-/** Answers the clientId a client token proves (its `sub`), or throws UNAUTHORIZED. */
-export type TokenVerifier = (token: unknown) => Promise<string>;
+/** What a valid client token says: its user, what it may do, and until when (ms since the epoch; undefined: no `exp`). */
+export interface TokenClaims {
+  user: string;
+  grants: Grants;
+  expiresAt: number | undefined;
+}
+
+/** Answers what a client token proves, or throws UNAUTHORIZED (TOKEN_EXPIRED once its `exp` has passed). */
+export type TokenVerifier = (token: unknown) => Promise<TokenClaims>;
 
 /**
  * Optional client authentication: a JWT signed with AUTH_JWT_SECRET (HS*) or
@@ -26,16 +34,19 @@ export async function createTokenVerifier(auth: JwtConfig | undefined): Promise<
   };
   return async (token) => {
     if (typeof token !== "string" || token === "") throw new ServiceError("UNAUTHORIZED", "a client token is required");
-    let sub: unknown;
+    let payload: Record<string, unknown>;
     try {
-      ({ sub } = (await jwtVerify(token, key, options)).payload);
+      ({ payload } = await jwtVerify(token, key, options));
     } catch (err) {
-      const why = err instanceof errors.JWTExpired ? "client token expired" : "client token is not valid";
-      throw new ServiceError("UNAUTHORIZED", why);
+      if (err instanceof errors.JWTExpired) throw new ServiceError("TOKEN_EXPIRED");
+      throw new ServiceError("UNAUTHORIZED", "client token is not valid");
     }
+    const { sub, exp } = payload;
     if (typeof sub !== "string" || !CLIENT_ID_PATTERN.test(sub)) {
-      throw new ServiceError("UNAUTHORIZED", "client token subject is not a valid clientId");
+      throw new ServiceError("UNAUTHORIZED", "client token subject is not a valid user id (1-64 characters of A-Z a-z 0-9 _ . -)");
     }
-    return sub;
+    const grants = parseGrants(payload.wbs);
+    if (grants instanceof ServiceError) throw grants;
+    return { user: sub, grants, expiresAt: typeof exp === "number" ? exp * 1000 : undefined };
   };
 }

@@ -1,4 +1,6 @@
 import type { ClientRegistry } from "../cluster/registry.js";
+import type { UserBlocks } from "../cluster/user-blocks.js";
+import type { UserSessions } from "../cluster/user-sessions.js";
 import type { Config } from "../config.js";
 import type { BroadcastDomain } from "../domain/broadcast.js";
 import type { DrainState } from "../drain.js";
@@ -6,6 +8,7 @@ import type { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { TokenVerifier } from "./client-auth.js";
+import type { ConnectionHub } from "./connection.js";
 import type { OriginPolicy } from "./origin.js";
 import type { PenaltyBox } from "./penalty.js";
 import type { ClientAddresses } from "./client-address.js";
@@ -19,6 +22,11 @@ export interface GatewayDeps {
   log: Logger;
   drain: DrainState;
   registry: ClientRegistry;
+  /** The per-user cap's leases, and the users refused for a while. */
+  users: UserSessions;
+  blocks: UserBlocks;
+  /** This instance's connections, both transports. */
+  hub: ConnectionHub;
   domain: BroadcastDomain;
   metrics: Metrics;
   origins: OriginPolicy;

@@ -16,6 +16,24 @@ export interface PublishRate {
 interface Buckets {
   messages: { tokens: number; at: number };
   bytes: { tokens: number; at: number };
+  /** Refusals in a row (an admitted message resets it). */
+  refused: number;
+}
+
+/**
+ * A publish refused by these limits. `disconnect` is set once its address
+ * has been refused `disconnectAfter` times in a row: it keeps sending while
+ * refused (one connection or fifty), so its connection is cut and its
+ * address boxed, as the connection's own limit does.
+ */
+export class PublishRefused extends ServiceError {
+  constructor(
+    why: string,
+    readonly scope: LimitScope,
+    readonly disconnect: boolean,
+  ) {
+    super("RATE_LIMITED", why);
+  }
 }
 
 /** Where a refused publish was refused: the label of wbs_rate_limited_total's `scope`. */
@@ -43,25 +61,28 @@ export class PublishLimits {
       stallMs: () => number;
       /** Counts a refusal. */
       refused: (transport: string, scope: LimitScope) => void;
+      /** An address refused this many times in a row is cut off (PublishRefused.disconnect); 0: never. */
+      disconnectAfter: number;
     },
   ) {}
 
-  /** Refuses (throws RATE_LIMITED, counted) a client's message of `text` over its address's or the instance's limits. */
+  /** Refuses (throws PublishRefused, counted) a client's message of `text` over its address's or the instance's limits. */
   admit(transport: string, address: string, text: unknown): void {
     if (typeof text !== "string") return; // refused as BAD_REQUEST by the domain
     const refused = this.take(address, Buffer.byteLength(text));
     if (!refused) return;
     this.opts.refused(transport, refused.scope);
-    throw refused.error;
+    throw refused;
   }
 
-  /** Takes one message of `bytes` for `address`, or answers why not (RATE_LIMITED, nothing taken then). */
-  take(address: string, bytes: number): { scope: LimitScope; error: ServiceError } | undefined {
+  /** Takes one message of `bytes` for `address`, or answers why not (nothing taken then). */
+  take(address: string, bytes: number): PublishRefused | undefined {
     const { address: perAddress, instance } = this.opts;
     const stall = this.opts.stallMs();
     const share = 1 / Math.max(1, this.opts.instances());
     const mine = this.#instance ?? (this.#instance = fresh(instance, 1));
-    if (!fits(mine, instance, 1, bytes, stall)) return refusal("instance", "this instance takes no more messages now; try again shortly");
+    // The instance's own limit is nobody's fault: refused, never cut.
+    if (!fits(mine, instance, 1, bytes, stall)) return new PublishRefused("this instance takes no more messages now; try again shortly", "instance", false);
     // This machine itself is exempt, as in nginx.conf: local tools, load tests, and nginx when TRUST_PROXY is unset.
     if ((perAddress.perSec <= 0 && perAddress.bytesPerSec <= 0) || address === "127.0.0.1" || address === "::1" || address === "::ffff:127.0.0.1") {
       return void spend(mine, bytes);
@@ -74,7 +95,12 @@ export class PublishLimits {
       if (this.#addresses.size >= MAX_ADDRESSES) this.#addresses.delete(this.#addresses.keys().next().value as string);
     }
     this.#addresses.set(address, buckets);
-    if (!fits(buckets, perAddress, share, bytes, stall)) return refusal("address", `at most ${describe(perAddress)} from one address`);
+    if (!fits(buckets, perAddress, share, bytes, stall)) {
+      buckets.refused++;
+      const cut = this.opts.disconnectAfter > 0 && buckets.refused >= this.opts.disconnectAfter;
+      return new PublishRefused(`at most ${describe(perAddress)} from one address`, "address", cut);
+    }
+    buckets.refused = 0;
     spend(mine, bytes);
     spend(buckets, bytes);
     return undefined;
@@ -87,7 +113,7 @@ const describe = (r: PublishRate) =>
 
 function fresh(rate: PublishRate, share: number): Buckets {
   const at = performance.now();
-  return { messages: { tokens: rate.perSec * share * BURST_SEC, at }, bytes: { tokens: rate.bytesPerSec * share * BURST_SEC, at } };
+  return { messages: { tokens: rate.perSec * share * BURST_SEC, at }, bytes: { tokens: rate.bytesPerSec * share * BURST_SEC, at }, refused: 0 };
 }
 
 /** Whether one message of `bytes` fits both buckets (a message larger than the whole byte burst fits a full bucket). */
@@ -109,8 +135,4 @@ function fits(b: Buckets, rate: PublishRate, share: number, bytes: number, stall
 function spend(b: Buckets, bytes: number): void {
   b.messages.tokens -= 1;
   b.bytes.tokens -= bytes;
-}
-
-function refusal(scope: LimitScope, why: string) {
-  return { scope, error: new ServiceError("RATE_LIMITED", why) };
 }

@@ -108,7 +108,7 @@ export async function startConnection(opts: {
   domain: BroadcastDomain;
   resume: Resume | undefined;
   policy: ReplayPolicy;
-  base: Pick<Welcome, "clientId" | "instance" | "commands" | "at">;
+  base: Pick<Welcome, "clientId" | "user" | "rooms" | "instance" | "commands" | "at">;
   entitled: (e: Envelope) => boolean;
   boundary: ReplayBoundary;
   greet: (welcome: Welcome) => void;

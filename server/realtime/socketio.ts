@@ -2,15 +2,15 @@ import { type Server as HttpServer, type IncomingMessage, ServerResponse } from 
 import type { Duplex } from "node:stream";
 import { Server, type Socket } from "socket.io";
 import { PacketType } from "socket.io-parser";
-import type { Lease } from "../cluster/registry.js";
 import type { Config } from "../config.js";
 import type { Envelope, LocalSink } from "../domain/broadcast.js";
-import { COMMANDS, ROOM_PATTERN, now } from "../domain/names.js";
+import { USER_ROOM_PREFIX, isRoomName, isUserRoom } from "../domain/names.js";
 import { ServiceError } from "../errors.js";
 import type { ConnectionCount, Metrics } from "../metrics.js";
-import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "../protocol.js";
-import { admit } from "./admission.js";
-import { ReplayBoundary, type Resume, parseResume, startConnection } from "./recovery.js";
+import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents } from "../protocol.js";
+import { admit, giveBack } from "./admission.js";
+import type { Admitted, Connection, ConnectionTransport } from "./connection.js";
+import { type Resume, parseResume } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
 import type { OriginPolicy } from "./origin.js";
 import type { ClientAddresses } from "./client-address.js";
@@ -27,16 +27,14 @@ const NO_HEADERS: IoSocket["handshake"]["headers"] = Object.freeze({});
 const NO_QUERY: IoSocket["handshake"]["query"] = Object.freeze({});
 const NO_AUTH: IoSocket["handshake"]["auth"] = Object.freeze({});
 
-/** The room of sockets whose replay is running: live broadcasts skip it (they wait in `socket.data.pending`). */
-const REPLAYING = "wbs:replaying";
-
 function emitTo(socket: IoSocket, e: Envelope): void {
   if (e.event.event === "message") socket.emit("message", e.event.data);
   else socket.emit("notification", e.event.data);
 }
 
 /** Client room names live apart from Socket.IO's per-socket rooms, so no client can join another's private room. */
-export const roomKey = (room: string): string => `room:${room}`;
+const ROOM_KEY = "room:";
+export const roomKey = (room: string): string => `${ROOM_KEY}${room}`;
 
 /** Engine.IO session ids start with this, so nginx can route a session to its owner. */
 export const sidPrefix = (instanceId: string): string => instanceId.replace(/[^A-Za-z0-9-]/g, "-");
@@ -149,9 +147,17 @@ interface EngineSession {
 /** Engine.IO's WebSocketResponse relay: `socket.once("close", () => this.emit("close"))`. */
 const isCloseRelay = (fn: unknown): boolean => typeof fn === "function" && fn.toString().replace(/\s/g, "") === '()=>this.emit("close")';
 
-/** Namespace middleware (drain, clientId) and the event handlers of `/`. */
+/** What we keep on each Socket.IO socket (`socket.data`). */
+export interface SocketData {
+  /** Set on "connection": the transport-neutral connection (connection.ts). */
+  connection: Connection;
+  /** From the namespace middleware until "connection": what admission took, where to resume, which rooms to rejoin. */
+  start?: { admitted: Admitted; address: string; resume: Resume | undefined; rooms: string[] };
+}
+
+/** Namespace middleware (drain, token, clientId) and the event handlers of `/`: a translation of Socket.IO events to the connection. */
 export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIoGateway {
-  const { config, log, registry, domain, metrics, limiter, penalties } = opts;
+  const { config, log, hub, metrics } = opts;
 
   // Engine.IO sessions with a CONNECT to `/` pending or open. Socket.IO itself
   // ignores a CONNECT once a socket is open, but not while our (async)
@@ -184,13 +190,10 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
         // The client may have gone while we awaited Redis: then it never connects
         // and "disconnect" never fires. Otherwise Socket.IO connects it on the next tick.
         if (socket.conn.readyState !== "open") {
-          registry.release(result.lease);
+          giveBack(opts, result.admitted);
           return refused(new Error("client left during the handshake"));
         }
-        socket.data.lease = result.lease;
-        socket.data.bucket = limiter.bucket();
-        socket.data.address = address;
-        socket.data.start = { resume: auth.resume, rooms: auth.rooms };
+        socket.data.start = { admitted: result.admitted, address, resume: auth.resume, rooms: auth.rooms };
         next();
       },
       (err: unknown) => {
@@ -200,130 +203,89 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     );
   });
 
-  type Work = (socket: IoSocket, lease: Lease, ...args: unknown[]) => Promise<Record<string, unknown> | undefined> | Record<string, unknown> | undefined;
+  type Work = (c: Connection, ...args: unknown[]) => Promise<Record<string, unknown> | undefined> | Record<string, unknown> | undefined;
   // One listener an event for every socket (Socket.IO calls it with `this` set
   // to the socket), not closures a connection: at tens of thousands of
   // sockets those cost memory. The ack, when given, answers { ok, ... }.
   const listener = (event: string, work: Work) =>
     async function (this: IoSocket, ...args: unknown[]): Promise<void> {
-      const lease = this.data.lease;
+      const c = this.data.connection;
       const last = args[args.length - 1];
       const ack: AckFn | undefined = typeof last === "function" ? (args.pop() as AckFn) : undefined;
       try {
-        const extra = await work(this, lease, ...args);
+        const extra = await work(c, ...args);
         ack?.({ ok: true, ...(extra ?? {}) });
       } catch (err) {
         if (err instanceof ServiceError) {
           metrics.refusals.inc({ code: err.code });
           ack?.({ ok: false, error: err.message, code: err.code });
         } else {
-          log.error({ clientId: lease.id, err, event }, "handler failed");
+          log.error({ clientId: c.id, err, event }, "handler failed");
           ack?.({ ok: false, ...new ServiceError("INTERNAL").toJSON() });
         }
       }
     };
 
   const listeners = {
-    message: listener("message", async (socket, lease, payload) => {
-      metrics.messagesIn.inc({ transport: "socket.io" });
+    message: listener("message", async (c, payload) => {
       const { text, room } =
         typeof payload === "object" && payload !== null ? (payload as { text?: unknown; room?: unknown }) : { text: payload, room: undefined };
-      opts.publishLimits.admit("socket.io", socket.data.address, text);
-      await domain.handleClientText({ from: lease.id, origin: "socket.io", text, room });
+      await c.publish(text, room);
       return undefined;
     }),
-    join: listener("join", (socket, _lease, room) => {
-      const key = roomKey(validRoom(room));
-      // socket.rooms also holds the socket's own private room.
-      if (config.maxRoomsPerConnection > 0 && !socket.rooms.has(key) && socket.rooms.size - 1 >= config.maxRoomsPerConnection) {
-        throw new ServiceError("TOO_MANY_ROOMS", String(config.maxRoomsPerConnection));
-      }
-      socket.join(key);
+    join: listener("join", (c, room) => {
+      c.join(room);
       return { room };
     }),
-    leave: listener("leave", (socket, _lease, room) => {
-      socket.leave(roomKey(validRoom(room)));
+    leave: listener("leave", (c, room) => {
+      c.leave(room);
       return { room };
     }),
     // The demo page's status button: the same notification as sending "ping", without the chat line.
-    status: listener("status", async (_socket, lease) => {
-      await domain.publishStatus(lease.id);
+    status: listener("status", async (c) => {
+      await c.status();
       return undefined;
+    }),
+    refresh: listener("refresh", async (c, token) => {
+      const { expiresAt } = await c.refresh(token);
+      return { expiresAt: expiresAt === undefined ? null : new Date(expiresAt).toISOString() };
     }),
   };
 
   const byEvent = new Map<string, (this: IoSocket, ...args: unknown[]) => Promise<void>>(Object.entries(listeners));
-  const rateLimited = new ServiceError("RATE_LIMITED", `at most ${limiter.description}`);
+  const rateLimited = new ServiceError("RATE_LIMITED", `at most ${opts.limiter.description}`);
   function dispatch(this: IoSocket, event: string, ...args: unknown[]): void {
     // Packets already read when the server disconnected it still arrive: drop them.
     if (!this.connected) return;
-    const verdict = limiter.take(this.data.bucket);
+    const verdict = this.data.connection.take();
     if (verdict === "ok") return void byEvent.get(event)?.apply(this, args);
     // Refused: not handled, not broadcast; answered when the client asked for an ack.
-    metrics.rateLimited.inc({ transport: "socket.io" });
     const ack = args[args.length - 1];
+    // On "disconnect" the connection has cut itself.
     if (typeof ack === "function") (ack as AckFn)({ ok: false, ...rateLimited.toJSON() });
-    if (verdict === "disconnect") {
-      metrics.rateLimitDisconnects.inc({ transport: "socket.io" });
-      log.warn(
-        { clientId: this.data.lease.id, transport: "socket.io", address: this.data.address },
-        "rate limit: client kept sending while refused; disconnected",
-      );
-      penalties.punish(this.data.address);
-      this.disconnect(true);
-    }
   }
 
   function onDisconnect(this: IoSocket, reason: string): void {
     connecting.delete(this.client);
-    this.data.replay?.drop();
-    const lease = this.data.lease;
-    registry.release(lease);
-    log.debug({ clientId: lease.id, reason }, "disconnected");
+    const c = this.data.connection;
+    c.end();
+    log.debug({ clientId: c.id, reason }, "disconnected");
   }
 
   io.on("connection", (socket: IoSocket) => {
-    const { lease } = socket.data;
-    log.debug({ clientId: lease.id, transport: socket.conn.transport.name }, "connected");
-    const start = socket.data.start;
+    const start = socket.data.start!;
     socket.data.start = undefined;
-    // Rooms sent back by a reconnecting client are joined before its replay, so their messages are replayed too.
-    for (const room of start?.rooms ?? []) socket.join(roomKey(room));
-    const resume = domain.head() ? start?.resume : undefined;
+    const c = hub.open(socketTransport(socket), start.admitted, start.address);
+    socket.data.connection = c;
+    log.debug({ clientId: c.id, user: c.user, transport: socket.conn.transport.name }, "connected");
     // Without the request, Socket.IO gave the handshake fresh empty headers and query: share one.
     socket.handshake.headers = NO_HEADERS;
     socket.handshake.query = NO_QUERY;
-    // One catch-all listener array entry instead of four listeners a socket.
+    // One catch-all listener array entry instead of five listeners a socket.
     socket.onAny(dispatch);
     socket.on("disconnect", onDisconnect);
-    // Until its replay is out, live broadcasts wait at its boundary (the sink puts them there).
-    const boundary = new ReplayBoundary(
-      (e) => emitTo(socket, e),
-      () => {
-        socket.leave(REPLAYING);
-        socket.data.replay = undefined;
-      },
-    );
-    socket.data.replay = boundary;
-    socket.join(REPLAYING);
-    void startConnection({
-      domain,
-      resume,
-      policy: opts.replays,
-      base: { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() },
-      entitled: (e) => e.room === undefined || socket.rooms.has(roomKey(e.room)),
-      boundary,
-      greet: (w) => socket.emit("welcome", w),
-      send: (e) => emitTo(socket, e),
-      queued: () => queuedBytes(socket),
-      open: () => socket.connected,
-      cut: () => {
-        metrics.slowClientsCut.inc({ transport: "socket.io" });
-        log.warn({ clientId: lease.id, transport: "socket.io" }, "slow client cut: it did not read its replay");
-        cutConnection(socket);
-      },
-      onError: (err) => log.warn({ clientId: lease.id, err: err.message }, "recovery failed: the client is told recovered: false"),
-    });
+    // Rooms sent back by a reconnecting client are joined before its replay, so their messages are replayed too.
+    c.start(start.resume, start.rooms);
   });
 
   const slow = guardSlowClients({
@@ -333,45 +295,62 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     metrics,
     clients: () => io.of("/").sockets.values(),
     queued: queuedBytes,
-    idOf: (socket) => socket.data.lease?.id,
+    idOf: (socket) => socket.data.connection?.id,
     cut: cutConnection,
   });
 
+  const nsp = io.of("/");
+  /** The sockets of `room` (none: everyone) here: a personal room's from the hub, the others' from the adapter. */
+  const targets = (room: string | undefined): Iterable<IoSocket> | undefined => {
+    if (room === undefined) return nsp.sockets.values();
+    if (isUserRoom(room)) return socketsOf(hub.ofUser(room.slice(USER_ROOM_PREFIX.length)));
+    const ids = nsp.adapter.rooms.get(roomKey(room));
+    return ids && socketsIn(ids);
+  };
+  function* socketsIn(ids: Set<string>): Iterable<IoSocket> {
+    for (const id of ids) {
+      const socket = nsp.sockets.get(id);
+      if (socket) yield socket;
+    }
+  }
+  function* socketsOf(conns: ReadonlySet<Connection>): Iterable<IoSocket> {
+    for (const c of conns) if (c.transport.name === "socket.io") yield (c.transport as SocketTransport).socket;
+  }
   const members = (room?: string): number => {
-    const nsp = io.of("/");
-    return room === undefined ? nsp.sockets.size : (nsp.adapter.rooms.get(roomKey(room))?.size ?? 0);
+    if (room === undefined) return nsp.sockets.size;
+    if (isUserRoom(room)) return [...socketsOf(hub.ofUser(room.slice(USER_ROOM_PREFIX.length)))].length;
+    return nsp.adapter.rooms.get(roomKey(room))?.size ?? 0;
   };
   const sink: LocalSink = {
     transport: "socket.io",
     count: members,
     deliver(envelope: Envelope): number {
       const { room } = envelope;
-      const n = members(room);
-      if (n === 0) return 0;
-      const nsp = io.of("/");
-      const replaying = nsp.adapter.rooms.get(REPLAYING);
+      const sockets = targets(room);
+      if (!sockets) return 0;
       const { event, data } = envelope.event;
       // The broadcast's whole WebSocket frame, built once: a WebSocket client
       // with nothing of Engine.IO's queued or in flight gets it in one write
       // to its socket (as /ws does). The others (polling, a write in flight,
       // mid-upgrade) get it through Socket.IO in one broadcast, encoded once.
-      const frame = wholeSocketIoFrame(io, event, data);
+      let frame: Buffer | undefined | null = null;
       const viaEngine: string[] = [];
       let direct = 0;
-      const send = (socket: IoSocket): void => {
-        if (replaying?.has(socket.id)) return;
+      let n = 0;
+      for (const socket of sockets) {
+        n++;
+        // Still replaying: it holds the broadcast until its replay is out.
+        const boundary = socket.data.connection?.boundary;
+        if (boundary) {
+          boundary.hold(envelope);
+          continue;
+        }
+        if (frame === null) frame = wholeSocketIoFrame(io, event, data);
         const tcp = frame && directSocket(socket);
         if (tcp) {
           tcp.write(frame);
           direct++;
         } else viaEngine.push(socket.id);
-      };
-      if (room === undefined) for (const socket of nsp.sockets.values()) send(socket);
-      else {
-        for (const id of nsp.adapter.rooms.get(roomKey(room)) ?? []) {
-          const socket = nsp.sockets.get(id);
-          if (socket) send(socket);
-        }
       }
       if (direct > 0) metrics.socketIoFrames.inc({ path: "direct" }, direct);
       if (viaEngine.length > 0) {
@@ -379,15 +358,6 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
         const to = io.local.to(viaEngine);
         if (event === "message") to.emit("message", data);
         else to.emit("notification", data);
-      }
-      // Then the connections still replaying: they hold it until their replay
-      // is out (a boundary it releases sends it itself; the broadcast above
-      // already went, so it cannot reach that socket twice).
-      if (replaying) {
-        for (const id of [...replaying]) {
-          const socket = nsp.sockets.get(id);
-          if (socket?.data.replay && (room === undefined || socket.rooms.has(roomKey(room)))) socket.data.replay.hold(envelope);
-        }
       }
       return n;
     },
@@ -398,19 +368,54 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
     sink,
     connectionsByTransport() {
       let polling = 0;
-      for (const socket of io.of("/").sockets.values()) if (socket.conn.transport.name === "polling") polling++;
-      const all = io.of("/").sockets.size;
+      for (const socket of nsp.sockets.values()) if (socket.conn.transport.name === "polling") polling++;
+      const all = nsp.sockets.size;
       return [
         { transport: "socket.io", via: "polling", count: polling },
         { transport: "socket.io", via: "websocket", count: all - polling },
       ];
     },
     connections() {
-      return [...io.of("/").sockets.values()].map((socket) => () => socket.conn.close());
+      return [...nsp.sockets.values()].map((socket) => () => socket.conn.close());
     },
     close() {
       slow.stop();
     },
+  };
+}
+
+/** A Socket.IO socket as a connection's transport. */
+interface SocketTransport extends ConnectionTransport {
+  readonly socket: IoSocket;
+}
+
+function socketTransport(socket: IoSocket): SocketTransport {
+  return {
+    name: "socket.io",
+    socket,
+    deliver: (e) => emitTo(socket, e),
+    greet: (w) => socket.emit("welcome", w),
+    expiring: (n) => socket.emit("expiring", n),
+    left: (n) => socket.emit("left", n),
+    join: (room) => void socket.join(roomKey(room)),
+    leave: (room) => void socket.leave(roomKey(room)),
+    has: (room) => socket.rooms.has(roomKey(room)),
+    rooms: () => {
+      const rooms: string[] = [];
+      for (const key of socket.rooms) if (key.startsWith(ROOM_KEY)) rooms.push(key.slice(ROOM_KEY.length));
+      return rooms;
+    },
+    queued: () => queuedBytes(socket),
+    open: () => socket.connected,
+    close(err, reconnect) {
+      socket.emit("closing", err.toJSON());
+      // Closing the transport (not the socket) makes socket.io-client reconnect by itself.
+      if (reconnect) socket.conn.close();
+      else socket.disconnect(true);
+    },
+    cut: () => cutConnection(socket),
+    // Socket.IO has closed it (disconnect); Engine.IO reads on until the cut.
+    stopReading: () => undefined,
   };
 }
 
@@ -515,13 +520,6 @@ function parseAuth(raw: unknown, maxRooms: number): ParsedAuth | ServiceError {
   if (auth.rooms !== undefined && (!Array.isArray(auth.rooms) || auth.rooms.length > cap)) {
     return new ServiceError("BAD_REQUEST", `auth.rooms must be an array of at most ${cap} room names`);
   }
-  const rooms = ((auth.rooms as unknown[] | undefined) ?? []).filter((r): r is string => typeof r === "string" && ROOM_PATTERN.test(r));
+  const rooms = ((auth.rooms as unknown[] | undefined) ?? []).filter(isRoomName);
   return { clientId: auth.clientId, token: auth.token, resume: parseResume(auth.epoch, auth.offset), rooms };
-}
-
-function validRoom(room: unknown): string {
-  if (typeof room !== "string" || !ROOM_PATTERN.test(room)) {
-    throw new ServiceError("BAD_REQUEST", "room must be 1-64 characters of A-Z a-z 0-9 _ . : -");
-  }
-  return room;
 }

@@ -1,4 +1,4 @@
-import type { DomainEvent, Welcome, WsServerFrame } from "../protocol.js";
+import type { DomainEvent, ErrorBody, Expiring, LeftRoom, Welcome, WsServerFrame } from "../protocol.js";
 
 /**
  * How /ws renders what the domain sends: text lines in the old services'
@@ -50,5 +50,11 @@ export function renderText(e: DomainEvent): string {
       return `[${clock(n.at)}] SYSTEM (${n.instance}): instance is draining; you stay connected, reconnect to move to a live instance`;
   }
 }
+
+/** Text mode's lines for the connection's own notices (JSON mode sends them as frames). */
+export const renderExpiring = (n: Expiring): string =>
+  `[${clock(n.expiresAt)}] SYSTEM: your client token expires; this connection closes in ${Math.round(n.closesInMs / 1000)} s unless refreshed (JSON mode)`;
+export const renderLeft = (n: LeftRoom): string => `SYSTEM: left #${n.room}: ${n.error}`;
+export const renderClosing = (e: ErrorBody): string => `SYSTEM: closing (${e.code}): ${e.error}`;
 
 export const renderJson = (frame: WsServerFrame): string => JSON.stringify(frame);

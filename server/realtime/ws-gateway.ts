@@ -1,52 +1,55 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
-import type { Lease } from "../cluster/registry.js";
 import type { Envelope, LocalSink } from "../domain/broadcast.js";
-import { CLIENT_ID_PATTERN, COMMANDS, now } from "../domain/names.js";
+import { CLIENT_ID_PATTERN, USER_ROOM_PREFIX, isUserRoom } from "../domain/names.js";
 import { ServiceError } from "../errors.js";
-import type { ErrorBody, Welcome, WsServerFrame } from "../protocol.js";
-import { admit } from "./admission.js";
-import { ReplayBoundary, type Resume, parseResume, startConnection } from "./recovery.js";
+import type { ErrorBody, WsRequestId, WsServerFrame } from "../protocol.js";
+import { admit, giveBack } from "./admission.js";
+import type { Admitted, Connection, ConnectionTransport } from "./connection.js";
+import { type Resume, parseResume } from "./recovery.js";
 import type { GatewayDeps } from "./gateway.js";
-import type { Bucket } from "./rate-limit.js";
 import { refusalHeaders, rejectUpgrade } from "./reject.js";
 import { type RequestTarget, decodePathSegment } from "./request-target.js";
 import { wholeTextFrame } from "./prebuilt-frames.js";
 import { guardSlowClients } from "./slow-clients.js";
 import { releaseUpgradeGuard } from "./upgrade-guard.js";
-import { renderEcho, renderJson, renderText, renderWelcome } from "./ws-frames.js";
+import { renderClosing, renderEcho, renderExpiring, renderJson, renderLeft, renderText, renderWelcome } from "./ws-frames.js";
 
 /** `/ws` broadcasts what the client sends (old service A); `/ws/{id}` echoes it (old service B). */
 type Mode = "broadcast" | "echo";
 type Format = "text" | "json";
 
 interface Client {
-  lease: Lease;
   ws: WebSocket;
   /** ws's own socket: broadcasts are written to it whole (prebuilt-frames.ts). */
   socket: Duplex;
   mode: Mode;
   format: Format;
   alive: boolean;
-  bucket: Bucket | undefined;
-  address: string;
-  /** Cut for flooding: whatever it still sends is dropped unread. */
+  /** Cut for flooding (or closing): whatever it still sends is dropped unread. */
   cut: boolean;
-  /** Set while its replay runs: live broadcasts wait at this boundary. */
-  boundary: ReplayBoundary | undefined;
+  /** Its rooms (the personal room is not among them). */
+  rooms: Set<string>;
+  connection: Connection;
+}
+
+/** A /ws client as a connection's transport. */
+interface WsTransport extends ConnectionTransport {
+  readonly client: Client;
 }
 
 /** An upgrade that passed our checks, on its way through ws's handshake checks and the admission. */
 interface Attempt {
   address: string;
   resume: Resume | undefined;
+  rooms: string[];
   wanted: string | undefined;
   token: string | undefined;
   mode: Mode;
   format: Format;
-  /** Set once admitted; an undefined lease is a duplicate id (answered after the upgrade, as service B did). */
-  admitted?: { lease: Lease | undefined; id: string };
+  /** Set once admitted; undefined `admitted` is a duplicate id (answered after the upgrade, as service B did). */
+  result?: { admitted: Admitted | undefined; id: string };
 }
 
 const PATH = /^\/ws(?:\/([^/]*))?\/?$/;
@@ -63,8 +66,10 @@ export interface WsGateway {
 }
 
 export function createWsGateway(opts: GatewayDeps): WsGateway {
-  const { config, log, registry, domain, metrics, origins, limiter, penalties, refuseNewSession, publishLimits } = opts;
+  const { config, log, hub, metrics, origins, refuseNewSession } = opts;
   const clients = new Map<WebSocket, Client>();
+  /** Members of each room here, for the sink. */
+  const byRoom = new Map<string, Set<Client>>();
 
   // Pings find dead peers and keep idle connections alive through proxies.
   const heartbeat = setInterval(() => {
@@ -86,7 +91,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     metrics,
     clients: () => clients.values(),
     queued: (c) => c.ws.bufferedAmount,
-    idOf: (c) => c.lease.id,
+    idOf: (c) => c.connection.id,
     cut: (c) => c.ws.terminate(),
   });
 
@@ -98,9 +103,22 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
   const send = (c: Client, frame: WsServerFrame, text: string) => {
     if (c.ws.readyState === c.ws.OPEN) c.ws.send(c.format === "json" ? renderJson(frame) : text);
   };
-  const sendError = (c: Client, err: ErrorBody) => send(c, { type: "error", data: err }, `Error: ${err.error}`);
+  const sendError = (c: Client, err: ErrorBody, id?: WsRequestId) =>
+    send(c, { type: "error", ...(id === undefined ? {} : { id }), data: err }, `Error: ${err.error}`);
+  const answer = (c: Client, id: WsRequestId | undefined, data: Record<string, unknown>) =>
+    send(c, { type: "ack", ...(id === undefined ? {} : { id }), data: { ok: true, ...data } }, "");
 
-  const rateLimited = new ServiceError("RATE_LIMITED", `at most ${limiter.description}`);
+  const rateLimited = new ServiceError("RATE_LIMITED", `at most ${opts.limiter.description}`);
+
+  /** A refusal of what the client sent: answered, not punished (the connection stays open). */
+  const refused = (c: Client, id: WsRequestId | undefined) => (err: unknown) => {
+    if (!(err instanceof ServiceError)) {
+      log.error({ clientId: c.connection.id, err }, "request failed");
+      return sendError(c, new ServiceError("INTERNAL").toJSON(), id);
+    }
+    metrics.refusals.inc({ code: err.code });
+    sendError(c, err.toJSON(), id);
+  };
 
   // One listener an event for every client (ws calls it with `this` set to the
   // socket), not closures a connection: at tens of thousands of clients those cost memory.
@@ -117,58 +135,102 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       this.close(err.closeCode, "binary frames are not supported");
       return;
     }
-    const verdict = limiter.take(c.bucket);
-    if (verdict !== "ok") {
-      // Refused: not echoed, not broadcast.
-      metrics.rateLimited.inc({ transport: "ws" });
-      if (verdict === "refused") return sendError(c, rateLimited.toJSON());
-      metrics.rateLimitDisconnects.inc({ transport: "ws" });
-      log.warn({ clientId: c.lease.id, transport: "ws", address: c.address }, "rate limit: client kept sending while refused; disconnected");
-      c.cut = true;
-      penalties.punish(c.address);
-      this.close(rateLimited.closeCode, "rate limited");
-      return;
-    }
-    metrics.messagesIn.inc({ transport: "ws" });
+    const verdict = c.connection.take();
+    // Refused: not echoed, not broadcast (on "disconnect" the connection has cut itself).
+    if (verdict === "refused") return sendError(c, rateLimited.toJSON());
+    if (verdict === "disconnect") return;
     const raw = data.toString();
-    if (c.mode === "echo") return send(c, { type: "echo", data: { text: raw } }, renderEcho(raw));
-    const { text, room } = c.format === "json" ? parseJsonFrame(raw) : { text: raw, room: undefined };
-    const answer = (err: unknown) => {
-      if (!(err instanceof ServiceError)) return log.error({ clientId: c.lease.id, err }, "message failed");
-      metrics.refusals.inc({ code: err.code });
-      // A bad message is answered, not punished: the connection stays open.
-      sendError(c, err.toJSON());
-    };
-    try {
-      publishLimits.admit("ws", c.address, text);
-    } catch (err) {
-      return answer(err);
+    if (c.mode === "echo") {
+      metrics.messagesIn.inc({ transport: "ws" });
+      return send(c, { type: "echo", data: { text: raw } }, renderEcho(raw));
     }
-    domain.handleClientText({ from: c.lease.id, origin: "ws", text, room }).catch(answer);
+    const request = c.format === "json" ? parseJsonFrame(raw) : { type: "message" as const, text: raw, room: undefined, id: undefined };
+    const fail = refused(c, request.id);
+    try {
+      switch (request.type) {
+        case "message":
+          c.connection.publish(request.text, request.room).catch(fail);
+          return;
+        case "join":
+          c.connection.join(request.room);
+          return answer(c, request.id, { room: request.room });
+        case "leave":
+          c.connection.leave(request.room);
+          return answer(c, request.id, { room: request.room });
+        case "refresh":
+          c.connection
+            .refresh(request.token)
+            .then(({ expiresAt }) => answer(c, request.id, { expiresAt: expiresAt === undefined ? null : new Date(expiresAt).toISOString() }), fail);
+          return;
+        case "bad":
+          throw new ServiceError("BAD_REQUEST", request.why);
+      }
+    } catch (err) {
+      fail(err);
+    }
   }
   function onError(this: WebSocket, err: Error): void {
-    log.debug({ clientId: clients.get(this)?.lease.id, err: err.message }, "socket error");
+    log.debug({ clientId: clients.get(this)?.connection.id, err: err.message }, "socket error");
   }
   function onClose(this: WebSocket, code: number): void {
     const c = clients.get(this);
     if (!c) return;
     clients.delete(this);
-    c.boundary?.drop();
-    registry.release(c.lease);
-    log.debug({ clientId: c.lease.id, code }, "disconnected");
+    for (const room of c.rooms) leaveIndex(c, room);
+    c.connection.end();
+    log.debug({ clientId: c.connection.id, code }, "disconnected");
   }
 
-  // Attempts by request, from our checks to ws's callback. A lease taken in
-  // verifyClient waits here until then; ws can still drop the socket in that
-  // gap without calling back (the peer left, the server closed), so the
-  // socket's "close" gives it back.
+  const leaveIndex = (c: Client, room: string) => {
+    const members = byRoom.get(room);
+    if (members?.delete(c) && members.size === 0) byRoom.delete(room);
+  };
+
+  /** A /ws client as a connection's transport. */
+  const transportOf = (c: Client): WsTransport => ({
+    name: "ws",
+    client: c,
+    deliver: (e) => send(c, { type: e.event.event, data: e.event.data } as WsServerFrame, renderText(e.event)),
+    greet: (w) => send(c, { type: "welcome", data: w }, renderWelcome(w)),
+    expiring: (n) => send(c, { type: "expiring", data: n }, renderExpiring(n)),
+    left: (n) => send(c, { type: "left", data: n }, renderLeft(n)),
+    join(room) {
+      c.rooms.add(room);
+      let members = byRoom.get(room);
+      if (!members) byRoom.set(room, (members = new Set()));
+      members.add(c);
+    },
+    leave(room) {
+      if (c.rooms.delete(room)) leaveIndex(c, room);
+    },
+    has: (room) => c.rooms.has(room),
+    rooms: () => [...c.rooms],
+    queued: () => c.ws.bufferedAmount,
+    open: () => c.ws.readyState === c.ws.OPEN,
+    close(err) {
+      c.cut = true;
+      send(c, { type: "closing", data: err.toJSON() }, renderClosing(err.toJSON()));
+      // A close reason is at most 123 bytes.
+      c.ws.close(err.closeCode, Buffer.from(err.message).subarray(0, 123).toString());
+    },
+    cut: () => c.ws.terminate(),
+    stopReading() {
+      c.cut = true;
+      c.ws.pause();
+    },
+  });
+
+  // Attempts by request, from our checks to ws's callback. What admission
+  // took in verifyClient waits here until then; ws can still drop the socket
+  // in that gap without calling back (the peer left, the server closed), so
+  // the socket's "close" gives it back.
   const attempts = new WeakMap<IncomingMessage, Attempt>();
   const bySocket = new WeakMap<Duplex, IncomingMessage>();
   function releaseUnopened(this: Duplex): void {
     const req = bySocket.get(this);
-    const lease = req && attempts.get(req)?.admitted?.lease;
+    const admitted = req && attempts.get(req)?.result?.admitted;
     if (req) attempts.delete(req);
-    if (lease) registry.release(lease);
+    if (admitted) giveBack(opts, admitted);
   }
 
   /**
@@ -190,15 +252,15 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     if (!attempt) return deny(new ServiceError("INTERNAL"));
     admit(opts, { transport: "ws", address: attempt.address, wanted: attempt.wanted, token: attempt.token }).then(
       (result) => {
-        const lease = result.ok ? result.lease : undefined;
+        const admitted = result.ok ? result.admitted : undefined;
         if (socket.destroyed) {
           // The peer left while we awaited Redis.
           attempts.delete(req);
-          if (lease) registry.release(lease);
+          if (admitted) giveBack(opts, admitted);
           return;
         }
         if (!result.ok && result.error.code !== "DUPLICATE_CLIENT_ID") return deny(result.error);
-        attempt.admitted = { lease, id: result.ok ? result.lease.id : (attempt.wanted ?? "") };
+        attempt.result = { admitted, id: admitted?.lease.id ?? attempt.wanted ?? "" };
         bySocket.set(socket, req);
         socket.once("close", releaseUnopened);
         done(true);
@@ -221,57 +283,38 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     req.socket.removeListener("close", releaseUnopened);
     // First of all: a socket without an error listener ends the process on the next bad frame.
     ws.on("error", onError);
-    const admitted = attempt?.admitted;
-    if (!attempt || !admitted) return void ws.terminate();
-    if (!admitted.lease) {
+    const result = attempt?.result;
+    if (!attempt || !result) return void ws.terminate();
+    if (!result.admitted) {
       // The old service B's answer to a duplicate id: an error frame, then 1008.
-      const err = new ServiceError("DUPLICATE_CLIENT_ID", admitted.id);
+      const err = new ServiceError("DUPLICATE_CLIENT_ID", result.id);
       ws.send(JSON.stringify({ type: "error", code: 1008, message: err.message }));
       ws.close(1008, "duplicate clientId");
       return;
     }
-    const { lease } = admitted;
-    const { resume } = attempt;
-    const client: Client = {
-      lease,
-      ws,
-      socket: req.socket,
-      mode: attempt.mode,
-      format: attempt.format,
-      alive: true,
-      bucket: limiter.bucket(),
-      address: attempt.address,
-      cut: false,
-      boundary: undefined,
-    };
+    // Its connection needs its transport, which needs the client: set right after.
+    const client = { ws, socket: req.socket, mode: attempt.mode, format: attempt.format, alive: true, cut: false, rooms: new Set<string>() } as Omit<
+      Client,
+      "connection"
+    > as Client;
+    client.connection = hub.open(transportOf(client), result.admitted, attempt.address);
     clients.set(ws, client);
-    log.debug({ clientId: lease.id, transport: "ws", mode: attempt.mode }, "connected");
+    log.debug({ clientId: client.connection.id, user: client.connection.user, transport: "ws", mode: attempt.mode }, "connected");
     ws.on("pong", onPong);
     ws.on("message", onMessage);
     ws.on("close", onClose);
-
-    const deliver = (e: Envelope) => send(client, { type: e.event.event, data: e.event.data } as WsServerFrame, renderText(e.event));
-    client.boundary = new ReplayBoundary(deliver, () => (client.boundary = undefined));
-    void startConnection({
-      domain,
-      resume,
-      policy: opts.replays,
-      base: { clientId: lease.id, instance: config.instanceId, commands: COMMANDS, at: now() },
-      // /ws clients are in no rooms: they are entitled to what is not for a room.
-      entitled: (e) => e.room === undefined,
-      boundary: client.boundary,
-      greet: (welcome: Welcome) => send(client, { type: "welcome", data: welcome }, renderWelcome(welcome)),
-      send: deliver,
-      queued: () => ws.bufferedAmount,
-      open: () => ws.readyState === ws.OPEN,
-      cut: () => {
-        metrics.slowClientsCut.inc({ transport: "ws" });
-        log.warn({ clientId: lease.id, transport: "ws" }, "slow client cut: it did not read its replay");
-        ws.terminate();
-      },
-      onError: (err) => log.warn({ clientId: lease.id, err: err.message }, "recovery failed: the client is told recovered: false"),
-    });
+    client.connection.start(attempt.resume, attempt.rooms);
   };
+
+  /** The /ws clients `room` (none: everyone) reaches here. */
+  const targets = (room: string | undefined): Iterable<Client> | undefined => {
+    if (room === undefined) return clients.values();
+    if (isUserRoom(room)) return clientsOf(hub.ofUser(room.slice(USER_ROOM_PREFIX.length)));
+    return byRoom.get(room);
+  };
+  function* clientsOf(conns: ReadonlySet<Connection>): Iterable<Client> {
+    for (const conn of conns) if (conn.transport.name === "ws") yield (conn.transport as WsTransport).client;
+  }
 
   return {
     handleUpgrade(req, socket, head, target) {
@@ -279,13 +322,16 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       if (!match) return false;
       // Cheap checks first, answered before any WebSocket exists.
       const wanted = match[1] === undefined ? undefined : decodePathSegment(match[1]);
+      const rooms = parseRooms(target.query.rooms, config.maxRoomsPerConnection);
       const refusal =
         refuseNewSession() ??
         (!origins.allows(req.headers.origin)
           ? new ServiceError("ORIGIN_NOT_ALLOWED", req.headers.origin)
           : match[1] !== undefined && (wanted === undefined || !CLIENT_ID_PATTERN.test(wanted))
             ? new ServiceError("INVALID_CLIENT_ID", wanted ?? match[1])
-            : undefined);
+            : rooms instanceof ServiceError
+              ? rooms
+              : undefined);
       if (refusal) {
         refuse(socket, refusal);
         return true;
@@ -294,6 +340,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       attempts.set(req, {
         address: opts.addresses.of(req),
         resume: parseResume(target.query.epoch, target.query.since),
+        rooms: rooms as string[],
         wanted,
         token,
         mode: wanted === undefined ? "broadcast" : "echo",
@@ -305,11 +352,17 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
 
     sink: {
       transport: "ws",
-      // /ws clients join no rooms; room messages are for Socket.IO members.
-      count: (room) => (room === undefined ? clients.size : 0),
+      count: (room) => {
+        const members = targets(room);
+        if (!members) return 0;
+        let n = 0;
+        for (const _ of members) n++;
+        return n;
+      },
       deliver(envelope: Envelope): number {
         const { event, room } = envelope;
-        if (room !== undefined || clients.size === 0) return 0;
+        const members = targets(room);
+        if (!members || clients.size === 0) return 0;
         // Render and frame once per format, not once per client: every client
         // gets the same whole frame in one write. ws's send() would frame it
         // again for each and write header and payload apart; writing to ws's
@@ -319,9 +372,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
         let text: Buffer | undefined;
         let json: Buffer | undefined;
         let n = 0;
-        for (const c of clients.values()) {
-          if (c.boundary) {
-            c.boundary.hold(envelope); // replaying: sent once the replay is out
+        for (const c of members) {
+          const boundary = c.connection.boundary;
+          if (boundary) {
+            boundary.hold(envelope); // replaying: sent once the replay is out
             n++;
             continue;
           }
@@ -354,16 +408,53 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
   };
 }
 
-/** In JSON mode a frame may be `{ "text": ..., "room"?: ... }`; anything else is the text itself. */
-function parseJsonFrame(raw: string): { text: unknown; room: unknown } {
+/** `?rooms=a,b`: the rooms to be in again (joined before the replay, those it may read). */
+function parseRooms(raw: string | undefined, maxRooms: number): string[] | ServiceError {
+  if (raw === undefined || raw === "") return [];
+  const cap = maxRooms > 0 ? maxRooms : 1_000;
+  const rooms = raw.split(",");
+  if (rooms.length > cap) return new ServiceError("BAD_REQUEST", `?rooms= names at most ${cap} rooms`);
+  return rooms;
+}
+
+type Request =
+  | { type: "message"; text: unknown; room: unknown; id: WsRequestId | undefined }
+  | { type: "join" | "leave"; room: unknown; id: WsRequestId | undefined }
+  | { type: "refresh"; token: unknown; id: WsRequestId | undefined }
+  | { type: "bad"; why: string; id: WsRequestId | undefined };
+
+const REQUEST_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/**
+ * Total: a JSON-mode frame as a request. `{ "text": ..., "room"?: ... }` or
+ * `{ "type": "message", ... }` is a message, `{ "type": "join" | "leave",
+ * "room": ... }` and `{ "type": "refresh", "token": ... }` are requests;
+ * anything that is not a JSON object with `text` or `type` is the text itself.
+ */
+function parseJsonFrame(raw: string): Request {
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(raw);
-    if (typeof parsed === "object" && parsed !== null && "text" in parsed) {
-      const { text, room } = parsed as { text: unknown; room?: unknown };
-      return { text, room };
-    }
+    parsed = JSON.parse(raw);
   } catch {
-    // not JSON: plain text
+    return { type: "message", text: raw, room: undefined, id: undefined };
   }
-  return { text: raw, room: undefined };
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return { type: "message", text: raw, room: undefined, id: undefined };
+  const f = parsed as Record<string, unknown>;
+  const rawId = f.id;
+  const id =
+    (typeof rawId === "number" && Number.isSafeInteger(rawId)) || (typeof rawId === "string" && REQUEST_ID.test(rawId)) ? (rawId as WsRequestId) : undefined;
+  if (rawId !== undefined && id === undefined) return { type: "bad", why: "id must be a whole number or 1-64 characters of A-Z a-z 0-9 _ . : -", id };
+  switch (f.type) {
+    case undefined:
+      return "text" in f ? { type: "message", text: f.text, room: f.room, id } : { type: "message", text: raw, room: undefined, id };
+    case "message":
+      return { type: "message", text: f.text, room: f.room, id };
+    case "join":
+    case "leave":
+      return { type: f.type, room: f.room, id };
+    case "refresh":
+      return { type: "refresh", token: f.token, id };
+    default:
+      return { type: "bad", why: 'type must be "message", "join", "leave" or "refresh"', id };
+  }
 }
