@@ -169,7 +169,7 @@ const schema = z.object({
   REPLAY_CONCURRENCY: whole(8, 1, 10_000),
   REPLAY_STALL_SEC: seconds(10),
   ADDRESS_RATE_LIMIT_MESSAGES_PER_SEC: whole(200, 0, 10_000_000),
-  ADDRESS_RATE_LIMIT_BYTES_PER_SEC: whole(256 * 1024, 0, 1024 * 1024 * 1024),
+  ADDRESS_RATE_LIMIT_BYTES_PER_SEC: whole(64 * 1024, 0, 1024 * 1024 * 1024),
   INSTANCE_RATE_LIMIT_MESSAGES_PER_SEC: whole(5_000, 0, 10_000_000),
   INSTANCE_RATE_LIMIT_BYTES_PER_SEC: whole(16 * 1024 * 1024, 0, 1024 * 1024 * 1024),
   REDIS_HOLD_SEC: z
@@ -266,7 +266,7 @@ export interface Config {
   readonly replayConcurrency: number;
   /** A client whose replay waits this long for it to read is cut as too slow. @default 10_000 */
   readonly replayStallMs: number;
-  /** Client messages (and bytes) one address may publish a second, cluster-wide; 0: no limit. @default 200, 256 KiB */
+  /** Client messages (and bytes) one address may publish a second, cluster-wide; 0: no limit. @default 200, 64 KiB */
   readonly addressRateLimit: { perSec: number; bytesPerSec: number };
   /** Client messages (and bytes) one instance accepts a second from all its clients; 0: no limit. @default 5000, 16 MiB */
   readonly instanceRateLimit: { perSec: number; bytesPerSec: number };
