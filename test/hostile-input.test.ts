@@ -1149,6 +1149,103 @@ describe("fuzz: hostile requests and frames against one real instance process wi
     }
   }
 
+  /** Codes a request frame on /ws may be answered with (never INTERNAL). */
+  const REQUEST_REFUSALS: unknown[] = ["BAD_REQUEST", "FORBIDDEN", "UNAUTHORIZED", "TOKEN_EXPIRED", "TOO_MANY_ROOMS", "TOO_LARGE", "RATE_LIMITED"];
+  /** Odd values for a claim or a field: valid-looking patterns and room names, and anything JSON. */
+  const oddValue = fc.oneof(
+    fc.constantFrom("lobby", "team:*", "*", "user:*", "a*b", "has space", "", "x".repeat(70), "user:other"),
+    fc.array(fc.constantFrom("lobby", "team:*", "*", "user:*", "a*b", "x".repeat(70), "ok.room"), { maxLength: 70 }),
+    fc.jsonValue({ maxDepth: 2 }),
+  );
+  const PATTERNS = ["lobby", "team:*", "*", "user:*", "team:1", "ok.room"];
+  // Mostly valid claims (so the requests meet an open connection), some odd ones (refused at the upgrade).
+  const claimCase = fc.oneof(
+    { weight: 3, arbitrary: fc.record({ read: fc.subarray(PATTERNS), send: fc.subarray(PATTERNS), broadcast: fc.boolean() }, { requiredKeys: [] }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({ read: oddValue, send: oddValue, broadcast: fc.oneof(fc.boolean(), fc.jsonValue({ maxDepth: 1 })) }, { requiredKeys: [] }),
+    },
+    { weight: 1, arbitrary: fc.constant(undefined) },
+  );
+  const requestCase = fc.record(
+    {
+      type: fc.oneof(fc.constantFrom("join", "leave", "refresh", "message", "nope"), fc.jsonValue({ maxDepth: 1 })),
+      room: fc.oneof(fc.constantFrom("lobby", "team:1", "team:2", "ok.room", "user:other", "secret"), oddValue),
+      text: oddValue,
+      id: fc.oneof(fc.nat(), fc.string({ maxLength: 80 }), fc.jsonValue({ maxDepth: 1 })),
+      token: fc.oneof(fc.constantFrom("@same-user", "@other-user", "@expired", "@forged"), fc.jsonValue({ maxDepth: 1 })),
+    },
+    { requiredKeys: [] },
+  );
+
+  it("answers every token claim and /ws request frame with a coded answer, never INTERNAL, and leaks nothing", async () => {
+    const stats = new Map<string, number>();
+    const key = hmacKey(JWT_SECRET);
+    let runs = 0;
+    await check(
+      "claims and requests",
+      fc.record({ claim: claimCase, requests: fc.array(requestCase, { maxLength: 12 }) }),
+      AUTH_RUNS,
+      async (c) => {
+        const i = await wide.live();
+        const mark = i.logs.length;
+        const problems: string[] = [];
+        const user = `claims-${++runs}`;
+        const now = Math.floor(Date.now() / 1000);
+        const tokenFor = async (ref: unknown): Promise<unknown> =>
+          ref === "@same-user"
+            ? signJwt(key, "HS256", { sub: user, ...(c.claim ? { wbs: c.claim } : {}) })
+            : ref === "@other-user"
+              ? signJwt(key, "HS256", { sub: `${user}-other` })
+              : ref === "@expired"
+                ? signJwt(key, "HS256", { sub: user, iat: now - 600, exp: now - 300 })
+                : ref === "@forged"
+                  ? signJwt(hmacKey(`${JWT_SECRET}-not`), "HS256", { sub: user })
+                  : ref;
+        const token = (await tokenFor("@same-user")) as string;
+        const url = `ws://127.0.0.1:${i.port}/ws?format=json&token=${token}`;
+        let client: WsClient | undefined;
+        try {
+          client = await connectWs(url).catch(async (err: { status?: number; body?: string }) => {
+            const code = (JSON.parse(err.body ?? "{}") as { code?: string }).code;
+            tally(stats, `refused ${err.status} ${code}`);
+            if (err.status !== 401 || code !== "UNAUTHORIZED")
+              problems.push(`the upgrade was refused ${err.status} ${err.body}: only a bad claim may refuse it`);
+            return undefined;
+          });
+          if (client) {
+            const welcome = await client.nextJson("welcome");
+            if (welcome.user !== user) problems.push(`welcomed as user ${JSON.stringify(welcome.user)}`);
+            for (const r of c.requests) {
+              const frame = { ...r, ...(r.token !== undefined ? { token: await tokenFor(r.token) } : {}) };
+              client.ws.send(JSON.stringify(frame));
+            }
+            // A sentinel request: answered after everything before it, so the connection was served all along.
+            client.ws.send(JSON.stringify({ type: "leave", room: "sentinel", id: "sentinel" }));
+            await client.next((f) => f.includes('"id":"sentinel"'), 5_000).catch(() => problems.push("no answer to the sentinel request"));
+            for (const raw of client.inbox.all(() => true)) {
+              const f = JSON.parse(raw) as { type?: string; data?: { code?: unknown } };
+              if (f.type === "error") {
+                tally(stats, `error ${String(f.data?.code)}`);
+                if (!REQUEST_REFUSALS.includes(f.data?.code)) problems.push(`an error frame that is not a coded refusal: ${raw.slice(0, 300)}`);
+              } else if (f.type === "ack") tally(stats, "ack");
+              else if (f.type === "message" && typeof (f.data as { room?: unknown } | undefined)?.room === "string") {
+                // A room message reached it: it must be a room this connection may read.
+                const room = (f.data as { room: string }).room;
+                if (room.startsWith("user:") && room !== `user:${user}`) problems.push(`received another user's personal room ${room}`);
+              }
+            }
+          }
+        } finally {
+          client?.close();
+        }
+        await afterCase(i, mark, problems, JSON.stringify(c).slice(0, 2_000));
+      },
+      stats,
+      CASE_TIME_LIMIT_MS,
+    );
+  });
+
   it("takes the TCP peer for the client's address whatever forwarding headers say, and refuses admin to forwarded requests", async () => {
     const stats = new Map<string, number>();
     await check(

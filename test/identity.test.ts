@@ -141,6 +141,23 @@ describe("users, personal rooms and permissions", function () {
       expect(ioTexts(again)).to.deep.equal(["missed in open", "missed everywhere"]);
     });
 
+    it("/ws recovers its rooms with ?rooms= and ?since=, only those it may read", async () => {
+      const grants = { read: ["open:*"] };
+      const first = await ws(`${t.wsUrl}/ws?format=json&rooms=open:2,closed:2&token=${await token("ines", grants)}`);
+      const welcome = await first.nextJson("welcome");
+      expect(welcome.rooms).to.deep.equal(["open:2"]);
+      first.ws.close();
+      await post(t.url, { message: "ws missed in closed", room: "closed:2" });
+      await post(t.url, { message: "ws missed in open", room: "open:2" });
+      await post(t.url, { message: "ws missed by ines's own room", room: "user:ines" });
+      const again = await ws(
+        `${t.wsUrl}/ws?format=json&rooms=open:2,closed:2&since=${welcome.offset}&epoch=${welcome.epoch}&token=${await token("ines", grants)}`,
+      );
+      expect(await again.nextJson("welcome")).to.include({ recovered: true, replayed: 2 });
+      const replayed = [await again.nextJson("message"), await again.nextJson("message")].map((m: { text: string }) => m.text);
+      expect(replayed).to.deep.equal(["ws missed in open", "ws missed by ines's own room"]);
+    });
+
     it("a personal room is never joined by name, and a token's claims are checked", async () => {
       const c = await io(t.url, { auth: { token: await token("ivy", { read: ["*"] }) } });
       await c.next("welcome");

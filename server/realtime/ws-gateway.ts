@@ -53,6 +53,8 @@ interface Attempt {
 }
 
 const PATH = /^\/ws(?:\/([^/]*))?\/?$/;
+/** A refused frame up to this size is read for its request id; a larger one (a flooder's) is not parsed. */
+const MAX_ID_PEEK = 4_096;
 const HEARTBEAT_MS = 25_000;
 
 export interface WsGateway {
@@ -136,8 +138,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       return;
     }
     const verdict = c.connection.take();
-    // Refused: not echoed, not broadcast (on "disconnect" the connection has cut itself).
-    if (verdict === "refused") return sendError(c, rateLimited.toJSON());
+    // Refused: not echoed, not broadcast, answered with the request's id (its client waits on it); on
+    // "disconnect" the connection has cut itself.
+    if (verdict === "refused")
+      return sendError(c, rateLimited.toJSON(), c.format === "json" && data.length <= MAX_ID_PEEK ? parseJsonFrame(data.toString()).id : undefined);
     if (verdict === "disconnect") return;
     const raw = data.toString();
     if (c.mode === "echo") {
