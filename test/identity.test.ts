@@ -398,6 +398,17 @@ describe("users, personal rooms and permissions", function () {
       expect((await back.next("welcome")).user).to.equal("pat");
     });
 
+    it("a block outlives an instance's restart", async () => {
+      const vic = await token("vic");
+      const res = await admin(stack.url, "/users/vic/disconnect", { method: "POST", body: JSON.stringify({ blockSec: 60 }) }, stack.adminToken);
+      expect(await res.json()).to.include({ disconnected: 0, blockStored: true });
+      await stack.restartInstance(0);
+      const refused = await ioRefusal(stack.instanceUrl(0), { auth: { token: vic } });
+      expect(refused.data?.code, "the restarted instance read the block from Redis").to.equal("BLOCKED");
+      expect((await admin(stack.url, "/users/vic/block", { method: "DELETE" }, stack.adminToken)).status).to.equal(200);
+      await admittedSoon(stack.instanceUrl(0), vic, "vic let in once the block is lifted");
+    });
+
     it("holds the per-user cap under racing connects across instances", async () => {
       const quinn = await token("quinn");
       const attempts = await Promise.allSettled(
