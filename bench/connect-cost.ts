@@ -57,12 +57,7 @@ async function redisCalls(url: string): Promise<number> {
 const key = new TextEncoder().encode(SECRET);
 /** One token a connection, each its own user: the before checkout refuses a user's second connection. */
 const tokens = await Promise.all(
-  Array.from({ length: CLIENTS }, (_, i) =>
-    new SignJWT({ sub: `user-${i}` })
-      .setProtectedHeader({ alg: "HS256" })
-      .setExpirationTime("1h")
-      .sign(key),
-  ),
+  Array.from({ length: CLIENTS }, (_, i) => new SignJWT({ sub: `user-${i}` }).setProtectedHeader({ alg: "HS256" }).setExpirationTime("1h").sign(key)),
 );
 
 async function connectAll(url: string): Promise<Socket[]> {
@@ -121,7 +116,7 @@ async function measure(v: Variant, redisUrl: string): Promise<Sample> {
     }
     const cpu2 = cpuSeconds(inst.pid)!;
     const calls2 = await redisCalls(redisUrl);
-        return {
+    return {
       connectCpuUs: ((cpu1 - cpu0) / CLIENTS) * 1e6,
       connectCommands: (calls1 - calls0 - 1) / CLIENTS,
       disconnectCpuUs: ((cpu2 - cpu1) / CLIENTS) * 1e6,
@@ -150,8 +145,12 @@ try {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const spread = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
 const baseline = samples.get(here[0]!.name)!;
-console.log(`\nA Socket.IO connect with a client token (${CLIENTS} connects a round, ${ROUNDS} rounds; median, range; ratio to "${here[0]!.name}", median of the rounds' ratios)`);
-console.log("| variant | instance CPU a connect, µs | ratio | Redis commands a connect (a script's own commands included) | CPU a disconnect, µs | Redis commands a disconnect |");
+console.log(
+  `\nA Socket.IO connect with a client token (${CLIENTS} connects a round, ${ROUNDS} rounds; median, range; ratio to "${here[0]!.name}", median of the rounds' ratios)`,
+);
+console.log(
+  "| variant | instance CPU a connect, µs | ratio | Redis commands a connect (a script's own commands included) | CPU a disconnect, µs | Redis commands a disconnect |",
+);
 console.log("| --- | --- | --- | --- | --- | --- |");
 for (const [name, xs] of samples) {
   const cpu = xs.map((s) => s.connectCpuUs);
