@@ -135,3 +135,12 @@ export function redisBus<E>(io: ServerSideChannel, opts: { timeoutMs: number; re
     },
   };
 }
+
+/** The bus an instance speaks: over the adapter's inter-server channel when there is Redis, to nobody alone. */
+export function createBus<E>(
+  channel: ServerSideChannel,
+  redis: { readonly ready: boolean } | undefined,
+  opts: { timeoutMs: number; log: Logger; onSkipped: () => void },
+): ClusterBus<E> {
+  return redis ? redisBus<E>(channel, { ...opts, redisReady: () => redis.ready }) : localBus<E>();
+}

@@ -194,3 +194,22 @@ function publishesHandled<C extends object>(client: C, method: "publish" | "sPub
 
 /** A URL without its password, for logs. */
 export const redact = (url: string): string => url.replace(/\/\/[^@]*@/, "//***@");
+
+/** The Redis the configuration names (REDIS_CLUSTER_NODES, else REDIS_URL), connected; undefined when it names none (one instance alone). */
+export async function connectConfiguredRedis(
+  config: { redisUrl: string | undefined; redisClusterNodes: readonly string[] | undefined },
+  log: Logger,
+): Promise<RedisConnection | undefined> {
+  const target: RedisTarget | undefined = config.redisClusterNodes
+    ? { kind: "cluster", nodes: config.redisClusterNodes }
+    : config.redisUrl
+      ? { kind: "single", url: config.redisUrl }
+      : undefined;
+  if (!target) return undefined;
+  const redis = await connectRedis(target, log.child({ component: "redis" }));
+  log.info(
+    { redis: target.kind === "single" ? redact(target.url) : target.nodes.map(redact), kind: target.kind },
+    target.kind === "single" ? "connected to redis: cluster mode" : "connected to a redis cluster (sharded pub/sub): cluster mode",
+  );
+  return redis;
+}

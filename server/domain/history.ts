@@ -449,16 +449,19 @@ export class RedisLog implements BroadcastLog {
   }
 
   /**
-   * The epoch and the newest offset. At start, or when the epoch changed, this
-   * instance stands there. Otherwise it stays where delivery brought it: what
-   * it missed comes from the stream (#repair).
+   * The epoch and the newest offset. At start this instance stands there; in
+   * a new epoch, at its beginning. Otherwise it stays where delivery brought
+   * it: what it missed comes from the stream (#repair).
    */
   async #readHead(initial: boolean): Promise<void> {
     const [epoch, last] = (await this.redis.command(this.#keys.stream, ["EVAL", HEAD, "2", this.#keys.stream, this.#keys.epoch, newEpoch()])) as [
       string,
       string,
     ];
-    if (initial || epoch !== this.#epoch) this.#last = last;
+    // A new history (Redis lost its data) holds only what came after it began: all of it is new
+    // here, and what of it is on its way on the channel must not be skipped as read.
+    if (initial) this.#last = last;
+    else if (epoch !== this.#epoch) this.#last = "0-0";
     this.#epoch = epoch;
   }
 
@@ -587,4 +590,21 @@ function parseEnvelope(payload: string | undefined): Envelope | undefined {
 /** The envelope with its offset on the payload (what clients see), the input untouched. */
 function withOffset(envelope: Envelope, offset: string): Envelope {
   return { ...envelope, event: { ...envelope.event, data: { ...envelope.event.data, offset } } as Envelope["event"] };
+}
+
+/**
+ * The history an instance keeps, started: none with HISTORY_SIZE=0 (no
+ * offsets), a Redis stream with Redis, a ring in memory alone.
+ */
+export async function createHistory(
+  config: { historySize: number; historyTtlMs: number; redisHoldMs: number | undefined },
+  redis: RedisConnection | undefined,
+  log: Logger,
+  onSkipped: () => void,
+): Promise<BroadcastLog | undefined> {
+  if (config.historySize === 0) return undefined;
+  const limits = { maxEntries: config.historySize, ttlMs: config.historyTtlMs };
+  const history = redis ? new RedisLog(redis, { ...limits, holdMs: config.redisHoldMs ?? DEFAULT_HOLD_MS[redis.kind] }, log, onSkipped) : new MemoryLog(limits);
+  await history.start();
+  return history;
 }

@@ -2,6 +2,7 @@ import { type Server as HttpServer, type IncomingMessage, ServerResponse } from 
 import type { Duplex } from "node:stream";
 import { Server, type Socket } from "socket.io";
 import { PacketType } from "socket.io-parser";
+import type { ServerSideChannel } from "../cluster/bus.js";
 import type { Config } from "../config.js";
 import type { Envelope, LocalSink } from "../domain/broadcast.js";
 import { USER_ROOM_PREFIX, isRoomName, isUserRoom } from "../domain/names.js";
@@ -134,6 +135,15 @@ export function createIo(
   });
   joinPreEncodedFrames(io.of("/").adapter);
   return io;
+}
+
+/** The server's inter-server channel, as the cluster bus uses it (the bus is generic; its events are InterServerEvents). */
+export function serverSideChannel(io: IoServer): ServerSideChannel {
+  return {
+    serverSideEmit: (event, ...args) => io.serverSideEmit(event as keyof InterServerEvents, ...(args as [never])),
+    on: (event, listener) => io.on(event as keyof InterServerEvents, listener as (arg: unknown) => void),
+    serverCount: () => io.of("/").adapter.serverCount(),
+  };
 }
 
 /** What the Engine.IO "connection" event gives, as far as we use it (its session). */
