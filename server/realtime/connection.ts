@@ -7,6 +7,7 @@ import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { ConnectionInfo, ErrorBody, Expiring, LeftRoom, Welcome } from "../protocol.js";
+import { giveBack } from "./admission.js";
 import type { TokenVerifier } from "./client-auth.js";
 import type { PenaltyBox } from "./penalty.js";
 import { type PublishLimits, PublishRefused } from "./publish-limits.js";
@@ -86,7 +87,8 @@ export class Connection {
   /** Set while its replay runs: live broadcasts wait at this boundary. */
   boundary: ReplayBoundary | undefined;
   readonly bucket: Bucket | undefined;
-  readonly since = now();
+  /** When it opened, ms since the epoch (a number, not a string a connection). */
+  readonly #since = Date.now();
   #permissions: Permissions;
   #expiresAt: number | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -243,7 +245,7 @@ export class Connection {
       instance: this.hub.deps.config.instanceId,
       transport: this.transport.name,
       rooms: this.transport.rooms(),
-      since: this.since,
+      since: new Date(this.#since).toISOString(),
     };
   }
 
@@ -262,8 +264,7 @@ export class Connection {
     this.boundary?.drop();
     this.boundary = undefined;
     this.hub.remove(this);
-    this.hub.deps.registry.release(this.admitted.lease);
-    if (this.admitted.userLease) this.hub.deps.users.release(this.user, this.admitted.userLease);
+    giveBack(this.hub.deps, this.admitted);
   }
 
   /** The token's deadline: a notice `tokenRefreshAheadMs` before it, the close `tokenExpiryGraceMs` after it. */
@@ -290,39 +291,43 @@ export class Connection {
  * the admin's cut-off and listing), and the dependencies every connection shares.
  */
 export class ConnectionHub {
-  readonly #byUser = new Map<string, Set<Connection>>();
+  /** A user's one connection here, or a set of them once it has several (most users hold one: no set for them). */
+  readonly #byUser = new Map<string, Connection | Set<Connection>>();
 
   constructor(readonly deps: HubDeps) {}
 
   /** A connection admission let in, on its transport. */
   open(transport: ConnectionTransport, admitted: Admitted, address: string): Connection {
     const c = new Connection(this, transport, admitted, address);
-    let set = this.#byUser.get(c.user);
-    if (!set) this.#byUser.set(c.user, (set = new Set()));
-    set.add(c);
+    const held = this.#byUser.get(c.user);
+    if (held === undefined) this.#byUser.set(c.user, c);
+    else if (held instanceof Set) held.add(c);
+    else this.#byUser.set(c.user, new Set([held, c]));
     return c;
   }
 
   remove(c: Connection): void {
-    const set = this.#byUser.get(c.user);
-    if (!set?.delete(c)) return;
-    if (set.size === 0) this.#byUser.delete(c.user);
+    const held = this.#byUser.get(c.user);
+    if (held === c) this.#byUser.delete(c.user);
+    else if (held instanceof Set && held.delete(c) && held.size === 0) this.#byUser.delete(c.user);
   }
 
   /** This instance's connections of `user`. */
-  ofUser(user: string): ReadonlySet<Connection> {
-    return this.#byUser.get(user) ?? EMPTY;
+  ofUser(user: string): Iterable<Connection> {
+    const held = this.#byUser.get(user);
+    return held === undefined ? EMPTY : held instanceof Set ? held : [held];
   }
 
   /** How many of `user`'s connections are here. */
   countOf(user: string): number {
-    return this.#byUser.get(user)?.size ?? 0;
+    const held = this.#byUser.get(user);
+    return held === undefined ? 0 : held instanceof Set ? held.size : 1;
   }
 
   /** What the admin API lists: this instance's connections, or `user`'s. */
   infos(user?: string): ConnectionInfo[] {
-    const sets = user === undefined ? [...this.#byUser.values()] : [this.ofUser(user)];
-    return sets.flatMap((set) => [...set].map((c) => c.info()));
+    const held = user === undefined ? [...this.#byUser.values()].flatMap((h) => (h instanceof Set ? [...h] : [h])) : [...this.ofUser(user)];
+    return held.map((c) => c.info());
   }
 
   /** Closes every connection of `user` here; answers how many. */
@@ -333,7 +338,7 @@ export class ConnectionHub {
   }
 }
 
-const EMPTY: ReadonlySet<Connection> = new Set();
+const EMPTY: readonly Connection[] = [];
 
 /** A refusal as the transports answer it. */
 export const errorBody = (err: unknown): ErrorBody => (err instanceof ServiceError ? err : new ServiceError("INTERNAL")).toJSON();

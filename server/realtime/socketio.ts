@@ -8,7 +8,7 @@ import type { Envelope, LocalSink } from "../domain/broadcast.js";
 import { USER_ROOM_PREFIX, isRoomName, isUserRoom } from "../domain/names.js";
 import { ServiceError } from "../errors.js";
 import type { ConnectionCount, Metrics } from "../metrics.js";
-import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents } from "../protocol.js";
+import type { Ack, ClientToServerEvents, Expiring, InterServerEvents, LeftRoom, ServerToClientEvents, Welcome } from "../protocol.js";
 import { admit, giveBack } from "./admission.js";
 import type { Admitted, Connection, ConnectionTransport } from "./connection.js";
 import { type Resume, parseResume } from "./recovery.js";
@@ -285,7 +285,7 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
   io.on("connection", (socket: IoSocket) => {
     const start = socket.data.start!;
     socket.data.start = undefined;
-    const c = hub.open(socketTransport(socket), start.admitted, start.address);
+    const c = hub.open(new SocketTransport(socket), start.admitted, start.address);
     socket.data.connection = c;
     log.debug({ clientId: c.id, user: c.user, transport: socket.conn.transport.name }, "connected");
     // Without the request, Socket.IO gave the handshake fresh empty headers and query: share one.
@@ -323,12 +323,16 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
       if (socket) yield socket;
     }
   }
-  function* socketsOf(conns: ReadonlySet<Connection>): Iterable<IoSocket> {
-    for (const c of conns) if (c.transport.name === "socket.io") yield (c.transport as SocketTransport).socket;
+  function* socketsOf(conns: Iterable<Connection>): Iterable<IoSocket> {
+    for (const c of conns) if (c.transport instanceof SocketTransport) yield c.transport.socket;
   }
   const members = (room?: string): number => {
     if (room === undefined) return nsp.sockets.size;
-    if (isUserRoom(room)) return [...socketsOf(hub.ofUser(room.slice(USER_ROOM_PREFIX.length)))].length;
+    if (isUserRoom(room)) {
+      let n = 0;
+      for (const _ of socketsOf(hub.ofUser(room.slice(USER_ROOM_PREFIX.length)))) n++;
+      return n;
+    }
     return nsp.adapter.rooms.get(roomKey(room))?.size ?? 0;
   };
   const sink: LocalSink = {
@@ -394,39 +398,60 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
   };
 }
 
-/** A Socket.IO socket as a connection's transport. */
-interface SocketTransport extends ConnectionTransport {
-  readonly socket: IoSocket;
-}
+/**
+ * A Socket.IO socket as a connection's transport. A class, so its methods
+ * live on the prototype: an object of closures would cost a closure a method
+ * on every connection.
+ */
+class SocketTransport implements ConnectionTransport {
+  readonly name = "socket.io";
 
-function socketTransport(socket: IoSocket): SocketTransport {
-  return {
-    name: "socket.io",
-    socket,
-    deliver: (e) => emitTo(socket, e),
-    greet: (w) => socket.emit("welcome", w),
-    expiring: (n) => socket.emit("expiring", n),
-    left: (n) => socket.emit("left", n),
-    join: (room) => void socket.join(roomKey(room)),
-    leave: (room) => void socket.leave(roomKey(room)),
-    has: (room) => socket.rooms.has(roomKey(room)),
-    rooms: () => {
-      const rooms: string[] = [];
-      for (const key of socket.rooms) if (key.startsWith(ROOM_KEY)) rooms.push(key.slice(ROOM_KEY.length));
-      return rooms;
-    },
-    queued: () => queuedBytes(socket),
-    open: () => socket.connected,
-    close(err, reconnect) {
-      socket.emit("closing", err.toJSON());
-      // Closing the transport (not the socket) makes socket.io-client reconnect by itself.
-      if (reconnect) socket.conn.close();
-      else socket.disconnect(true);
-    },
-    cut: () => cutConnection(socket),
+  constructor(readonly socket: IoSocket) {}
+
+  deliver(e: Envelope): void {
+    emitTo(this.socket, e);
+  }
+  greet(w: Welcome): void {
+    this.socket.emit("welcome", w);
+  }
+  expiring(n: Expiring): void {
+    this.socket.emit("expiring", n);
+  }
+  left(n: LeftRoom): void {
+    this.socket.emit("left", n);
+  }
+  join(room: string): void {
+    this.socket.join(roomKey(room));
+  }
+  leave(room: string): void {
+    this.socket.leave(roomKey(room));
+  }
+  has(room: string): boolean {
+    return this.socket.rooms.has(roomKey(room));
+  }
+  rooms(): string[] {
+    const rooms: string[] = [];
+    for (const key of this.socket.rooms) if (key.startsWith(ROOM_KEY)) rooms.push(key.slice(ROOM_KEY.length));
+    return rooms;
+  }
+  queued(): number {
+    return queuedBytes(this.socket);
+  }
+  open(): boolean {
+    return this.socket.connected;
+  }
+  close(err: ServiceError, reconnect: boolean): void {
+    this.socket.emit("closing", err.toJSON());
+    // Closing the transport (not the socket) makes socket.io-client reconnect by itself.
+    if (reconnect) this.socket.conn.close();
+    else this.socket.disconnect(true);
+  }
+  cut(): void {
+    cutConnection(this.socket);
+  }
+  stopReading(): void {
     // Socket.IO has closed it (disconnect); Engine.IO reads on until the cut.
-    stopReading: () => undefined,
-  };
+  }
 }
 
 /**

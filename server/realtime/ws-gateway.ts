@@ -4,7 +4,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import type { Envelope, LocalSink } from "../domain/broadcast.js";
 import { CLIENT_ID_PATTERN, USER_ROOM_PREFIX, isUserRoom } from "../domain/names.js";
 import { ServiceError } from "../errors.js";
-import type { ErrorBody, WsRequestId, WsServerFrame } from "../protocol.js";
+import type { ErrorBody, Expiring, LeftRoom, Welcome, WsRequestId, WsServerFrame } from "../protocol.js";
 import { admit, giveBack } from "./admission.js";
 import type { Admitted, Connection, ConnectionTransport } from "./connection.js";
 import { type Resume, parseResume } from "./recovery.js";
@@ -20,23 +20,89 @@ import { renderClosing, renderEcho, renderExpiring, renderJson, renderLeft, rend
 type Mode = "broadcast" | "echo";
 type Format = "text" | "json";
 
-interface Client {
-  ws: WebSocket;
-  /** ws's own socket: broadcasts are written to it whole (prebuilt-frames.ts). */
-  socket: Duplex;
-  mode: Mode;
-  format: Format;
-  alive: boolean;
-  /** Cut for flooding (or closing): whatever it still sends is dropped unread. */
-  cut: boolean;
-  /** Its rooms (the personal room is not among them). */
-  rooms: Set<string>;
-  connection: Connection;
-}
+/** Members of each room here, for the sink: the clients of every room at least one is in. */
+type RoomIndex = Map<string, Set<Client>>;
 
-/** A /ws client as a connection's transport. */
-interface WsTransport extends ConnectionTransport {
-  readonly client: Client;
+/**
+ * A /ws client, and its connection's transport. A class, so its methods live
+ * on the prototype: an object of closures would cost a closure a method on
+ * every connection.
+ */
+class Client implements ConnectionTransport {
+  readonly name = "ws";
+  alive = true;
+  /** Cut for flooding (or closing): whatever it still sends is dropped unread. */
+  dropping = false;
+  /** Its rooms (the personal room is not among them); none until it joins one. */
+  #rooms: Set<string> | undefined;
+  /** Set right after construction (the connection needs its transport). */
+  connection!: Connection;
+
+  constructor(
+    readonly ws: WebSocket,
+    /** ws's own socket: broadcasts are written to it whole (prebuilt-frames.ts). */
+    readonly socket: Duplex,
+    readonly mode: Mode,
+    readonly format: Format,
+    private readonly index: RoomIndex,
+  ) {}
+
+  /** A frame in JSON mode, or its line in text mode; nothing once the socket is no longer open. */
+  send(frame: WsServerFrame, text: string): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(this.format === "json" ? renderJson(frame) : text);
+  }
+  deliver(e: Envelope): void {
+    this.send({ type: e.event.event, data: e.event.data } as WsServerFrame, renderText(e.event));
+  }
+  greet(w: Welcome): void {
+    this.send({ type: "welcome", data: w }, renderWelcome(w));
+  }
+  expiring(n: Expiring): void {
+    this.send({ type: "expiring", data: n }, renderExpiring(n));
+  }
+  left(n: LeftRoom): void {
+    this.send({ type: "left", data: n }, renderLeft(n));
+  }
+  join(room: string): void {
+    (this.#rooms ??= new Set()).add(room);
+    let members = this.index.get(room);
+    if (!members) this.index.set(room, (members = new Set()));
+    members.add(this);
+  }
+  leave(room: string): void {
+    if (!this.#rooms?.delete(room)) return;
+    const members = this.index.get(room);
+    if (members?.delete(this) && members.size === 0) this.index.delete(room);
+  }
+  /** Out of every room: it has closed. */
+  leaveAll(): void {
+    for (const room of this.rooms()) this.leave(room);
+  }
+  has(room: string): boolean {
+    return this.#rooms?.has(room) ?? false;
+  }
+  rooms(): string[] {
+    return this.#rooms ? [...this.#rooms] : [];
+  }
+  queued(): number {
+    return this.ws.bufferedAmount;
+  }
+  open(): boolean {
+    return this.ws.readyState === this.ws.OPEN;
+  }
+  close(err: ServiceError): void {
+    this.dropping = true;
+    this.send({ type: "closing", data: err.toJSON() }, renderClosing(err.toJSON()));
+    // A close reason is at most 123 bytes.
+    this.ws.close(err.closeCode, Buffer.from(err.message).subarray(0, 123).toString());
+  }
+  stopReading(): void {
+    this.dropping = true;
+    this.ws.pause();
+  }
+  cut(): void {
+    this.ws.terminate();
+  }
 }
 
 /** An upgrade that passed our checks, on its way through ws's handshake checks and the admission. */
@@ -70,8 +136,7 @@ export interface WsGateway {
 export function createWsGateway(opts: GatewayDeps): WsGateway {
   const { config, log, hub, metrics, origins, refuseNewSession } = opts;
   const clients = new Map<WebSocket, Client>();
-  /** Members of each room here, for the sink. */
-  const byRoom = new Map<string, Set<Client>>();
+  const byRoom: RoomIndex = new Map();
 
   // Pings find dead peers and keep idle connections alive through proxies.
   const heartbeat = setInterval(() => {
@@ -102,13 +167,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     rejectUpgrade(socket, err);
   };
 
-  const send = (c: Client, frame: WsServerFrame, text: string) => {
-    if (c.ws.readyState === c.ws.OPEN) c.ws.send(c.format === "json" ? renderJson(frame) : text);
-  };
   const sendError = (c: Client, err: ErrorBody, id?: WsRequestId) =>
-    send(c, { type: "error", ...(id === undefined ? {} : { id }), data: err }, `Error: ${err.error}`);
+    c.send({ type: "error", ...(id === undefined ? {} : { id }), data: err }, `Error: ${err.error}`);
   const answer = (c: Client, id: WsRequestId | undefined, data: Record<string, unknown>) =>
-    send(c, { type: "ack", ...(id === undefined ? {} : { id }), data: { ok: true, ...data } }, "");
+    c.send({ type: "ack", ...(id === undefined ? {} : { id }), data: { ok: true, ...data } }, "");
 
   const rateLimited = new ServiceError("RATE_LIMITED", `at most ${opts.limiter.description}`);
 
@@ -130,7 +192,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
   }
   function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
     const c = clients.get(this);
-    if (!c || c.cut) return;
+    if (!c || c.dropping) return;
     if (isBinary) {
       const err = new ServiceError("UNSUPPORTED_DATA");
       metrics.refusals.inc({ code: err.code });
@@ -146,7 +208,7 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     const raw = data.toString();
     if (c.mode === "echo") {
       metrics.messagesIn.inc({ transport: "ws" });
-      return send(c, { type: "echo", data: { text: raw } }, renderEcho(raw));
+      return c.send({ type: "echo", data: { text: raw } }, renderEcho(raw));
     }
     const request = c.format === "json" ? parseJsonFrame(raw) : { type: "message" as const, text: raw, room: undefined, id: undefined };
     const fail = refused(c, request.id);
@@ -180,49 +242,10 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     const c = clients.get(this);
     if (!c) return;
     clients.delete(this);
-    for (const room of c.rooms) leaveIndex(c, room);
+    c.leaveAll();
     c.connection.end();
     log.debug({ clientId: c.connection.id, code }, "disconnected");
   }
-
-  const leaveIndex = (c: Client, room: string) => {
-    const members = byRoom.get(room);
-    if (members?.delete(c) && members.size === 0) byRoom.delete(room);
-  };
-
-  /** A /ws client as a connection's transport. */
-  const transportOf = (c: Client): WsTransport => ({
-    name: "ws",
-    client: c,
-    deliver: (e) => send(c, { type: e.event.event, data: e.event.data } as WsServerFrame, renderText(e.event)),
-    greet: (w) => send(c, { type: "welcome", data: w }, renderWelcome(w)),
-    expiring: (n) => send(c, { type: "expiring", data: n }, renderExpiring(n)),
-    left: (n) => send(c, { type: "left", data: n }, renderLeft(n)),
-    join(room) {
-      c.rooms.add(room);
-      let members = byRoom.get(room);
-      if (!members) byRoom.set(room, (members = new Set()));
-      members.add(c);
-    },
-    leave(room) {
-      if (c.rooms.delete(room)) leaveIndex(c, room);
-    },
-    has: (room) => c.rooms.has(room),
-    rooms: () => [...c.rooms],
-    queued: () => c.ws.bufferedAmount,
-    open: () => c.ws.readyState === c.ws.OPEN,
-    close(err) {
-      c.cut = true;
-      send(c, { type: "closing", data: err.toJSON() }, renderClosing(err.toJSON()));
-      // A close reason is at most 123 bytes.
-      c.ws.close(err.closeCode, Buffer.from(err.message).subarray(0, 123).toString());
-    },
-    cut: () => c.ws.terminate(),
-    stopReading() {
-      c.cut = true;
-      c.ws.pause();
-    },
-  });
 
   // Attempts by request, from our checks to ws's callback. What admission
   // took in verifyClient waits here until then; ws can still drop the socket
@@ -296,12 +319,8 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
       ws.close(1008, "duplicate clientId");
       return;
     }
-    // Its connection needs its transport, which needs the client: set right after.
-    const client = { ws, socket: req.socket, mode: attempt.mode, format: attempt.format, alive: true, cut: false, rooms: new Set<string>() } as Omit<
-      Client,
-      "connection"
-    > as Client;
-    client.connection = hub.open(transportOf(client), result.admitted, attempt.address);
+    const client = new Client(ws, req.socket, attempt.mode, attempt.format, byRoom);
+    client.connection = hub.open(client, result.admitted, attempt.address);
     clients.set(ws, client);
     log.debug({ clientId: client.connection.id, user: client.connection.user, transport: "ws", mode: attempt.mode }, "connected");
     ws.on("pong", onPong);
@@ -316,8 +335,8 @@ export function createWsGateway(opts: GatewayDeps): WsGateway {
     if (isUserRoom(room)) return clientsOf(hub.ofUser(room.slice(USER_ROOM_PREFIX.length)));
     return byRoom.get(room);
   };
-  function* clientsOf(conns: ReadonlySet<Connection>): Iterable<Client> {
-    for (const conn of conns) if (conn.transport.name === "ws") yield (conn.transport as WsTransport).client;
+  function* clientsOf(conns: Iterable<Connection>): Iterable<Client> {
+    for (const conn of conns) if (conn.transport instanceof Client) yield conn.transport;
   }
 
   return {
