@@ -203,8 +203,17 @@ export function createSocketIoGateway(io: IoServer, opts: GatewayDeps): SocketIo
           giveBack(opts, result.admitted);
           return refused(new Error("client left during the handshake"));
         }
-        socket.data.start = { admitted: result.admitted, address, resume: auth.resume, rooms: auth.rooms };
+        const start = { admitted: result.admitted, address, resume: auth.resume, rooms: auth.rooms };
+        socket.data.start = start;
         next();
+        // Socket.IO connects it on the next tick, or drops it silently if its session closed
+        // meanwhile: then "connection" never came, and what admission took is given back here.
+        setImmediate(() => {
+          if (socket.data.start !== start) return;
+          socket.data.start = undefined;
+          connecting.delete(client);
+          giveBack(opts, start.admitted);
+        });
       },
       (err: unknown) => {
         log.error({ err }, "admission failed");
